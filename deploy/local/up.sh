@@ -89,9 +89,13 @@ wait_for "garage S3 endpoint" 30 port_open "$s3_port"
 
 # --- topics -------------------------------------------------------------------------------------
 wait_for "tansu" 60 port_open "$kafka_port"
+create_topic() { # name partitions; an existing topic (a reused DATA_DIR) is fine
+  local out
+  out="$("$TANSU_BIN" topic create "$1" --broker "tcp://127.0.0.1:$kafka_port" --partitions "$2" 2>&1)" \
+    || grep -q "already exists" <<<"$out"
+}
 for topic in chat-events:4 chat-events-dlq:1 export-notifications:1; do
-  wait_for "topic ${topic%%:*}" 30 "$TANSU_BIN" topic create "${topic%%:*}" \
-    --broker "tcp://127.0.0.1:$kafka_port" --partitions "${topic##*:}"
+  wait_for "topic ${topic%%:*}" 30 create_topic "${topic%%:*}" "${topic##*:}"
 done
 
 # --- the env file the services, the demo and the tests read ------------------------------------

@@ -1,3 +1,29 @@
-//! The per-company compliance log on object storage: the object layout, the writer the ingestion
-//! service appends through, and the reader the export service replays from.
-//! The format lands with Step 2 (`docs/log-format.md`).
+//! The per-company compliance log on object storage (`docs/log-format.md`).
+//!
+//! - [`format`]: object keys and the checksummed object encoding (format version 1).
+//! - [`writer`]: turns a flushed range of one Kafka partition into immutable log objects.
+//! - [`reader`]: a company's events in a time range, deduplicated and ordered, one hour at a
+//!   time; and its metadata events (people, conversations, membership).
+
+pub mod format;
+pub mod reader;
+pub mod writer;
+
+pub use format::{LogRecord, SourceRange, Stream};
+pub use reader::{EventCursor, LogReader};
+pub use writer::{LogWriter, PendingRecord, WriteStats};
+
+/// Errors reading or writing the log, with the object concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    /// An object is not what the format says: a wrong checksum, a bad header, an unknown
+    /// version. Never skipped silently: an export must not have a hidden gap.
+    #[error("log object {key} is corrupt: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("cannot encode a log object for company {company_id}: {reason}")]
+    Encode { company_id: String, reason: String },
+}
+
+pub type Result<T, E = LogError> = std::result::Result<T, E>;

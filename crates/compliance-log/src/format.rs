@@ -1,0 +1,304 @@
+//! Log format version 1: object keys and the checksummed object encoding.
+//!
+//! ```text
+//! log/v1/<company>/events/<YYYY-MM-DD>/<HH>/<topic>.<partition>.<first>-<last>.jsonl
+//! log/v1/<company>/meta/<topic>.<partition>.<first>-<last>.jsonl
+//! ```
+//! `events` holds content (posts, notes, files) bucketed by the UTC hour of `occurred_at`, so a
+//! range read lists and fetches only its own hours. `meta` holds people, conversation and
+//! membership events, readable on their own whatever the range. `<first>-<last>` is the range
+//! of source offsets the writer flushed (zero-padded so keys sort by offset): the same range
+//! always yields the same keys and the same bytes, so a replay or a stale writer can only
+//! rewrite identical objects.
+//!
+//! An object is JSON lines: a header line, then one record per line. The header's
+//! `body_sha256` covers every byte after the header's newline.
+
+use bytes::Bytes;
+use chrono::{DateTime, NaiveDate, Timelike, Utc};
+use event_model::Event;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::{LogError, Result};
+
+pub const FORMAT_NAME: &str = "cce-compliance-log";
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Which of a company's two streams an object belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    Events,
+    Meta,
+}
+
+impl Stream {
+    pub fn of(event: &Event) -> Self {
+        if event.body.is_metadata() {
+            Self::Meta
+        } else {
+            Self::Events
+        }
+    }
+}
+
+/// The span of one Kafka partition a writer flushed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRange {
+    pub topic: String,
+    pub partition: i32,
+    pub first_offset: i64,
+    pub last_offset: i64,
+}
+
+/// One event as the log holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub event: Event,
+    /// The event's JSON as received, unknown fields included.
+    pub raw: Value,
+}
+
+impl LogRecord {
+    /// The log's total order: time, then `event_id`.
+    pub fn sort_key(&self) -> (DateTime<Utc>, &str) {
+        (
+            self.event.occurred_at.with_timezone(&Utc),
+            self.event.event_id.as_str(),
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    pub format: String,
+    pub version: u32,
+    pub company_id: String,
+    pub stream: Stream,
+    /// For `events` objects: the UTC hour, `YYYY-MM-DDTHH`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hour: Option<String>,
+    pub source: SourceRange,
+    pub records: usize,
+    pub body_sha256: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RecordLine {
+    partition: i32,
+    offset: i64,
+    event: Value,
+}
+
+pub fn company_prefix(company_id: &str) -> String {
+    format!("log/v1/{company_id}/")
+}
+
+pub fn meta_prefix(company_id: &str) -> String {
+    format!("{}meta/", company_prefix(company_id))
+}
+
+pub fn events_day_prefix(company_id: &str, day: NaiveDate) -> String {
+    format!(
+        "{}events/{}/",
+        company_prefix(company_id),
+        day.format("%Y-%m-%d")
+    )
+}
+
+fn source_name(source: &SourceRange) -> String {
+    format!(
+        "{}.{:05}.{:020}-{:020}.jsonl",
+        source.topic, source.partition, source.first_offset, source.last_offset
+    )
+}
+
+/// The hour bucket of an instant, as it appears in keys and headers: `YYYY-MM-DDTHH`.
+pub fn hour_label(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%dT%H").to_string()
+}
+
+/// Truncates an instant to its UTC hour.
+pub fn floor_hour(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.with_minute(0)
+        .and_then(|t| t.with_second(0))
+        .and_then(|t| t.with_nanosecond(0))
+        .unwrap_or(at)
+}
+
+pub fn events_key(company_id: &str, hour: DateTime<Utc>, source: &SourceRange) -> String {
+    format!(
+        "{}{:02}/{}",
+        events_day_prefix(company_id, hour.date_naive()),
+        hour.hour(),
+        source_name(source)
+    )
+}
+
+pub fn meta_key(company_id: &str, source: &SourceRange) -> String {
+    format!("{}{}", meta_prefix(company_id), source_name(source))
+}
+
+/// The hour (0–23) an `events` key belongs to, from its `<HH>/` segment.
+pub fn hour_of_events_key(key: &str) -> Option<u32> {
+    let mut segments = key.rsplit('/');
+    segments.next()?; // file name
+    segments.next()?.parse().ok().filter(|h| *h < 24)
+}
+
+/// Encodes one object. `records` must be in offset order; the result is a pure function of the
+/// arguments.
+pub fn encode(
+    company_id: &str,
+    stream: Stream,
+    hour: Option<DateTime<Utc>>,
+    source: &SourceRange,
+    records: &[(i32, i64, &Value)],
+) -> Result<Bytes> {
+    let encode_error = |e: serde_json::Error| LogError::Encode {
+        company_id: company_id.to_owned(),
+        reason: e.to_string(),
+    };
+    let mut body = Vec::new();
+    for (partition, offset, event) in records {
+        let line = RecordLine {
+            partition: *partition,
+            offset: *offset,
+            event: (*event).clone(),
+        };
+        serde_json::to_writer(&mut body, &line).map_err(encode_error)?;
+        body.push(b'\n');
+    }
+    let header = Header {
+        format: FORMAT_NAME.to_owned(),
+        version: FORMAT_VERSION,
+        company_id: company_id.to_owned(),
+        stream,
+        hour: hour.map(hour_label),
+        source: source.clone(),
+        records: records.len(),
+        body_sha256: hex::encode(Sha256::digest(&body)),
+    };
+    let mut object = serde_json::to_vec(&header).map_err(encode_error)?;
+    object.push(b'\n');
+    object.extend_from_slice(&body);
+    Ok(Bytes::from(object))
+}
+
+/// Decodes and verifies one object: its format, version, checksum and record count.
+pub fn decode(key: &str, bytes: &[u8]) -> Result<(Header, Vec<LogRecord>)> {
+    let corrupt = |reason: String| LogError::Corrupt {
+        key: key.to_owned(),
+        reason,
+    };
+    let newline = bytes
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or_else(|| corrupt("no header line".into()))?;
+    let header: Header = serde_json::from_slice(&bytes[..newline])
+        .map_err(|e| corrupt(format!("bad header: {e}")))?;
+    if header.format != FORMAT_NAME || header.version != FORMAT_VERSION {
+        return Err(corrupt(format!(
+            "format {} version {} is not {FORMAT_NAME} version {FORMAT_VERSION}",
+            header.format, header.version
+        )));
+    }
+    let body = &bytes[newline + 1..];
+    let actual = hex::encode(Sha256::digest(body));
+    if actual != header.body_sha256 {
+        return Err(corrupt(format!(
+            "body checksum {actual} does not match the header's {}",
+            header.body_sha256
+        )));
+    }
+    let mut records = Vec::with_capacity(header.records);
+    for (index, line) in body
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+    {
+        let record: RecordLine =
+            serde_json::from_slice(line).map_err(|e| corrupt(format!("record {index}: {e}")))?;
+        let event: Event = serde_json::from_value(record.event.clone())
+            .map_err(|e| corrupt(format!("record {index} is not a valid event: {e}")))?;
+        records.push(LogRecord {
+            partition: record.partition,
+            offset: record.offset,
+            event,
+            raw: record.event,
+        });
+    }
+    if records.len() != header.records {
+        return Err(corrupt(format!(
+            "{} records, the header says {}",
+            records.len(),
+            header.records
+        )));
+    }
+    Ok((header, records))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn source() -> SourceRange {
+        SourceRange {
+            topic: "chat-events".into(),
+            partition: 3,
+            first_offset: 100,
+            last_offset: 199,
+        }
+    }
+
+    fn post(id: &str) -> Value {
+        json!({"event_id": id, "type": "post.created", "occurred_at": "2026-11-25T10:15:00Z",
+               "conversation": {"id": "c", "kind": "team", "owner_company_id": "acme"},
+               "post_id": "p", "author_id": "u", "text": "héllo 👋", "extra": {"b": 1, "a": 2}})
+    }
+
+    #[test]
+    fn keys_sort_by_hour_and_offset_and_name_their_hour() {
+        let hour: DateTime<Utc> = "2026-11-25T10:00:00Z".parse().unwrap();
+        let key = events_key("acme", hour, &source());
+        assert_eq!(
+            key,
+            "log/v1/acme/events/2026-11-25/10/chat-events.00003.00000000000000000100-00000000000000000199.jsonl"
+        );
+        assert_eq!(hour_of_events_key(&key), Some(10));
+        assert!(key.starts_with(&events_day_prefix("acme", hour.date_naive())));
+    }
+
+    #[test]
+    fn encoding_is_deterministic_and_round_trips() {
+        let (a, b) = (post("e1"), post("e2"));
+        let records = [(3, 100, &a), (3, 150, &b)];
+        let hour = Some("2026-11-25T10:00:00Z".parse().unwrap());
+        let once = encode("acme", Stream::Events, hour, &source(), &records).unwrap();
+        let twice = encode("acme", Stream::Events, hour, &source(), &records).unwrap();
+        assert_eq!(once, twice);
+        let (header, decoded) = decode("k", &once).unwrap();
+        assert_eq!(header.records, 2);
+        assert_eq!(header.hour.as_deref(), Some("2026-11-25T10"));
+        assert_eq!(decoded[1].offset, 150);
+        assert_eq!(decoded[0].raw, a);
+        assert_eq!(decoded[0].event.event_id, "e1");
+    }
+
+    #[test]
+    fn a_flipped_byte_is_reported_not_skipped() {
+        let a = post("e1");
+        let mut object = encode("acme", Stream::Events, None, &source(), &[(3, 100, &a)])
+            .unwrap()
+            .to_vec();
+        let last = object.len() - 3;
+        object[last] ^= 0x01;
+        let error = decode("log/v1/acme/x", &object).unwrap_err();
+        assert!(error.to_string().contains("checksum"), "{error}");
+    }
+}
