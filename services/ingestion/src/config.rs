@@ -1,6 +1,7 @@
 //! The ingestion service's configuration: every field settable by flag and by `CCE_*` variable.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use storage::S3Config;
 use telemetry::LogFormat;
@@ -21,6 +22,28 @@ pub struct Config {
     /// Consumer group shared by every ingestion replica.
     #[arg(long, env = "CCE_INGEST_GROUP", default_value = "cce-ingestion")]
     pub group_id: String,
+    /// Flush a partition's buffered events once the oldest has waited this long, in
+    /// milliseconds. With the write itself this bounds how late an event becomes durable
+    /// (default 2000: durable within 5 seconds on a healthy store).
+    #[arg(long, env = "CCE_FLUSH_INTERVAL_MS", default_value_t = 2000)]
+    pub flush_interval_ms: u64,
+    /// Flush as soon as this many bytes of events are buffered (default 8 MiB).
+    #[arg(long, env = "CCE_FLUSH_MAX_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub flush_max_bytes: usize,
+    /// Largest accepted event in bytes; larger ones are dead-lettered (default 1 MiB).
+    #[arg(long, env = "CCE_MAX_EVENT_BYTES", default_value_t = 1024 * 1024)]
+    pub max_event_bytes: usize,
+    /// How far in the future `occurred_at` may be, in hours, before an event is dead-lettered.
+    #[arg(long, env = "CCE_MAX_FUTURE_SKEW_HOURS", default_value_t = 24)]
+    pub max_future_skew_hours: i64,
+    /// Kafka consumer session timeout in milliseconds.
+    #[arg(long, env = "CCE_KAFKA_SESSION_TIMEOUT_MS", default_value_t = 30_000)]
+    pub session_timeout_ms: u64,
+    /// On partition revoke and on shutdown, the time allowed to flush and commit, in
+    /// milliseconds; must be shorter than the session timeout. What is not durable by then is
+    /// left uncommitted, for the next owner to replay.
+    #[arg(long, env = "CCE_DRAIN_DEADLINE_MS", default_value_t = 10_000)]
+    pub drain_deadline_ms: u64,
     #[command(flatten)]
     pub s3: S3Config,
     /// Address of the health (`/healthz`, `/readyz`) and metrics (`/metrics`) endpoint.
@@ -29,4 +52,49 @@ pub struct Config {
     /// Log line format on stderr.
     #[arg(long, env = "CCE_LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Cross-field rules, checked at start-up.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.drain_deadline_ms < self.session_timeout_ms,
+            "--drain-deadline-ms ({}) must be shorter than --session-timeout-ms ({}): a drain \
+             that outlives the session lets another replica take the partitions mid-flush",
+            self.drain_deadline_ms,
+            self.session_timeout_ms
+        );
+        anyhow::ensure!(
+            self.flush_interval_ms > 0,
+            "--flush-interval-ms must be positive"
+        );
+        anyhow::ensure!(
+            self.flush_max_bytes > 0,
+            "--flush-max-bytes must be positive"
+        );
+        anyhow::ensure!(
+            self.max_event_bytes > 0,
+            "--max-event-bytes must be positive"
+        );
+        anyhow::ensure!(
+            self.events_topic != self.dead_letter_topic,
+            "the dead-letter topic must differ from the events topic"
+        );
+        Ok(())
+    }
+
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.flush_interval_ms)
+    }
+
+    pub fn drain_deadline(&self) -> Duration {
+        Duration::from_millis(self.drain_deadline_ms)
+    }
+
+    pub fn limits(&self) -> event_model::Limits {
+        event_model::Limits {
+            max_bytes: self.max_event_bytes,
+            max_future_skew: chrono::Duration::hours(self.max_future_skew_hours),
+        }
+    }
 }

@@ -1,68 +1,69 @@
 //! The ingestion service: chat events from Kafka into each company's compliance log on S3.
 //!
-//! Step 1 provides the service skeleton (configuration, health, metrics, graceful shutdown and
-//! a readiness check of both dependencies); the consumer lands with Step 2.
+//! [`run`] (or [`start`], for tests that need the bound addresses) wires the pieces: the
+//! consumer loop ([`consumer`]), the dead-letter producer ([`dead_letter`]), the log writer
+//! (`compliance-log`), metrics and the ops endpoint.
 
 mod config;
+pub mod consumer;
+pub mod dead_letter;
+mod metrics;
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context;
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use compliance_log::LogWriter;
 use telemetry::{CancellationToken, Health, OpsServer};
 
 pub use config::Config;
+pub use metrics::Metrics;
 
-/// Runs the service until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let registry = prometheus::Registry::new();
-    let health = Health::default();
-    let ops = OpsServer::start(config.ops_addr, health.clone(), registry, shutdown.clone()).await?;
-    let store = storage::S3Store::connect(&config.s3).await;
-
-    while !shutdown.is_cancelled() {
-        let ready = dependencies_answer(&config, &store).await;
-        health.set_ready(ready);
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(Duration::from_secs(if ready { 15 } else { 2 })) => {}
-        }
-    }
-    tracing::info!("ingestion stopped");
-    ops.task.await.context("joining the ops endpoint")?;
-    Ok(())
+/// A started ingestion service.
+#[derive(Debug)]
+pub struct Running {
+    pub ops_addr: SocketAddr,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
-/// Whether the broker and the bucket both answer; logs what does not.
-async fn dependencies_answer(config: &Config, store: &storage::S3Store) -> bool {
-    let brokers = config.kafka_brokers.clone();
-    let topic = config.events_topic.clone();
-    let kafka = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .create()?;
-        consumer.fetch_metadata(Some(&topic), Duration::from_secs(5))?;
-        Ok(())
+/// Validates the config, binds the ops endpoint and starts consuming in the background.
+/// Needs the multi-thread Tokio runtime (the rebalance callback drains with `block_in_place`).
+pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    config.validate()?;
+    let registry = prometheus::Registry::new();
+    let metrics = Metrics::register(&registry).context("registering metrics")?;
+    let health = Health::default();
+    // The ops endpoint outlives the consumer by its own token, so health stays visible while
+    // the consumer drains.
+    let ops_shutdown = CancellationToken::new();
+    let ops = OpsServer::start(
+        config.ops_addr,
+        health.clone(),
+        registry,
+        ops_shutdown.clone(),
+    )
+    .await?;
+    let store = Arc::new(storage::S3Store::connect(&config.s3).await);
+    let writer = LogWriter::new(store);
+    let task = tokio::spawn(async move {
+        let result = consumer::run(&config, writer, metrics, health.clone(), shutdown).await;
+        health.set_ready(false);
+        ops_shutdown.cancel();
+        ops.task.await.context("joining the ops endpoint")?;
+        tracing::info!("ingestion stopped");
+        result
+    });
+    Ok(Running {
+        ops_addr: ops.local_addr,
+        task,
     })
-    .await;
-    let kafka_ok = match kafka {
-        Ok(Ok(())) => true,
-        Ok(Err(error)) => {
-            tracing::warn!(brokers = %config.kafka_brokers, %error, "kafka does not answer");
-            false
-        }
-        Err(error) => {
-            tracing::warn!(%error, "kafka check panicked");
-            false
-        }
-    };
-    let s3_ok = match storage::ObjectStore::list_page(store, "", None, 1).await {
-        Ok(_) => true,
-        Err(error) => {
-            tracing::warn!(bucket = %config.s3.bucket, %error, "object store does not answer");
-            false
-        }
-    };
-    kafka_ok && s3_ok
+}
+
+/// Runs the service until `shutdown` is cancelled and the consumer has drained.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let running = start(config, shutdown).await?;
+    running
+        .task
+        .await
+        .context("joining the ingestion service")?
 }
