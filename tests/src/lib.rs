@@ -77,3 +77,206 @@ pub fn unique(prefix: &str) -> String {
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
+
+/// Polls `check` until it returns `Some` or `deadline` passes (then panics with `what`).
+pub async fn wait_for<T, F, Fut>(what: &str, deadline: std::time::Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+pub mod kafka {
+    //! Kafka helpers for tests: topics, producing, consuming.
+    use std::time::Duration;
+
+    use rdkafka::ClientConfig;
+    use rdkafka::Message;
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::OwnedMessage;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    use super::Stack;
+
+    pub async fn create_topic(stack: &Stack, name: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", stack.kafka_brokers())
+            .create()
+            .expect("admin client");
+        let created = admin
+            .create_topics(
+                &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            )
+            .await
+            .expect("create topics");
+        assert!(
+            created.iter().all(Result::is_ok),
+            "create topic {name}: {created:?}"
+        );
+    }
+
+    pub fn producer(stack: &Stack) -> FutureProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", stack.kafka_brokers())
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer")
+    }
+
+    /// Produces every message and waits for each delivery.
+    pub async fn produce(producer: &FutureProducer, topic: &str, messages: &[(String, Vec<u8>)]) {
+        let deliveries: Vec<_> = messages
+            .iter()
+            .map(|(key, payload)| {
+                producer
+                    .send_result(FutureRecord::to(topic).key(key).payload(payload))
+                    .map_err(|(e, _)| e)
+                    .expect("enqueue")
+            })
+            .collect();
+        for delivery in deliveries {
+            delivery
+                .await
+                .expect("delivery")
+                .map_err(|(e, _)| e)
+                .expect("produce");
+        }
+    }
+
+    /// Reads `count` messages of `topic` from the beginning (fails after `deadline`).
+    pub async fn consume(
+        stack: &Stack,
+        topic: &str,
+        count: usize,
+        deadline: Duration,
+    ) -> Vec<OwnedMessage> {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", stack.kafka_brokers())
+            .set("group.id", super::unique("reader"))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        consumer.subscribe(&[topic]).expect("subscribe");
+        let mut messages = Vec::new();
+        while messages.len() < count {
+            let message = tokio::time::timeout(deadline, consumer.recv())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("only {} of {count} messages on {topic}", messages.len())
+                })
+                .expect("recv");
+            messages.push(message.detach());
+        }
+        messages.sort_by_key(|m| (m.partition(), m.offset()));
+        messages
+    }
+}
+
+/// An ingestion service configuration for a test: its own topics and group, the stack's store,
+/// an ephemeral ops port, and the given extra flags.
+pub fn ingestion_config(
+    stack: &Stack,
+    topic: &str,
+    dlq: &str,
+    group: &str,
+    extra: &[&str],
+) -> ingestion::Config {
+    use clap::Parser;
+    let mut args: Vec<String> = vec![
+        "cce-ingestion".into(),
+        "--kafka-brokers".into(),
+        stack.kafka_brokers().into(),
+        "--events-topic".into(),
+        topic.into(),
+        "--dead-letter-topic".into(),
+        dlq.into(),
+        "--group-id".into(),
+        group.into(),
+        "--s3-endpoint".into(),
+        stack.var("CCE_S3_ENDPOINT").into(),
+        "--s3-region".into(),
+        stack.var("CCE_S3_REGION").into(),
+        "--s3-bucket".into(),
+        stack.var("CCE_S3_BUCKET").into(),
+        "--s3-access-key-id".into(),
+        stack.var("AWS_ACCESS_KEY_ID").into(),
+        "--s3-secret-access-key".into(),
+        stack.var("AWS_SECRET_ACCESS_KEY").into(),
+        "--ops-addr".into(),
+        "127.0.0.1:0".into(),
+    ];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    ingestion::Config::try_parse_from(args).expect("ingestion config")
+}
+
+/// What a company's log must hold: event ids per company, computed from the produced payloads
+/// with the same contract and routing rules.
+pub fn expected_by_company(
+    payloads: impl IntoIterator<Item = Vec<u8>>,
+) -> BTreeMap<String, std::collections::BTreeSet<String>> {
+    let now = chrono::Utc::now();
+    let mut expected: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for payload in payloads {
+        let (event, _) = event_model::parse_event(&payload, &event_model::Limits::default(), now)
+            .expect("a valid generated event");
+        for company in event_model::route(&event) {
+            expected
+                .entry(company)
+                .or_default()
+                .insert(event.event_id.clone());
+        }
+    }
+    expected
+}
+
+/// Every event id in a company's log (content over the whole generator span plus metadata),
+/// failing on any duplicate the reader lets through.
+pub async fn log_event_ids(
+    reader: &compliance_log::LogReader,
+    company: &str,
+) -> std::collections::BTreeSet<String> {
+    let (from, to) = (
+        "2000-01-01T00:00:00Z".parse().unwrap(),
+        chrono::Utc::now() + chrono::Duration::days(2),
+    );
+    let mut ids = std::collections::BTreeSet::new();
+    let mut cursor = reader.events(company, from, to);
+    while let Some(hour) = cursor.next_hour().await.expect("read events") {
+        for record in hour {
+            assert!(
+                ids.insert(record.event.event_id.clone()),
+                "duplicate {}",
+                record.event.event_id
+            );
+        }
+    }
+    for record in reader
+        .meta_events(company, to)
+        .await
+        .expect("read metadata")
+    {
+        assert!(
+            ids.insert(record.event.event_id.clone()),
+            "duplicate {}",
+            record.event.event_id
+        );
+    }
+    ids
+}

@@ -102,12 +102,12 @@ pub fn meta_prefix(company_id: &str) -> String {
     format!("{}meta/", company_prefix(company_id))
 }
 
+pub fn events_prefix(company_id: &str) -> String {
+    format!("{}events/", company_prefix(company_id))
+}
+
 pub fn events_day_prefix(company_id: &str, day: NaiveDate) -> String {
-    format!(
-        "{}events/{}/",
-        company_prefix(company_id),
-        day.format("%Y-%m-%d")
-    )
+    format!("{}{}/", events_prefix(company_id), day.format("%Y-%m-%d"))
 }
 
 fn source_name(source: &SourceRange) -> String {

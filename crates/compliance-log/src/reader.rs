@@ -136,7 +136,14 @@ impl EventCursor {
             if self.from >= self.to || self.next_day > self.last_day {
                 return Ok(None);
             }
-            let day = self.next_day;
+            // Skip days with nothing logged at one LIST each, so an all-history read costs
+            // in proportion to the days that have events, not to the calendar.
+            let Some(day) = self.next_logged_day().await? else {
+                return Ok(None);
+            };
+            if day > self.last_day {
+                return Ok(None);
+            }
             self.next_day = day.succ_opt().unwrap_or(NaiveDate::MAX);
             self.list_day(day).await?;
         }
@@ -150,6 +157,22 @@ impl EventCursor {
             .or_else(|| self.next_day.and_hms_opt(0, 0, 0).map(|t| t.and_utc()))
             .unwrap_or(self.to)
             .clamp(self.from, self.to)
+    }
+
+    /// The first day on or after `next_day` that has any object.
+    async fn next_logged_day(&self) -> Result<Option<NaiveDate>> {
+        let prefix = format::events_prefix(&self.company_id);
+        // Keys of day D start with "<prefix>D/", which sorts right after "<prefix>D".
+        let start_after = format!("{prefix}{}", self.next_day.format("%Y-%m-%d"));
+        let page = self
+            .reader
+            .store
+            .list_page(&prefix, Some(&start_after), 1)
+            .await?;
+        Ok(page.objects.first().and_then(|o| {
+            let day = o.key.strip_prefix(&prefix)?.split('/').next()?;
+            NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()
+        }))
     }
 
     async fn list_day(&mut self, day: NaiveDate) -> Result<()> {

@@ -23,7 +23,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
-use rdkafka::{ClientConfig, ClientContext, Offset};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use telemetry::{CancellationToken, Health};
 
 use crate::Config;
@@ -250,11 +250,21 @@ fn store_offsets<C: Consumer<X>, X: ConsumerContext>(
     topic: &str,
     offsets: &[(i32, i64)],
 ) {
+    // `rd_kafka_offsets_store` takes the offset to commit (the next to consume) as given.
+    // Beware `Consumer::store_offset`: it wraps the legacy `rd_kafka_offset_store`, which adds
+    // one itself, so passing it the next offset would skip a message on restart.
+    let mut list = TopicPartitionList::new();
     for (partition, next) in offsets {
-        if let Err(error) = consumer.store_offset(topic, *partition, *next) {
-            // Happens when the partition was taken away meanwhile; its new owner replays.
-            tracing::warn!(partition, offset = next, %error, "cannot store offset");
+        if let Err(error) = list.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
+            tracing::warn!(partition, offset = next, %error, "cannot list offset to store");
         }
+    }
+    if list.count() == 0 {
+        return;
+    }
+    if let Err(error) = consumer.store_offsets(&list) {
+        // Happens when a partition was taken away meanwhile; its new owner replays.
+        tracing::warn!(?offsets, %error, "cannot store offsets");
     }
 }
 
