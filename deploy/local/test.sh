@@ -27,5 +27,7 @@ export CCE_STACK_ENV="$dir/stack.env"
 export CCE_PYTHON="$CCE_VENV/bin/python"
 cd "$root"
 log "running the test suite against the stack in $dir"
+cargo build --locked --workspace --bins
+export CCE_BIN_DIR="$root/target/debug"
 cargo test --workspace --locked "$@" || status=$?
 exit "$status"

@@ -199,8 +199,20 @@ pub fn ingestion_config(
     extra: &[&str],
 ) -> ingestion::Config {
     use clap::Parser;
+    let mut args = vec!["cce-ingestion".to_owned()];
+    args.extend(ingestion_args(stack, topic, dlq, group, extra));
+    ingestion::Config::try_parse_from(args).expect("ingestion config")
+}
+
+/// The command-line flags of [`ingestion_config`], for running the binary.
+pub fn ingestion_args(
+    stack: &Stack,
+    topic: &str,
+    dlq: &str,
+    group: &str,
+    extra: &[&str],
+) -> Vec<String> {
     let mut args: Vec<String> = vec![
-        "cce-ingestion".into(),
         "--kafka-brokers".into(),
         stack.kafka_brokers().into(),
         "--events-topic".into(),
@@ -219,11 +231,26 @@ pub fn ingestion_config(
         stack.var("AWS_ACCESS_KEY_ID").into(),
         "--s3-secret-access-key".into(),
         stack.var("AWS_SECRET_ACCESS_KEY").into(),
-        "--ops-addr".into(),
-        "127.0.0.1:0".into(),
     ];
+    if !extra.contains(&"--ops-addr") {
+        args.extend(["--ops-addr".into(), "127.0.0.1:0".into()]);
+    }
     args.extend(extra.iter().map(|s| (*s).to_owned()));
-    ingestion::Config::try_parse_from(args).expect("ingestion config")
+    args
+}
+
+/// A binary of this workspace, built by `deploy/local/test.sh` before the tests run.
+pub fn binary(name: &str) -> PathBuf {
+    let dir = std::env::var_os("CCE_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/debug"));
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --bins` (deploy/local/test.sh does)",
+        path.display()
+    );
+    path
 }
 
 /// What a company's log must hold: event ids per company, computed from the produced payloads

@@ -403,3 +403,122 @@ producer.flush()
     shutdown.cancel();
     running.task.await.unwrap().unwrap();
 }
+
+/// Waits until the group's committed offsets cover `total` messages across `partitions`.
+async fn wait_committed(
+    stack: &Stack,
+    t: &Topics,
+    partitions: i32,
+    total: usize,
+    deadline: Duration,
+) {
+    wait_for("offsets committed to the end", deadline, || async {
+        let (brokers, group, topic) = (
+            stack.kafka_brokers().to_owned(),
+            t.group.clone(),
+            t.events.clone(),
+        );
+        let committed = tokio::task::spawn_blocking(move || {
+            ingestion::consumer::committed_offsets(&brokers, &group, &topic, partitions)
+        })
+        .await
+        .unwrap()
+        .ok()?;
+        let sum: i64 = committed
+            .iter()
+            .map(|o| o.to_raw().unwrap_or(0).max(0))
+            .sum();
+        (sum == total as i64).then_some(())
+    })
+    .await;
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A counter's value in a Prometheus text page.
+fn metric(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_mid_stream_and_restart_loses_and_doubles_nothing() {
+    let stack = Stack::from_env();
+    let t = topics(&stack, 4).await;
+    let prefix = format!("{}-", unique("kill"));
+    let messages = generated(&prefix, 12_000);
+    let producer = kafka::producer(&stack);
+    // A short session timeout, so the group evicts each killed member quickly.
+    let flags = [
+        "--flush-interval-ms",
+        "300",
+        "--session-timeout-ms",
+        "6000",
+        "--drain-deadline-ms",
+        "3000",
+    ];
+    let log_dir = std::env::temp_dir().join(&t.group);
+    std::fs::create_dir_all(&log_dir).unwrap();
+    let spawn = |run: usize, ops: u16| {
+        let ops = format!("127.0.0.1:{ops}");
+        let flags = [&flags[..], &["--ops-addr", &ops]].concat();
+        let args = tests::ingestion_args(&stack, &t.events, &t.dlq, &t.group, &flags);
+        let log = std::fs::File::create(log_dir.join(format!("run-{run}.log"))).unwrap();
+        tokio::process::Command::new(tests::binary("cce-ingestion"))
+            .args(&args)
+            .env("RUST_LOG", "info")
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start cce-ingestion")
+    };
+    eprintln!("ingestion logs: {}", log_dir.display());
+    // Four runs, each fed a fresh chunk and killed with SIGKILL once it has written part of it.
+    let chunks: Vec<_> = messages.chunks(messages.len() / 4 + 1).collect();
+    for (run, chunk) in chunks.iter().enumerate() {
+        kafka::produce(&producer, &t.events, chunk).await;
+        let ops = free_port();
+        let mut child = spawn(run, ops);
+        let metrics = format!("http://127.0.0.1:{ops}/metrics");
+        wait_for(
+            "the run to write some of its chunk",
+            Duration::from_secs(60),
+            || async {
+                let page = reqwest::get(&metrics).await.ok()?.text().await.ok()?;
+                (metric(&page, "cce_ingest_log_objects_written_total") > 0.0).then_some(())
+            },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(150 * run as u64)).await;
+        child.start_kill().expect("SIGKILL");
+        let status = child.wait().await.unwrap();
+        assert!(!status.success(), "run {run} should have died by SIGKILL");
+        // tansu does not rebalance when a dead member's session expires, so a member joining
+        // before then would be assigned nothing for good (docs/servers.md): wait it out.
+        tokio::time::sleep(Duration::from_secs(7)).await;
+    }
+    // A last run finishes the backlog and stops gracefully on SIGTERM.
+    let child = spawn(chunks.len(), free_port());
+    wait_committed(&stack, &t, 4, messages.len(), Duration::from_secs(120)).await;
+    assert_log_matches(&stack, &messages, Duration::from_secs(30)).await;
+    let pid = child.id().expect("pid").to_string();
+    let term = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(term.success());
+    let output = child.wait_with_output().await.unwrap();
+    assert!(
+        output.status.success(),
+        "graceful exit after SIGTERM: {:?}",
+        output.status
+    );
+}
