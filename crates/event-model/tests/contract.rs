@@ -64,7 +64,8 @@ fn the_schema_rejects_what_the_parser_rejects() {
         .into_iter()
         .find(|e| e["type"] == "post.created")
         .unwrap();
-    let mutations: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    type Mutation = Box<dyn Fn(&mut Value)>;
+    let mutations: Vec<(&str, Mutation)> = vec![
         (
             "no event_id",
             Box::new(|v| drop(v.as_object_mut().unwrap().remove("event_id"))),
