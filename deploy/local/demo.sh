@@ -30,7 +30,7 @@ env_file="$(bash "$here/up.sh" "$dir")"
 set -a; source "$env_file"; set +a
 
 step "building the services"
-(cd "$root" && cargo build --locked --quiet -p ingestion -p export)
+(cd "$root" && cargo build --locked --quiet -p ingestion -p export -p loadgen)
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 export CCE_INGEST_OPS_ADDR="127.0.0.1:$(free_port)"
@@ -50,10 +50,30 @@ for ops in "$CCE_INGEST_OPS_ADDR" "$CCE_EXPORT_OPS_ADDR"; do
 done
 log "export gRPC API on $CCE_EXPORT_GRPC_ADDR; metrics on http://$CCE_EXPORT_OPS_ADDR/metrics"
 
+step "producing a sample chat history (3 companies, people, chats, teams, edits, deletes, files)"
+"$root/target/debug/cce-loadgen" --events 5000 --companies 3 2>"$dir/logs/loadgen.log"
+tail -n 1 "$dir/logs/loadgen.log" >&2
+produced="$(sed -n 's/.*produced \([0-9]*\) events.*/\1/p' "$dir/logs/loadgen.log" | tail -n 1)"
+
+step "ingesting into each company's compliance log on S3"
+metric() { curl -fsS "http://$CCE_INGEST_OPS_ADDR/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
+deadline=$((SECONDS + 120))
+while :; do
+  consumed="$(metric cce_ingest_events_consumed_total)"; buffered="$(metric cce_ingest_buffered_events)"
+  printf '\r  consumed %s of %s, %s waiting to be durable   ' "${consumed:-0}" "$produced" "${buffered:-?}" >&2
+  [ "${consumed:-0}" -ge "$produced" ] && [ "${buffered:-1}" -eq 0 ] && break
+  [ $SECONDS -lt $deadline ] || die "ingestion did not catch up within 120s (logs: $dir/logs)"
+  sleep 0.5
+done
+echo >&2
+curl -fsS "http://$CCE_INGEST_OPS_ADDR/metrics" | grep -E '^cce_ingest_(events_appended_total|log_objects_written_total|dead_lettered_total\{reason="invalid)' >&2 || true
+
+step "reading company acme's compliance log back"
+"$root/target/debug/cce-log" summary --company acme
+
 step "what comes next"
 cat >&2 <<MSG
-The services run and answer their health checks. The remaining steps of the job — producing a
-sample company's chat history, ingesting it, requesting and watching an export over gRPC, and
-downloading and listing the zip — arrive with Steps 2 to 4 (see the open issues); this script
-will run them here as they land.
+The chat history is durable in each company's compliance log. The remaining steps of the job —
+requesting and watching an export over gRPC, and downloading and listing the zip — arrive with
+Steps 3 and 4 (see the open issues); this script will run them here as they land.
 MSG

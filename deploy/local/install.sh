@@ -33,3 +33,13 @@ if ! "$CCE_VENV/bin/python" -c 'import kafka, confluent_kafka' 2>/dev/null; then
   python3 -m venv "$CCE_VENV"
   "$CCE_VENV/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
 fi
+
+# Independent ZIP readers the archive tests use (unzip, 7z; Java and Python are on the machine).
+missing=()
+command -v unzip >/dev/null || missing+=(unzip)
+command -v 7z >/dev/null || missing+=(p7zip-full)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]} from Debian"
+  if [ "$(id -u)" -eq 0 ]; then apt-get install -y -qq "${missing[@]}" >/dev/null || { apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null; }
+  else sudo apt-get install -y -qq "${missing[@]}" >/dev/null; fi
+fi

@@ -1,0 +1,179 @@
+//! The export engine: a company's compliance log, for a range and filters, rendered into the
+//! seed's layout with a `manifest.json`, as a ZIP archive streamed to a sink (an S3 multipart
+//! upload in production). Format: `docs/export-format.md`.
+//!
+//! - [`render`]: log → day files, `users.json`, `teams.json`, manifest.
+//! - [`zip`]: the streaming ZIP writer (deflate on every core, ZIP64 where needed).
+//! - [`multipart`]: the S3 multipart sink with growing part sizes.
+//! - [`names`]: safe, unique folder names.
+//! - [`verify`]: reading an archive back and checking it against its manifest.
+
+pub mod manifest;
+pub mod multipart;
+pub mod names;
+pub mod render;
+pub mod verify;
+pub mod zip;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use compliance_log::LogReader;
+use storage::ObjectStore;
+
+pub use manifest::Manifest;
+pub use multipart::MultipartSink;
+pub use zip::{Sink, ZipWriter};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// The request cannot be served as asked; the message says what to change.
+    #[error("invalid export request: {0}")]
+    InvalidRequest(String),
+    #[error(transparent)]
+    Log(#[from] compliance_log::LogError),
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    #[error("entry {name} is {size} bytes, over the ZIP entry limit")]
+    EntryTooLarge { name: String, size: u64 },
+    /// An archive read back is not what it should be.
+    #[error("invalid archive: {0}")]
+    Invalid(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// What to export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportRequest {
+    pub company_id: String,
+    /// Inclusive start; `None` exports all history.
+    pub from: Option<DateTime<Utc>>,
+    /// Exclusive end.
+    pub to: DateTime<Utc>,
+    /// Only conversations with any of these people (members or actors). Empty: everyone.
+    pub person_ids: BTreeSet<String>,
+    /// Only these conversations. Empty: every conversation in scope.
+    pub conversation_ids: BTreeSet<String>,
+    /// IANA zone for day files; empty means UTC.
+    pub time_zone: String,
+}
+
+impl ExportRequest {
+    /// The first instant the export reads (2000-01-01 for all history, as the log holds
+    /// nothing earlier).
+    pub fn start(&self) -> DateTime<Utc> {
+        self.from
+            .unwrap_or_else(event_model::validate::earliest_accepted)
+    }
+
+    /// A short description of the range for names: `2026-01-01_2026-02-01` or `all-history_…`.
+    pub fn label(&self) -> String {
+        let to = self.to.format("%Y-%m-%d");
+        match self.from {
+            Some(from) => format!("{}_{to}", from.format("%Y-%m-%d")),
+            None => format!("all-history_{to}"),
+        }
+    }
+
+    /// Checks what a person could get wrong, with a message saying what to change.
+    pub fn validate(&self) -> Result<chrono_tz::Tz, ArchiveError> {
+        if !event_model::is_safe_id(&self.company_id) {
+            return Err(ArchiveError::InvalidRequest(format!(
+                "company id {:?} is not valid",
+                self.company_id
+            )));
+        }
+        if self.start() >= self.to {
+            return Err(ArchiveError::InvalidRequest(format!(
+                "the range is empty or reversed: from {} is not before to {}",
+                self.start().to_rfc3339(),
+                self.to.to_rfc3339()
+            )));
+        }
+        render::parse_time_zone(&self.time_zone)
+    }
+}
+
+/// How far an export has got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub events_read: u64,
+    pub files_written: u64,
+    pub bytes_written: u64,
+    /// 0–100, from the share of the range read.
+    pub percent: u32,
+}
+
+/// Renders an export into `sink`; returns the sink, the archive's size and its manifest.
+pub async fn export_to_sink<S: Sink>(
+    request: &ExportRequest,
+    reader: &LogReader,
+    sink: S,
+    progress: impl FnMut(Progress),
+) -> Result<(S, u64, Manifest), ArchiveError> {
+    let tz = request.validate()?;
+    let directory = reader
+        .metadata(
+            &request.company_id,
+            request.to - chrono::Duration::nanoseconds(1),
+        )
+        .await?;
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let zip = ZipWriter::new(sink, 6, workers + 1);
+    render::Renderer::new(request, tz, directory, zip)
+        .run(reader, progress)
+        .await
+}
+
+/// The finished archive in the object store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredArchive {
+    pub key: String,
+    pub size: u64,
+    pub sha256: String,
+    pub manifest: Manifest,
+}
+
+/// Renders an export straight into a multipart upload at `key`. The object appears only when
+/// everything is written; on failure the upload is aborted and nothing is visible.
+pub async fn export_to_s3(
+    request: &ExportRequest,
+    log_store: Arc<dyn ObjectStore>,
+    archive_store: Arc<dyn ObjectStore>,
+    key: &str,
+    progress: impl FnMut(Progress),
+) -> Result<StoredArchive, ArchiveError> {
+    request.validate()?;
+    let reader = LogReader::new(log_store);
+    let sink = MultipartSink::start(archive_store, key).await?;
+    // On error the sink is consumed by the failed render; abort through a second handle.
+    let (upload_store, upload_key) = (sink_store(&sink), key.to_owned());
+    match export_to_sink(request, &reader, sink, progress).await {
+        Ok((sink, _, manifest)) => {
+            let (size, sha256) = sink.complete().await?;
+            Ok(StoredArchive {
+                key: upload_key,
+                size,
+                sha256,
+                manifest,
+            })
+        }
+        Err(error) => {
+            abort_uploads(&upload_store, &upload_key).await;
+            Err(error)
+        }
+    }
+}
+
+fn sink_store(sink: &MultipartSink) -> (Arc<dyn ObjectStore>, String) {
+    sink.handle()
+}
+
+async fn abort_uploads(handle: &(Arc<dyn ObjectStore>, String), key: &str) {
+    let (store, upload_id) = handle;
+    if let Err(error) = store.abort_multipart(key, upload_id).await {
+        tracing::warn!(%key, %error, "failed to abort a multipart upload; the lifecycle rule will");
+    }
+}

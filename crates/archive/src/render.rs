@@ -1,0 +1,537 @@
+//! Replays a company's log for a range into the seed's layout (`docs/export-format.md`).
+//!
+//! One pass, in log order (time, then id), one local day at a time: a day's files are written
+//! when the next day starts, so memory holds one day of the company's items, a bounded cache of
+//! post texts (for "text before" on edits and deletes), and one small record per conversation
+//! and day for the manifest.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use bytes::Bytes;
+use chrono::{NaiveDate, Utc};
+use chrono_tz::Tz;
+use compliance_log::{LogReader, LogRecord};
+use event_model::directory::{ConversationState, Directory};
+use event_model::{ConversationKind, EventBody};
+use serde_json::{Value, json};
+
+use crate::manifest::{
+    ConversationCounts, Counts, EXPORT_FORMAT, EXPORT_FORMAT_VERSION, FileRecord, LogPosition,
+    Manifest, RequestRecord,
+};
+use crate::names::{conversation_folder, sanitize};
+use crate::zip::{Sink, ZipWriter};
+use crate::{ArchiveError, ExportRequest, Progress};
+
+/// Items per day file before it is split into numbered parts (as RingCentral does).
+pub const MAX_ITEMS_PER_FILE: usize = 10_000;
+/// Post texts remembered for "text before"; past this the cache starts over (then the text
+/// before an edit of an older post shows as unknown, never as wrong).
+const TEXT_CACHE_LIMIT: usize = 200_000;
+
+/// One item of a day file, as it stood at the end of that day.
+#[derive(Debug)]
+struct Item {
+    value: Value,
+}
+
+#[derive(Debug, Default)]
+struct DayFile {
+    items: Vec<Item>,
+    by_id: HashMap<String, usize>,
+}
+
+pub(crate) struct Renderer<'a, S: Sink> {
+    request: &'a ExportRequest,
+    tz: Tz,
+    root: String,
+    directory: Directory,
+    zip: ZipWriter<S>,
+    day: Option<NaiveDate>,
+    open: BTreeMap<String, DayFile>,
+    texts: HashMap<String, String>,
+    counts: BTreeMap<String, BTreeMap<String, Counts>>,
+    seen_conversations: BTreeSet<String>,
+    events_read: u64,
+}
+
+impl<'a, S: Sink> Renderer<'a, S> {
+    pub(crate) fn new(
+        request: &'a ExportRequest,
+        tz: Tz,
+        directory: Directory,
+        zip: ZipWriter<S>,
+    ) -> Self {
+        let root = sanitize(
+            &format!(
+                "compliance_export_{}_{}",
+                request.company_id,
+                request.label()
+            ),
+            120,
+        );
+        Self {
+            request,
+            tz,
+            root,
+            directory,
+            zip,
+            day: None,
+            open: BTreeMap::new(),
+            texts: HashMap::new(),
+            counts: BTreeMap::new(),
+            seen_conversations: BTreeSet::new(),
+            events_read: 0,
+        }
+    }
+
+    /// Renders the whole range and finishes the archive; returns the sink, its size and the
+    /// manifest written into it.
+    pub(crate) async fn run(
+        mut self,
+        reader: &LogReader,
+        mut progress: impl FnMut(Progress),
+    ) -> Result<(S, u64, Manifest), ArchiveError> {
+        let (from, to) = (self.request.start(), self.request.to);
+        let mut cursor = reader.events(&self.request.company_id, from, to);
+        while let Some(hour) = cursor.next_hour().await? {
+            for record in hour {
+                self.events_read += 1;
+                self.apply(&record).await?;
+            }
+            let span = (to - from).num_seconds().max(1) as f64;
+            let done = (cursor.position() - from).num_seconds() as f64;
+            progress(Progress {
+                events_read: self.events_read,
+                files_written: self.zip.entries().len() as u64,
+                bytes_written: self.zip.bytes_written(),
+                percent: ((done / span) * 100.0).clamp(0.0, 99.0) as u32,
+            });
+        }
+        self.flush_day().await?;
+        self.write_directories().await?;
+        // The manifest lists every other entry with its hash: wait for all to be written.
+        self.zip.flush().await?;
+        let manifest = self.manifest();
+        let bytes = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| ArchiveError::Internal(e.to_string()))?;
+        let name = format!("{}/manifest.json", self.root);
+        self.zip.add(name, Bytes::from(bytes)).await?;
+        let (sink, size, entries) = self.zip.finish().await?;
+        progress(Progress {
+            events_read: self.events_read,
+            files_written: entries.len() as u64,
+            bytes_written: size,
+            percent: 100,
+        });
+        Ok((sink, size, manifest))
+    }
+
+    fn included(&self, conversation_id: &str, actor: &str) -> bool {
+        let request = self.request;
+        if !request.conversation_ids.is_empty()
+            && !request.conversation_ids.contains(conversation_id)
+        {
+            return false;
+        }
+        if request.person_ids.is_empty() || request.person_ids.contains(actor) {
+            return true;
+        }
+        self.directory
+            .conversations
+            .get(conversation_id)
+            .is_some_and(|c| c.members.keys().any(|m| request.person_ids.contains(m)))
+    }
+
+    fn person(&self, id: &str) -> Value {
+        match self.directory.people.get(id) {
+            Some(p) => {
+                json!({"id": id, "name": p.name, "email": p.email, "company_id": p.company_id})
+            }
+            None => json!({"id": id}),
+        }
+    }
+
+    fn at(&self, record: &LogRecord) -> String {
+        record
+            .event
+            .occurred_at
+            .with_timezone(&Utc)
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    }
+
+    async fn apply(&mut self, record: &LogRecord) -> Result<(), ArchiveError> {
+        let Some(conversation) = record.event.conversation() else {
+            return Ok(());
+        };
+        let actor = actor_of(&record.event.body);
+        if !self.included(&conversation.id, actor) {
+            return Ok(());
+        }
+        let day = record
+            .event
+            .occurred_at
+            .with_timezone(&self.tz)
+            .date_naive();
+        if self.day != Some(day) {
+            self.flush_day().await?;
+            self.day = Some(day);
+        }
+        let conversation_id = conversation.id.clone();
+        self.seen_conversations.insert(conversation_id.clone());
+        let at = self.at(record);
+        let mut texts = std::mem::take(&mut self.texts);
+        let person = |id: &str| self.person(id);
+        type Update = Box<dyn FnOnce(Option<&mut Value>) -> Value>;
+        let (item_id, update, count): (String, Update, fn(&mut Counts)) = match &record.event.body {
+            EventBody::PostCreated {
+                post_id,
+                author_id,
+                text,
+                parent_post_id,
+                ..
+            } => {
+                if texts.len() >= TEXT_CACHE_LIMIT {
+                    texts.clear();
+                }
+                texts.insert(post_id.clone(), text.clone());
+                let value = json!({"kind": "post", "id": post_id, "author": person(author_id), "created_at": at,
+                    "parent_post_id": parent_post_id, "text": text, "edits": [], "deleted": null});
+                (format!("post:{post_id}"), Box::new(move |_| value), |c| {
+                    c.posts += 1
+                })
+            }
+            EventBody::PostEdited {
+                post_id,
+                editor_id,
+                text,
+                ..
+            } => {
+                let before = texts.insert(post_id.clone(), text.clone());
+                let edit = json!({"at": at, "editor": person(editor_id), "text_before": before, "text": text});
+                let (post_id, text) = (post_id.clone(), text.clone());
+                (
+                    format!("post:{post_id}"),
+                    Box::new(move |existing: Option<&mut Value>| {
+                        let mut item = existing
+                            .map(|v| v.take())
+                            .unwrap_or_else(|| earlier_item("post", &post_id));
+                        item["text"] = json!(text);
+                        if let Some(edits) = item["edits"].as_array_mut() {
+                            edits.push(edit);
+                        }
+                        item
+                    }),
+                    |c| c.edits += 1,
+                )
+            }
+            EventBody::PostDeleted {
+                post_id,
+                deleted_by,
+                ..
+            } => {
+                let before = texts.remove(post_id);
+                let deleted = json!({"at": at, "by": person(deleted_by), "text_before": before});
+                let post_id = post_id.clone();
+                (
+                    format!("post:{post_id}"),
+                    Box::new(move |existing: Option<&mut Value>| {
+                        let mut item = existing
+                            .map(|v| v.take())
+                            .unwrap_or_else(|| earlier_item("post", &post_id));
+                        item["deleted"] = deleted;
+                        item
+                    }),
+                    |c| c.deletes += 1,
+                )
+            }
+            EventBody::NoteCreated {
+                note_id,
+                author_id,
+                title,
+                text,
+                ..
+            } => {
+                let value = json!({"kind": "note", "id": note_id, "author": person(author_id), "created_at": at,
+                    "title": title, "text": text, "deleted": null});
+                (format!("note:{note_id}"), Box::new(move |_| value), |c| {
+                    c.notes += 1
+                })
+            }
+            EventBody::NoteEdited {
+                note_id,
+                title,
+                text,
+                ..
+            } => {
+                // Notes are exported in their final state without an edit log (the seed's rule).
+                let (note_id, title, text, at) =
+                    (note_id.clone(), title.clone(), text.clone(), at.clone());
+                (
+                    format!("note:{note_id}"),
+                    Box::new(move |existing: Option<&mut Value>| {
+                        let mut item = existing
+                            .map(|v| v.take())
+                            .unwrap_or_else(|| earlier_item("note", &note_id));
+                        item["title"] = json!(title);
+                        item["text"] = json!(text);
+                        item["last_edited_at"] = json!(at);
+                        item
+                    }),
+                    |c| c.notes += 1,
+                )
+            }
+            EventBody::NoteDeleted {
+                note_id,
+                deleted_by,
+                ..
+            } => {
+                let deleted = json!({"at": at, "by": person(deleted_by)});
+                let note_id = note_id.clone();
+                (
+                    format!("note:{note_id}"),
+                    Box::new(move |existing: Option<&mut Value>| {
+                        let mut item = existing
+                            .map(|v| v.take())
+                            .unwrap_or_else(|| earlier_item("note", &note_id));
+                        item["deleted"] = deleted;
+                        item
+                    }),
+                    |c| c.notes += 1,
+                )
+            }
+            EventBody::FileShared {
+                file_id,
+                author_id,
+                name,
+                size,
+                content_type,
+                sha256,
+                post_id,
+                ..
+            } => {
+                let value = json!({"kind": "file", "id": file_id, "author": person(author_id), "shared_at": at,
+                    "name": name, "size": size, "content_type": content_type, "sha256": sha256,
+                    "post_id": post_id, "content_included": false});
+                (format!("file:{file_id}"), Box::new(move |_| value), |c| {
+                    c.files_shared += 1
+                })
+            }
+            _ => {
+                self.texts = texts;
+                return Ok(());
+            }
+        };
+        self.texts = texts;
+        let counts = self
+            .counts
+            .entry(conversation_id.clone())
+            .or_default()
+            .entry(day.format("%Y-%m-%d").to_string())
+            .or_default();
+        counts.events += 1;
+        count(counts);
+        let file = self.open.entry(conversation_id).or_default();
+        match file.by_id.get(&item_id) {
+            Some(&index) => {
+                let value = update(Some(&mut file.items[index].value));
+                file.items[index].value = value;
+            }
+            None => {
+                file.by_id.insert(item_id, file.items.len());
+                file.items.push(Item {
+                    value: update(None),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn folder_of(&self, conversation_id: &str) -> (String, ConversationKind) {
+        let state = self.directory.conversations.get(conversation_id);
+        let kind = state.map_or(ConversationKind::Group, |c| c.kind);
+        let section = if kind == ConversationKind::Team {
+            "Team_Chats"
+        } else {
+            "People_Chats"
+        };
+        let folder = conversation_folder(conversation_id, state.and_then(|c| c.name.as_deref()));
+        (format!("{section}/{folder}"), kind)
+    }
+
+    async fn flush_day(&mut self) -> Result<(), ArchiveError> {
+        let Some(day) = self.day.take() else {
+            return Ok(());
+        };
+        let date = day.format("%Y-%m-%d").to_string();
+        for (conversation_id, file) in std::mem::take(&mut self.open) {
+            let (folder, kind) = self.folder_of(&conversation_id);
+            let name = self
+                .directory
+                .conversations
+                .get(&conversation_id)
+                .and_then(|c| c.name.clone());
+            let chunks: Vec<&[Item]> = file.items.chunks(MAX_ITEMS_PER_FILE).collect();
+            for (part, chunk) in chunks.iter().enumerate() {
+                let file_name = if part == 0 {
+                    format!("{date}.json")
+                } else {
+                    format!("{date}_part-{}.json", part + 1)
+                };
+                let body = json!({
+                    "conversation": {"id": conversation_id, "kind": kind_name(kind), "name": name},
+                    "date": date, "time_zone": self.tz.name(), "part": part + 1, "parts": chunks.len(),
+                    "items": chunk.iter().map(|i| &i.value).collect::<Vec<_>>(),
+                });
+                let bytes = serde_json::to_vec_pretty(&body)
+                    .map_err(|e| ArchiveError::Internal(e.to_string()))?;
+                self.zip
+                    .add(
+                        format!("{}/{folder}/{file_name}", self.root),
+                        Bytes::from(bytes),
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn conversation_record(&self, id: &str, state: Option<&ConversationState>) -> Value {
+        let (folder, kind) = self.folder_of(id);
+        let members: Vec<Value> = state
+            .map(|c| c.members.keys().map(|m| self.person(m)).collect())
+            .unwrap_or_default();
+        json!({
+            "id": id, "kind": kind_name(kind), "name": state.and_then(|c| c.name.clone()),
+            "owner_company_id": state.map(|c| c.owner_company_id.clone()),
+            "created_at": state.and_then(|c| c.created_at), "created_by": state.and_then(|c| c.created_by.clone()),
+            "archived_at": state.and_then(|c| c.archived_at), "members": members, "folder": folder,
+            "has_content_in_range": self.seen_conversations.contains(id),
+        })
+    }
+
+    async fn write_directories(&mut self) -> Result<(), ArchiveError> {
+        let ids: BTreeSet<String> = self
+            .directory
+            .conversations
+            .keys()
+            .filter(|id| self.included(id, ""))
+            .chain(self.seen_conversations.iter())
+            .cloned()
+            .collect();
+        let (mut people, mut teams) = (Vec::new(), Vec::new());
+        for id in &ids {
+            let state = self.directory.conversations.get(id);
+            let record = self.conversation_record(id, state);
+            if state.is_some_and(|c| c.kind == ConversationKind::Team) {
+                teams.push(record);
+            } else {
+                people.push(record);
+            }
+        }
+        for (path, list) in [
+            ("People_And_Groups/users.json", people),
+            ("Teams/teams.json", teams),
+        ] {
+            let bytes = serde_json::to_vec_pretty(&json!({"conversations": list}))
+                .map_err(|e| ArchiveError::Internal(e.to_string()))?;
+            self.zip
+                .add(format!("{}/{path}", self.root), Bytes::from(bytes))
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn manifest(&self) -> Manifest {
+        let mut totals = Counts::default();
+        let conversations = self
+            .counts
+            .iter()
+            .map(|(id, days)| {
+                days.values().for_each(|c| totals.add(c));
+                let (folder, kind) = self.folder_of(id);
+                ConversationCounts {
+                    conversation_id: id.clone(),
+                    kind: kind_name(kind).into(),
+                    folder,
+                    days: days.clone(),
+                }
+            })
+            .collect();
+        let prefix = format!("{}/", self.root);
+        let files = self
+            .zip
+            .entries()
+            .iter()
+            .map(|e| FileRecord {
+                path: e.name.strip_prefix(&prefix).unwrap_or(&e.name).to_owned(),
+                size: e.size,
+                sha256: e.sha256.clone(),
+            })
+            .collect();
+        let request = self.request;
+        Manifest {
+            format: EXPORT_FORMAT.into(),
+            format_version: EXPORT_FORMAT_VERSION,
+            request: RequestRecord {
+                company_id: request.company_id.clone(),
+                from: request.from,
+                to: request.to,
+                all_history: request.from.is_none(),
+                person_ids: request.person_ids.iter().cloned().collect(),
+                conversation_ids: request.conversation_ids.iter().cloned().collect(),
+                time_zone: self.tz.name().to_owned(),
+            },
+            log_position: LogPosition {
+                log_format_version: 1,
+                events_before: request.to,
+                events_read: self.events_read,
+            },
+            conversations,
+            totals,
+            files,
+        }
+    }
+}
+
+/// An item first seen through a later change: it was created before the range (or before the
+/// filters let it in), so its creation is not in this archive.
+fn earlier_item(kind: &str, id: &str) -> Value {
+    json!({"kind": kind, "id": id, "created_before_range": true, "author": null, "created_at": null,
+           "text": null, "edits": [], "deleted": null})
+}
+
+fn kind_name(kind: ConversationKind) -> &'static str {
+    match kind {
+        ConversationKind::Direct => "direct",
+        ConversationKind::Group => "group",
+        ConversationKind::Team => "team",
+    }
+}
+
+fn actor_of(body: &EventBody) -> &str {
+    match body {
+        EventBody::PostCreated { author_id, .. }
+        | EventBody::NoteCreated { author_id, .. }
+        | EventBody::FileShared { author_id, .. } => author_id,
+        EventBody::PostEdited { editor_id, .. } | EventBody::NoteEdited { editor_id, .. } => {
+            editor_id
+        }
+        EventBody::PostDeleted { deleted_by, .. } | EventBody::NoteDeleted { deleted_by, .. } => {
+            deleted_by
+        }
+        _ => "",
+    }
+}
+
+/// Parses an IANA zone name; empty means UTC.
+pub fn parse_time_zone(name: &str) -> Result<Tz, ArchiveError> {
+    if name.is_empty() {
+        return Ok(Tz::UTC);
+    }
+    name.parse::<Tz>().map_err(|_| {
+        ArchiveError::InvalidRequest(format!(
+            "unknown time zone {name:?}: use an IANA name such as \"Europe/London\""
+        ))
+    })
+}

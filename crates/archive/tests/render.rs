@@ -1,0 +1,350 @@
+//! Rendering, table by table, over an in-memory log: layout, scope, edit logs, deletes, notes,
+//! files, time zones, equal timestamps at day and range boundaries, filters, determinism.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use archive::{ExportRequest, export_to_sink};
+use compliance_log::{LogReader, LogWriter, PendingRecord, SourceRange};
+use event_model::{Limits, parse_event};
+use serde_json::{Value, json};
+use storage::MemoryStore;
+
+const ACME_GLOBEX_DM: &str = r#"{"id": "dm1", "kind": "direct", "owner_company_id": "globex", "member_company_ids": ["acme", "globex"]}"#;
+const ACME_TEAM: &str = r#"{"id": "team1", "kind": "team", "owner_company_id": "acme"}"#;
+const GLOBEX_GROUP: &str = r#"{"id": "grp1", "kind": "group", "owner_company_id": "globex"}"#;
+
+fn ev(id: &str, at: &str, ty: &str, conv: &str, fields: Value) -> Value {
+    let mut v = json!({"event_id": id, "type": ty, "occurred_at": at, "conversation": serde_json::from_str::<Value>(conv).unwrap()});
+    for (k, x) in fields.as_object().unwrap() {
+        v[k] = x.clone();
+    }
+    v
+}
+
+fn history() -> Vec<Value> {
+    vec![
+        json!({"event_id": "p0", "type": "person.created", "occurred_at": "2026-01-01T00:00:00Z",
+               "person": {"id": "ann", "company_id": "acme", "name": "Ann Ångström", "email": "ann@acme"}}),
+        ev(
+            "c1",
+            "2026-01-01T00:00:00Z",
+            "conversation.created",
+            ACME_TEAM,
+            json!({"name": "../Trading/Desk", "created_by": "ann",
+                  "members": [{"person_id": "ann", "company_id": "acme"}, {"person_id": "gus", "company_id": "globex", "name": "Gus"}]}),
+        ),
+        ev(
+            "c2",
+            "2026-01-01T00:00:00Z",
+            "conversation.created",
+            ACME_GLOBEX_DM,
+            json!({"created_by": "gus", "members": [{"person_id": "ann", "company_id": "acme"}, {"person_id": "gus", "company_id": "globex", "name": "Gus", "email": "gus@globex"}]}),
+        ),
+        ev(
+            "c3",
+            "2026-01-01T00:00:00Z",
+            "conversation.created",
+            GLOBEX_GROUP,
+            json!({"name": "Globex only", "created_by": "gus", "members": [{"person_id": "ann", "company_id": "acme"}, {"person_id": "gus", "company_id": "globex"}, {"person_id": "hal", "company_id": "globex"}]}),
+        ),
+        // Before the range: a post later edited and deleted inside it.
+        ev(
+            "e01",
+            "2026-01-31T23:00:00Z",
+            "post.created",
+            ACME_TEAM,
+            json!({"post_id": "old", "author_id": "ann", "text": "old text"}),
+        ),
+        ev(
+            "e02",
+            "2026-02-01T10:00:00Z",
+            "post.created",
+            ACME_TEAM,
+            json!({"post_id": "t1", "author_id": "ann", "text": "first"}),
+        ),
+        ev(
+            "e03",
+            "2026-02-01T10:05:00Z",
+            "post.edited",
+            ACME_TEAM,
+            json!({"post_id": "t1", "editor_id": "ann", "text": "second"}),
+        ),
+        ev(
+            "e04",
+            "2026-02-01T10:06:00Z",
+            "post.created",
+            ACME_TEAM,
+            json!({"post_id": "t2", "author_id": "gus", "text": "reply", "parent_post_id": "t1"}),
+        ),
+        ev(
+            "e05",
+            "2026-02-02T09:00:00Z",
+            "post.edited",
+            ACME_TEAM,
+            json!({"post_id": "old", "editor_id": "ann", "text": "old text, edited"}),
+        ),
+        ev(
+            "e06",
+            "2026-02-02T09:30:00Z",
+            "post.deleted",
+            ACME_TEAM,
+            json!({"post_id": "t2", "deleted_by": "ann"}),
+        ),
+        ev(
+            "e07",
+            "2026-02-01T11:00:00Z",
+            "note.created",
+            ACME_TEAM,
+            json!({"note_id": "n1", "author_id": "ann", "title": "Rules", "text": "v1"}),
+        ),
+        ev(
+            "e08",
+            "2026-02-01T12:00:00Z",
+            "note.edited",
+            ACME_TEAM,
+            json!({"note_id": "n1", "editor_id": "ann", "title": "Rules", "text": "v2"}),
+        ),
+        ev(
+            "e09",
+            "2026-02-01T13:00:00Z",
+            "file.shared",
+            ACME_TEAM,
+            json!({"file_id": "f1", "author_id": "ann", "name": "deck.pdf", "size": 1234, "content_type": "application/pdf", "sha256": "ab".repeat(32)}),
+        ),
+        // Equal timestamps exactly at midnight UTC, in a direct chat across companies.
+        ev(
+            "e10",
+            "2026-02-02T00:00:00Z",
+            "post.created",
+            ACME_GLOBEX_DM,
+            json!({"post_id": "d1", "author_id": "gus", "text": "at midnight"}),
+        ),
+        ev(
+            "e11",
+            "2026-02-02T00:00:00Z",
+            "post.created",
+            ACME_GLOBEX_DM,
+            json!({"post_id": "d2", "author_id": "ann", "text": "also at midnight"}),
+        ),
+        ev(
+            "e12",
+            "2026-02-01T23:59:59.999Z",
+            "post.created",
+            ACME_GLOBEX_DM,
+            json!({"post_id": "d0", "author_id": "ann", "text": "just before"}),
+        ),
+        // A group owned by globex that includes ann: not acme's.
+        ev(
+            "e13",
+            "2026-02-01T10:00:00Z",
+            "post.created",
+            GLOBEX_GROUP,
+            json!({"post_id": "g1", "author_id": "ann", "text": "not for acme"}),
+        ),
+        // At the range's end: excluded (the range is half-open).
+        ev(
+            "e14",
+            "2026-02-03T00:00:00Z",
+            "post.created",
+            ACME_TEAM,
+            json!({"post_id": "late", "author_id": "ann", "text": "after"}),
+        ),
+    ]
+}
+
+async fn log() -> LogReader {
+    let store = Arc::new(MemoryStore::new());
+    let now = "2026-12-01T00:00:00Z".parse().unwrap();
+    let records: Vec<PendingRecord> = history()
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let (event, raw) =
+                parse_event(&serde_json::to_vec(&v).unwrap(), &Limits::default(), now).unwrap();
+            PendingRecord {
+                offset: i as i64,
+                event,
+                raw,
+            }
+        })
+        .collect();
+    let source = SourceRange {
+        topic: "t".into(),
+        partition: 0,
+        first_offset: 0,
+        last_offset: records.len() as i64 - 1,
+    };
+    LogWriter::new(store.clone())
+        .write(&source, &records)
+        .await
+        .unwrap();
+    LogReader::new(store)
+}
+
+fn request(tz: &str) -> ExportRequest {
+    ExportRequest {
+        company_id: "acme".into(),
+        from: Some("2026-02-01T00:00:00Z".parse().unwrap()),
+        to: "2026-02-03T00:00:00Z".parse().unwrap(),
+        person_ids: BTreeSet::new(),
+        conversation_ids: BTreeSet::new(),
+        time_zone: tz.into(),
+    }
+}
+
+async fn export(request: &ExportRequest) -> (Vec<u8>, BTreeMap<String, Value>) {
+    let reader = log().await;
+    let (bytes, _, _) = export_to_sink(request, &reader, Vec::new(), |_| {})
+        .await
+        .unwrap();
+    let files = archive::verify::read_entries(&bytes)
+        .unwrap()
+        .into_iter()
+        .map(|(name, body)| {
+            let rel = name.split_once('/').unwrap().1.to_owned();
+            (rel, serde_json::from_slice(&body).unwrap())
+        })
+        .collect();
+    (bytes, files)
+}
+
+fn items(file: &Value) -> Vec<&Value> {
+    file["items"].as_array().unwrap().iter().collect()
+}
+
+#[tokio::test]
+async fn layout_scope_history_notes_and_files() {
+    let (bytes, files) = export(&request("")).await;
+    let names: Vec<&String> = files.keys().collect();
+    assert_eq!(
+        names,
+        [
+            "People_And_Groups/users.json",
+            "People_Chats/dm1/2026-02-01.json",
+            "People_Chats/dm1/2026-02-02.json",
+            "Team_Chats/Trading_Desk__team1/2026-02-01.json",
+            "Team_Chats/Trading_Desk__team1/2026-02-02.json",
+            "Teams/teams.json",
+            "manifest.json",
+        ]
+    );
+    // Scope: the globex-owned group is nowhere, though acme's ann is in it.
+    assert!(!String::from_utf8_lossy(&bytes).contains("grp1"));
+    let users = &files["People_And_Groups/users.json"]["conversations"];
+    assert_eq!(users.as_array().unwrap().len(), 1);
+    assert_eq!(users[0]["id"], "dm1");
+    assert_eq!(
+        files["Teams/teams.json"]["conversations"][0]["name"],
+        "../Trading/Desk"
+    );
+
+    let day1 = items(&files["Team_Chats/Trading_Desk__team1/2026-02-01.json"]);
+    let t1 = day1.iter().find(|i| i["id"] == "t1").unwrap();
+    assert_eq!(t1["text"], "second");
+    assert_eq!(t1["edits"][0]["text_before"], "first");
+    assert_eq!(t1["edits"][0]["editor"]["name"], "Ann Ångström");
+    let note = day1.iter().find(|i| i["id"] == "n1").unwrap();
+    assert_eq!(note["text"], "v2");
+    assert!(note.get("edits").is_none(), "notes carry no edit log");
+    let file = day1.iter().find(|i| i["kind"] == "file").unwrap();
+    assert_eq!(file["content_included"], false);
+    assert_eq!(file["size"], 1234);
+    let reply = day1.iter().find(|i| i["id"] == "t2").unwrap();
+    assert_eq!(reply["parent_post_id"], "t1");
+
+    let day2 = items(&files["Team_Chats/Trading_Desk__team1/2026-02-02.json"]);
+    let old = day2.iter().find(|i| i["id"] == "old").unwrap();
+    assert_eq!(
+        old["created_before_range"], true,
+        "an edit of a post created before the range"
+    );
+    assert_eq!(old["edits"][0]["text"], "old text, edited");
+    let deleted = day2.iter().find(|i| i["id"] == "t2").unwrap();
+    assert_eq!(deleted["deleted"]["by"]["id"], "ann");
+    assert_eq!(deleted["deleted"]["text_before"], "reply");
+    assert!(
+        !day2.iter().any(|i| i["id"] == "late"),
+        "the range's end is exclusive"
+    );
+
+    // Equal timestamps at midnight: both on the 2nd, in id order; the one before on the 1st.
+    let dm2: Vec<&str> = items(&files["People_Chats/dm1/2026-02-02.json"])
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(dm2, ["d1", "d2"]);
+    let dm1: Vec<&str> = items(&files["People_Chats/dm1/2026-02-01.json"])
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(dm1, ["d0"]);
+
+    // The manifest lists every other file with its hash, and the counts.
+    let manifest = &files["manifest.json"];
+    assert_eq!(manifest["files"].as_array().unwrap().len(), files.len() - 1);
+    assert_eq!(manifest["totals"]["edits"], 2);
+    assert_eq!(manifest["totals"]["deletes"], 1);
+    let report = archive::verify::verify(&mut std::io::Cursor::new(&bytes)).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+#[tokio::test]
+async fn time_zones_move_day_boundaries() {
+    // In New York (UTC-5) the midnight-UTC posts belong to Feb 1st.
+    let (_, files) = export(&request("America/New_York")).await;
+    let feb1: Vec<&str> = items(&files["People_Chats/dm1/2026-02-01.json"])
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(feb1, ["d0", "d1", "d2"]);
+    assert_eq!(
+        files["manifest.json"]["request"]["time_zone"],
+        "America/New_York"
+    );
+}
+
+#[tokio::test]
+async fn filters_by_person_and_conversation() {
+    let mut by_conversation = request("");
+    by_conversation.conversation_ids.insert("dm1".into());
+    let (_, files) = export(&by_conversation).await;
+    assert!(
+        files.keys().all(|k| !k.starts_with("Team_Chats/")),
+        "{:?}",
+        files.keys()
+    );
+    assert!(files.contains_key("People_Chats/dm1/2026-02-02.json"));
+
+    let mut by_person = request("");
+    by_person.person_ids.insert("nobody".into());
+    let (_, files) = export(&by_person).await;
+    assert!(
+        files.keys().all(|k| !k.contains("_Chats/")),
+        "{:?}",
+        files.keys()
+    );
+}
+
+#[tokio::test]
+async fn the_same_request_gives_the_same_archive() {
+    let (a, _) = export(&request("Europe/London")).await;
+    let (b, _) = export(&request("Europe/London")).await;
+    assert_eq!(a, b);
+}
+
+#[tokio::test]
+async fn bad_requests_say_what_to_change() {
+    let reader = log().await;
+    let mut reversed = request("");
+    reversed.to = "2026-01-01T00:00:00Z".parse().unwrap();
+    let error = export_to_sink(&reversed, &reader, Vec::new(), |_| {})
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("reversed"), "{error}");
+    let error = export_to_sink(&request("Mars/Olympus"), &reader, Vec::new(), |_| {})
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("IANA"), "{error}");
+}
