@@ -3,6 +3,8 @@
 //!   cce-archive export --company acme --from 2026-01-01T00:00:00Z --to 2026-02-01T00:00:00Z --key exports/acme/jan.zip
 //!   cce-archive verify archive.zip
 
+#![allow(clippy::print_stdout)] // machine-readable results go to stdout
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
@@ -54,6 +56,21 @@ enum Command {
     },
     /// Checks an archive against its manifest.json; exits 1 when anything differs.
     Verify { path: std::path::PathBuf },
+    /// Benchmark baseline: deflates every entry's content again, on one core, at `--level`,
+    /// and prints the rate (the bytes are read from the archive first, untimed).
+    DeflateBaseline {
+        path: std::path::PathBuf,
+        #[arg(long, default_value_t = 6)]
+        level: u32,
+    },
+}
+
+/// The process's peak resident memory (VmHWM) in MiB, where the OS tells it.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 #[tokio::main]
@@ -94,6 +111,14 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
             .context("export failed")?;
+            let json_bytes: u64 = stored.manifest.files.iter().map(|f| f.size).sum();
+            println!(
+                "{}",
+                serde_json::json!({"key": stored.key, "size": stored.size, "sha256": stored.sha256,
+                    "json_bytes": json_bytes, "files": stored.manifest.files.len() + 1,
+                    "events": stored.manifest.totals.events, "seconds": started.elapsed().as_secs_f64(),
+                    "peak_rss_mib": peak_rss_mib()})
+            );
             eprintln!(
                 "[export] s3://{}/{} {} bytes sha256 {} in {:.1}s: {} files, {} events",
                 s3.bucket,
@@ -103,6 +128,30 @@ async fn main() -> anyhow::Result<()> {
                 started.elapsed().as_secs_f64(),
                 stored.manifest.files.len() + 1,
                 stored.manifest.totals.events
+            );
+        }
+        Command::DeflateBaseline { path, level } => {
+            use std::io::Write;
+            let mut file = std::fs::File::open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            let entries = archive::verify::entries(&mut file)?;
+            let (mut bytes, mut busy) = (0u64, std::time::Duration::ZERO);
+            for entry in &entries {
+                let mut content = Vec::with_capacity(usize::try_from(entry.size).unwrap_or(0));
+                archive::verify::read_entry(&mut file, entry, |b| content.extend_from_slice(b))?;
+                let started = Instant::now();
+                let mut encoder =
+                    flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::new(level));
+                encoder.write_all(&content)?;
+                let out = encoder.finish()?;
+                busy += started.elapsed();
+                bytes += content.len() as u64;
+                std::hint::black_box(out);
+            }
+            println!(
+                "{}",
+                serde_json::json!({"json_bytes": bytes, "seconds": busy.as_secs_f64(),
+                    "mb_per_s": bytes as f64 / 1e6 / busy.as_secs_f64().max(1e-9), "level": level})
             );
         }
         Command::Verify { path } => {
