@@ -30,7 +30,7 @@ env_file="$(bash "$here/up.sh" "$dir")"
 set -a; source "$env_file"; set +a
 
 step "building the services"
-(cd "$root" && cargo build --locked --quiet -p ingestion -p export -p loadgen)
+(cd "$root" && cargo build --locked --quiet -p ingestion -p export -p loadgen -p archive)
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 export CCE_INGEST_OPS_ADDR="127.0.0.1:$(free_port)"
@@ -71,9 +71,26 @@ curl -fsS "http://$CCE_INGEST_OPS_ADDR/metrics" | grep -E '^cce_ingest_(events_a
 step "reading company acme's compliance log back"
 "$root/target/debug/cce-log" summary --company acme
 
+step "exporting acme's whole history into a zip archive on S3 (streamed multipart upload)"
+key="exports/acme/demo-$(date +%s).zip"
+"$root/target/debug/cce-archive" export --company acme --time-zone Europe/London --key "$key" >/dev/null
+
+step "downloading it through a presigned URL with an ordinary HTTP client"
+url="$("$root/target/debug/cce-archive" presign --key "$key")"
+echo "  ${url%%\?*}?X-Amz-…" >&2
+curl -fsS -o "$dir/export.zip" "$url"
+ls -l "$dir/export.zip" >&2
+
+step "what is inside"
+unzip -l "$dir/export.zip" | awk 'NR<=12 || /People_And_Groups|Teams\/|manifest/' >&2
+echo "  … $(unzip -Z1 "$dir/export.zip" | wc -l) files in all" >&2
+
+step "verifying every file against manifest.json"
+"$root/target/debug/cce-archive" verify "$dir/export.zip"
+
 step "what comes next"
 cat >&2 <<MSG
-The chat history is durable in each company's compliance log. The remaining steps of the job —
-requesting and watching an export over gRPC, and downloading and listing the zip — arrive with
-Steps 3 and 4 (see the open issues); this script will run them here as they land.
+Ingested, exported, downloaded and verified. The export was requested by hand with cce-archive;
+requesting, watching and downloading it through the export service's gRPC API (with access
+control, jobs, 30-day expiry and the email) arrives with Step 4, and this script will use it.
 MSG

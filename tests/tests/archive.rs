@@ -125,10 +125,17 @@ async fn an_export_from_the_real_store_opens_in_every_reader_and_verifies() {
     };
     let key = format!("exports/{prefix}/archive.zip");
     let mut last_percent = 0;
-    let stored = archive::export_to_s3(&request, store.clone(), store.clone(), &key, |p| {
-        assert!(p.percent >= last_percent, "progress goes forward");
-        last_percent = p.percent;
-    })
+    let stored = archive::export_to_s3(
+        &request,
+        store.clone(),
+        store.clone(),
+        &key,
+        &archive::CancellationToken::new(),
+        |p| {
+            assert!(p.percent >= last_percent, "progress goes forward");
+            last_percent = p.percent;
+        },
+    )
     .await
     .unwrap();
     assert_eq!(last_percent, 100);
@@ -163,11 +170,29 @@ async fn an_export_from_the_real_store_opens_in_every_reader_and_verifies() {
         store.clone(),
         store.clone(),
         &format!("{key}.again"),
+        &archive::CancellationToken::new(),
         |_| {},
     )
     .await
     .unwrap();
     assert_eq!(again.sha256, stored.sha256);
+
+    // Cancelled partway: the upload is aborted and nothing appears.
+    let cancel = archive::CancellationToken::new();
+    let trigger = cancel.clone();
+    let cancelled_key = format!("{key}.cancelled");
+    let error = archive::export_to_s3(
+        &request,
+        store.clone(),
+        store.clone(),
+        &cancelled_key,
+        &cancel,
+        |_| trigger.cancel(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(error, archive::ArchiveError::Cancelled), "{error}");
+    assert_eq!(store.head(&cancelled_key).await.unwrap(), None);
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -193,9 +218,16 @@ async fn a_failed_export_leaves_no_object() {
         time_zone: String::new(),
     };
     let key = format!("exports/{company}/archive.zip");
-    let error = archive::export_to_s3(&request, store.clone(), store.clone(), &key, |_| {})
-        .await
-        .unwrap_err();
+    let error = archive::export_to_s3(
+        &request,
+        store.clone(),
+        store.clone(),
+        &key,
+        &archive::CancellationToken::new(),
+        |_| {},
+    )
+    .await
+    .unwrap_err();
     assert!(error.to_string().contains("corrupt"), "{error}");
     assert_eq!(
         store.head(&key).await.unwrap(),

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use compliance_log::LogReader;
 use storage::ObjectStore;
+pub use tokio_util::sync::CancellationToken;
 
 pub use manifest::Manifest;
 pub use multipart::MultipartSink;
@@ -42,6 +43,9 @@ pub enum ArchiveError {
     Invalid(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The export was cancelled; its upload was aborted.
+    #[error("export cancelled")]
+    Cancelled,
 }
 
 /// What to export.
@@ -137,12 +141,14 @@ pub struct StoredArchive {
 }
 
 /// Renders an export straight into a multipart upload at `key`. The object appears only when
-/// everything is written; on failure the upload is aborted and nothing is visible.
+/// everything is written; on failure or when `cancel` fires, the upload is aborted and nothing
+/// is visible.
 pub async fn export_to_s3(
     request: &ExportRequest,
     log_store: Arc<dyn ObjectStore>,
     archive_store: Arc<dyn ObjectStore>,
     key: &str,
+    cancel: &CancellationToken,
     progress: impl FnMut(Progress),
 ) -> Result<StoredArchive, ArchiveError> {
     request.validate()?;
@@ -150,7 +156,11 @@ pub async fn export_to_s3(
     let sink = MultipartSink::start(archive_store, key).await?;
     // On error the sink is consumed by the failed render; abort through a second handle.
     let (upload_store, upload_key) = (sink_store(&sink), key.to_owned());
-    match export_to_sink(request, &reader, sink, progress).await {
+    let rendered = tokio::select! {
+        rendered = export_to_sink(request, &reader, sink, progress) => rendered,
+        _ = cancel.cancelled() => Err(ArchiveError::Cancelled),
+    };
+    match rendered {
         Ok((sink, _, manifest)) => {
             let (size, sha256) = sink.complete().await?;
             Ok(StoredArchive {

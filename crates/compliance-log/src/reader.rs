@@ -70,7 +70,13 @@ impl LogReader {
 
     /// Fetches and decodes objects, `concurrency` at a time.
     async fn fetch(&self, keys: Vec<String>) -> Result<Vec<LogRecord>> {
-        let objects: Vec<Vec<LogRecord>> = futures::stream::iter(keys)
+        Ok(self.fetch_each(keys).await?.into_iter().flatten().collect())
+    }
+
+    /// Fetches and decodes objects, `concurrency` at a time, keeping each object's records
+    /// apart and in the order of `keys`.
+    async fn fetch_each(&self, keys: Vec<String>) -> Result<Vec<Vec<LogRecord>>> {
+        futures::stream::iter(keys)
             .map(|key| {
                 let store = Arc::clone(&self.store);
                 async move {
@@ -81,8 +87,7 @@ impl LogReader {
             })
             .buffered(self.concurrency)
             .try_collect()
-            .await?;
-        Ok(objects.into_iter().flatten().collect())
+            .await
     }
 }
 
@@ -103,8 +108,8 @@ fn settle(records: Vec<LogRecord>, keep: impl Fn(&LogRecord) -> bool) -> Vec<Log
     settled
 }
 
-/// Walks a range one UTC hour at a time, so memory is bounded by the busiest hour of one
-/// company, not by the range.
+/// Walks a range one UTC hour at a time (fetching a day's objects together), so memory is
+/// bounded by the busiest day of one company, not by the range.
 #[derive(Debug)]
 pub struct EventCursor {
     reader: LogReader,
@@ -113,16 +118,15 @@ pub struct EventCursor {
     to: DateTime<Utc>,
     next_day: NaiveDate,
     last_day: NaiveDate,
-    /// Hours of the listed day still to read: (hour start, object keys).
-    pending: VecDeque<(DateTime<Utc>, Vec<String>)>,
+    /// Hours of the day read last, not yet returned: (hour start, records).
+    pending: VecDeque<(DateTime<Utc>, Vec<LogRecord>)>,
 }
 
 impl EventCursor {
     /// The next hour that has events in the range, ordered; `None` when the range is done.
     pub async fn next_hour(&mut self) -> Result<Option<Vec<LogRecord>>> {
         loop {
-            if let Some((_, keys)) = self.pending.pop_front() {
-                let records = self.reader.fetch(keys).await?;
+            if let Some((_, records)) = self.pending.pop_front() {
                 let (from, to) = (self.from, self.to);
                 let settled = settle(records, |r| {
                     let at = r.event.occurred_at.with_timezone(&Utc);
@@ -136,8 +140,8 @@ impl EventCursor {
             if self.from >= self.to || self.next_day > self.last_day {
                 return Ok(None);
             }
-            // Skip days with nothing logged at one LIST each, so an all-history read costs
-            // in proportion to the days that have events, not to the calendar.
+            // Skip days with nothing logged at one LIST each, so an all-history read costs in
+            // proportion to the days that have events, not to the calendar.
             let Some(day) = self.next_logged_day().await? else {
                 return Ok(None);
             };
@@ -145,11 +149,11 @@ impl EventCursor {
                 return Ok(None);
             }
             self.next_day = day.succ_opt().unwrap_or(NaiveDate::MAX);
-            self.list_day(day).await?;
+            self.read_day(day).await?;
         }
     }
 
-    /// The start of the hour the cursor will read next, for progress reports.
+    /// The start of the hour the cursor will return next, for progress reports.
     pub fn position(&self) -> DateTime<Utc> {
         self.pending
             .front()
@@ -175,25 +179,36 @@ impl EventCursor {
         }))
     }
 
-    async fn list_day(&mut self, day: NaiveDate) -> Result<()> {
+    /// Lists one day and fetches its objects in the range's hours, `concurrency` at a time
+    /// across the whole day (a sparse log has one small object per hour, so fetching hour by
+    /// hour would wait on one GET at a time).
+    async fn read_day(&mut self, day: NaiveDate) -> Result<()> {
         let prefix = format::events_day_prefix(&self.company_id, day);
         let objects = list_all(self.reader.store.as_ref(), &prefix).await?;
         let Some(midnight) = day.and_hms_opt(0, 0, 0).map(|t| t.and_utc()) else {
             return Ok(());
         };
         let (first_hour, to) = (floor_hour(self.from), self.to);
+        let mut wanted: Vec<(DateTime<Utc>, String)> = Vec::new();
         for object in objects {
             let Some(hour) = hour_of_events_key(&object.key) else {
                 tracing::warn!(key = %object.key, "ignoring an object outside the log layout");
                 continue;
             };
             let start = midnight + Duration::hours(i64::from(hour));
-            if start < first_hour || start >= to {
-                continue;
+            if start >= first_hour && start < to {
+                wanted.push((start, object.key));
             }
+        }
+        let hours: Vec<DateTime<Utc>> = wanted.iter().map(|(h, _)| *h).collect();
+        let fetched = self
+            .reader
+            .fetch_each(wanted.into_iter().map(|(_, k)| k).collect())
+            .await?;
+        for (start, records) in hours.into_iter().zip(fetched) {
             match self.pending.back_mut() {
-                Some((last, keys)) if *last == start => keys.push(object.key),
-                _ => self.pending.push_back((start, vec![object.key])),
+                Some((last, pending)) if *last == start => pending.extend(records),
+                _ => self.pending.push_back((start, records)),
             }
         }
         Ok(())

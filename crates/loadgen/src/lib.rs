@@ -441,7 +441,11 @@ impl Generator {
             let removed = self.conversations[ci].members.pop().unwrap_or_default();
             json!({"type": "conversation.members_removed", "conversation": self.routing(&self.conversations[ci]),
                    "members": [self.member(removed)], "removed_by": actor})
-        } else if roll == 2 && self.rng.chance(10) {
+        } else if roll == 2
+            && self.rng.chance(10)
+            && self.live_conversations() > self.conversations.len() / 2
+        {
+            // Archive some, never most: a long run must keep having conversations to talk in.
             self.conversations[ci].archived = true;
             json!({"type": "conversation.archived", "conversation": self.routing(&self.conversations[ci]),
                    "archived_by": actor})
@@ -459,6 +463,12 @@ impl Generator {
                    "members": [self.member(candidate)], "added_by": actor})
         };
         self.emit(key, event, at);
+    }
+}
+
+impl Generator {
+    fn live_conversations(&self) -> usize {
+        self.conversations.iter().filter(|c| !c.archived).count()
     }
 }
 

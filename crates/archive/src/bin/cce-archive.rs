@@ -54,6 +54,16 @@ enum Command {
         #[command(flatten)]
         s3: S3Config,
     },
+    /// Prints a presigned download URL for an archive.
+    Presign {
+        #[arg(long)]
+        key: String,
+        /// How long the URL works, in seconds (at most 7 days).
+        #[arg(long, default_value_t = 900)]
+        ttl_secs: u64,
+        #[command(flatten)]
+        s3: S3Config,
+    },
     /// Checks an archive against its manifest.json; exits 1 when anything differs.
     Verify { path: std::path::PathBuf },
     /// Benchmark baseline: deflates every entry's content again, on one core, at `--level`,
@@ -97,18 +107,25 @@ async fn main() -> anyhow::Result<()> {
             let store = Arc::new(storage::S3Store::connect(&s3).await);
             let started = Instant::now();
             let mut last = Instant::now();
-            let stored = export_to_s3(&request, store.clone(), store, &key, |p: Progress| {
-                if last.elapsed().as_millis() >= 500 || p.percent == 100 {
-                    eprintln!(
-                        "[export] {:>3}% {} events read, {} files, {:.1} MB written",
-                        p.percent,
-                        p.events_read,
-                        p.files_written,
-                        p.bytes_written as f64 / 1e6
-                    );
-                    last = Instant::now();
-                }
-            })
+            let stored = export_to_s3(
+                &request,
+                store.clone(),
+                store,
+                &key,
+                &archive::CancellationToken::new(),
+                |p: Progress| {
+                    if last.elapsed().as_millis() >= 500 || p.percent == 100 {
+                        eprintln!(
+                            "[export] {:>3}% {} events read, {} files, {:.1} MB written",
+                            p.percent,
+                            p.events_read,
+                            p.files_written,
+                            p.bytes_written as f64 / 1e6
+                        );
+                        last = Instant::now();
+                    }
+                },
+            )
             .await
             .context("export failed")?;
             let json_bytes: u64 = stored.manifest.files.iter().map(|f| f.size).sum();
@@ -129,6 +146,25 @@ async fn main() -> anyhow::Result<()> {
                 stored.manifest.files.len() + 1,
                 stored.manifest.totals.events
             );
+        }
+        Command::Presign { key, ttl_secs, s3 } => {
+            anyhow::ensure!(
+                ttl_secs <= 7 * 24 * 3600,
+                "--ttl-secs is at most 604800 (7 days), S3's limit"
+            );
+            let store = storage::S3Store::connect(&s3).await;
+            anyhow::ensure!(
+                storage::ObjectStore::head(&store, &key).await?.is_some(),
+                "no archive at s3://{}/{key}",
+                s3.bucket
+            );
+            let url = storage::ObjectStore::presign_get(
+                &store,
+                &key,
+                std::time::Duration::from_secs(ttl_secs),
+            )
+            .await?;
+            println!("{url}");
         }
         Command::DeflateBaseline { path, level } => {
             use std::io::Write;
