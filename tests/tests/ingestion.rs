@@ -147,20 +147,35 @@ async fn an_event_is_durable_in_the_log_within_five_seconds_by_default() {
         &[person_event(&company, "timed")],
     )
     .await;
-    wait_for(
+    wait_for_event(
+        &reader,
+        &company,
+        "timed",
         "the timed event within 5 s",
         Duration::from_secs(5),
-        || async {
-            log_event_ids(&reader, &company)
-                .await
-                .contains(&format!("{company}-timed"))
-                .then_some(())
-        },
     )
     .await;
     eprintln!("durable {:?} after it was produced", produced.elapsed());
     shutdown.cancel();
     running.task.await.unwrap().unwrap();
+}
+
+/// Waits until `<company>-<suffix>` is in the company's log.
+async fn wait_for_event(
+    reader: &LogReader,
+    company: &str,
+    suffix: &str,
+    what: &str,
+    deadline: Duration,
+) {
+    let id = format!("{company}-{suffix}");
+    wait_for(what, deadline, || async {
+        log_event_ids(reader, company)
+            .await
+            .contains(&id)
+            .then_some(())
+    })
+    .await;
 }
 
 fn person_event(company: &str, suffix: &str) -> (String, Vec<u8>) {
@@ -250,15 +265,12 @@ async fn bad_input_goes_to_the_dead_letter_topic_with_bytes_headers_and_reason()
     }
     // Ingestion carried on past the bad input.
     let reader = reader(&stack).await;
-    wait_for(
+    wait_for_event(
+        &reader,
+        &company,
+        "good",
         "the good event after the bad ones",
         Duration::from_secs(30),
-        || async {
-            log_event_ids(&reader, &company)
-                .await
-                .contains(&format!("{company}-good"))
-                .then_some(())
-        },
     )
     .await;
     let metrics = reqwest::get(format!("http://{}/metrics", running.ops_addr))

@@ -94,13 +94,18 @@ impl<'a, S: Sink> Renderer<'a, S> {
     ) -> Result<(S, u64, Manifest), ArchiveError> {
         let (from, to) = (self.request.start(), self.request.to);
         let mut cursor = reader.events(&self.request.company_id, from, to);
+        // Progress runs from the first event found (all history starts in 2000, which would
+        // make the first real day look like 96 %).
+        let mut origin = None;
         while let Some(hour) = cursor.next_hour().await? {
+            let origin =
+                *origin.get_or_insert_with(|| hour.first().map_or(from, |r| r.sort_key().0));
             for record in hour {
                 self.events_read += 1;
                 self.apply(&record).await?;
             }
-            let span = (to - from).num_seconds().max(1) as f64;
-            let done = (cursor.position() - from).num_seconds() as f64;
+            let span = (to - origin).num_seconds().max(1) as f64;
+            let done = (cursor.position() - origin).num_seconds().max(0) as f64;
             progress(Progress {
                 events_read: self.events_read,
                 files_written: self.zip.entries().len() as u64,
