@@ -1,10 +1,12 @@
 //! The export service: the admin portal's gRPC API over the compliance logs.
 //!
-//! Step 1 provides the service skeleton (configuration, the standard gRPC health service, server
-//! reflection, the ops endpoint and graceful shutdown). The export API itself
-//! (`compliance.export.v1.ComplianceExportService`) is served from Step 4; until then the health
-//! service reports it `NOT_SERVING`.
+//! Built so far: the service skeleton (configuration, the standard gRPC health service, server
+//! reflection, the ops endpoint, graceful shutdown), token verification ([`auth`]) and the access
+//! rules ([`access`]). The export API itself (`compliance.export.v1.ComplianceExportService`,
+//! Step 4) is not served yet; until then the health service reports it `NOT_SERVING`.
 
+pub mod access;
+pub mod auth;
 mod config;
 
 use anyhow::Context;
