@@ -29,6 +29,17 @@ async fn topics(stack: &Stack, partitions: i32) -> Topics {
     t
 }
 
+/// Starts an in-process ingestion instance on the test's topics and group.
+async fn start_instance(
+    stack: &Stack,
+    t: &Topics,
+    flags: &[&str],
+) -> (CancellationToken, ingestion::Running) {
+    let stop = CancellationToken::new();
+    let config = ingestion_config(stack, &t.events, &t.dlq, &t.group, flags);
+    (stop.clone(), ingestion::start(config, stop).await.unwrap())
+}
+
 fn generated(prefix: &str, content_events: u64) -> Vec<(String, Vec<u8>)> {
     loadgen::Generator::new(loadgen::Options {
         seed: 7,
@@ -309,22 +320,10 @@ async fn two_instances_through_a_rebalance_lose_and_double_nothing() {
         "--drain-deadline-ms",
         "5000",
     ];
-    let stop_a = CancellationToken::new();
-    let a = ingestion::start(
-        ingestion_config(&stack, &t.events, &t.dlq, &t.group, &flags),
-        stop_a.clone(),
-    )
-    .await
-    .unwrap();
+    let (stop_a, a) = start_instance(&stack, &t, &flags).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // B joins: the group rebalances while A is mid-stream.
-    let stop_b = CancellationToken::new();
-    let b = ingestion::start(
-        ingestion_config(&stack, &t.events, &t.dlq, &t.group, &flags),
-        stop_b.clone(),
-    )
-    .await
-    .unwrap();
+    let (stop_b, b) = start_instance(&stack, &t, &flags).await;
     kafka::produce(&producer, &t.events, second).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // A leaves gracefully: its partitions are drained and handed to B.
