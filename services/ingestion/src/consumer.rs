@@ -362,7 +362,16 @@ pub async fn run(
         flushed = stored.len(),
         "drained on shutdown"
     );
-    consumer.unsubscribe();
+    // Closing the consumer leaves the group. librdkafka's close was seen to block for good once
+    // against tansu (rd_kafka_assign(NULL) waiting on the group thread), so close on a blocking
+    // thread and stop waiting after the drain deadline: everything durable is committed by now.
+    let closing = tokio::task::spawn_blocking(move || drop(consumer));
+    if tokio::time::timeout(config.drain_deadline(), closing)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the Kafka consumer did not close within the drain deadline; leaving it");
+    }
     Ok(())
 }
 
