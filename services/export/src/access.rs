@@ -176,6 +176,7 @@ mod tests {
             admin_id: id.into(),
             company_id: "acme".into(),
             is_admin: true,
+            email: None,
         }
     }
 
@@ -201,6 +202,7 @@ mod tests {
             admin_id: "eve".into(),
             company_id: "acme".into(),
             is_admin: false,
+            email: None,
         };
         let mut granted = enabled_by_ann();
         granted

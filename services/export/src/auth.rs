@@ -17,6 +17,9 @@ pub struct Claims {
     pub exp: u64,
     pub iss: String,
     pub aud: String,
+    /// Where to send the admin mail about their exports (optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
 }
 
 /// The verified caller.
@@ -25,6 +28,7 @@ pub struct Caller {
     pub admin_id: String,
     pub company_id: String,
     pub is_admin: bool,
+    pub email: Option<String>,
 }
 
 /// Why a token was refused. All of them are UNAUTHENTICATED, with a message that says which.
@@ -93,6 +97,7 @@ impl Verifier {
             admin_id: claims.sub,
             company_id: claims.company_id,
             is_admin: claims.role == "admin",
+            email: claims.email,
         })
     }
 
@@ -130,6 +135,7 @@ mod tests {
             exp: u64::try_from(chrono::Utc::now().timestamp()).unwrap() + 600,
             iss: "admin-portal".into(),
             aud: "compliance-exports".into(),
+            email: None,
         }
     }
 
@@ -143,7 +149,8 @@ mod tests {
             Caller {
                 admin_id: "ann".into(),
                 company_id: "acme".into(),
-                is_admin: true
+                is_admin: true,
+                email: None,
             }
         );
 

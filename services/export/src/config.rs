@@ -5,6 +5,9 @@ use std::net::SocketAddr;
 use storage::S3Config;
 use telemetry::LogFormat;
 
+/// The longest a presigned link may live (S3's SigV4 limit).
+pub const MAX_LINK_TTL_SECS: u64 = 7 * 24 * 3600;
+
 /// Serves the compliance export API to the admin portal.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "cce-export", version)]
@@ -12,14 +15,76 @@ pub struct Config {
     /// Kafka bootstrap servers, comma-separated `host:port`.
     #[arg(long, env = "CCE_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub kafka_brokers: String,
+    /// Kafka topic holding the service's state: settings, access, jobs and the audit trail.
+    /// One partition, kept forever; every replica reads all of it.
+    #[arg(long, env = "CCE_STATE_TOPIC", default_value = "export-state")]
+    pub state_topic: String,
+    /// Kafka topic for the platform's "export finished" events.
+    #[arg(
+        long,
+        env = "CCE_NOTIFICATIONS_TOPIC",
+        default_value = "export-notifications"
+    )]
+    pub notifications_topic: String,
     #[command(flatten)]
     pub s3: S3Config,
+    /// Endpoint put in download links when clients reach the store by another address than the
+    /// service does (e.g. MinIO inside docker compose). Unset: the S3 endpoint.
+    #[arg(long, env = "CCE_S3_PUBLIC_ENDPOINT")]
+    pub s3_public_endpoint: Option<String>,
     /// Address the gRPC API listens on.
     #[arg(long, env = "CCE_EXPORT_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
     /// Address of the health (`/healthz`, `/readyz`) and metrics (`/metrics`) endpoint.
     #[arg(long, env = "CCE_EXPORT_OPS_ADDR", default_value = "127.0.0.1:9102")]
     pub ops_addr: SocketAddr,
+    /// The admin portal's HS256 token signing key.
+    #[arg(long, env = "CCE_TOKEN_SIGNING_KEY", hide_env_values = true)]
+    pub token_signing_key: String,
+    /// The `iss` the admin portal's tokens must carry.
+    #[arg(long, env = "CCE_TOKEN_ISSUER", default_value = "admin-portal")]
+    pub token_issuer: String,
+    /// The `aud` the admin portal's tokens must carry.
+    #[arg(long, env = "CCE_TOKEN_AUDIENCE", default_value = "compliance-exports")]
+    pub token_audience: String,
+    /// How long a download link works, in seconds (at most 7 days; never past the archive's
+    /// 30-day end).
+    #[arg(
+        long,
+        env = "CCE_DOWNLOAD_LINK_TTL_SECS",
+        default_value_t = 3600,
+        value_parser = clap::value_parser!(u64).range(60..=MAX_LINK_TTL_SECS)
+    )]
+    pub link_ttl_secs: u64,
+    /// SMTP relay for notification mail, e.g. `smtp://127.0.0.1:25`,
+    /// `smtps://user:password@mail.example.com`. Unset: no mail is sent.
+    #[arg(long, env = "CCE_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// The sender of notification mail.
+    #[arg(
+        long,
+        env = "CCE_SMTP_FROM",
+        default_value = "Compliance exports <compliance-exports@localhost>"
+    )]
+    pub smtp_from: String,
+    /// The admin page the mail links to; the job id is appended (`<url>/<job id>`).
+    #[arg(
+        long,
+        env = "CCE_ADMIN_URL",
+        default_value = "http://localhost:8080/admin/compliance-exports"
+    )]
+    pub admin_url: String,
+    /// This replica's name in job leases. Unset: host name and a random suffix.
+    #[arg(long, env = "CCE_EXPORT_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// How long a worker's claim on a job lasts without a heartbeat, in seconds.
+    #[arg(long, env = "CCE_EXPORT_LEASE_SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(2..=600))]
+    pub lease_secs: u64,
+    /// How many exports this replica runs at once (the per-company limit of 2 holds regardless).
+    #[arg(long, env = "CCE_EXPORT_MAX_JOBS", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub max_jobs: u64,
     /// Log line format on stderr.
     #[arg(long, env = "CCE_LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,

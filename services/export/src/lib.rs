@@ -1,20 +1,34 @@
 //! The export service: the admin portal's gRPC API over the compliance logs.
 //!
-//! Built so far: the service skeleton (configuration, the standard gRPC health service, server
-//! reflection, the ops endpoint, graceful shutdown), token verification ([`auth`]) and the access
-//! rules ([`access`]). The export API itself (`compliance.export.v1.ComplianceExportService`,
-//! Step 4) is not served yet; until then the health service reports it `NOT_SERVING`.
+//! - [`auth`]: the portal's tokens; [`access`]: who may do what.
+//! - [`state`]: settings, access, jobs and the audit trail as a pure fold over commands;
+//!   [`statelog`]: those commands on a Kafka topic, folded by every replica.
+//! - [`service`]: the RPCs; [`runner`]: claiming and running jobs with the export engine;
+//!   [`notify`]: mail and a Kafka event when a job finishes; [`lifecycle`]: the bucket's rules.
 
 pub mod access;
 pub mod auth;
+pub mod clock;
 mod config;
+pub mod lifecycle;
+mod metrics;
+pub mod notify;
+pub mod runner;
+pub mod service;
+pub mod state;
+pub mod statelog;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use storage::{ObjectStore, S3Config, S3Store};
 use telemetry::{CancellationToken, Health, OpsServer};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-pub use config::Config;
+pub use clock::{Clock, ShiftedClock, SystemClock};
+pub use config::{Config, MAX_LINK_TTL_SECS};
 
 /// The service name clients check with the gRPC health protocol.
 pub const SERVICE_NAME: &str = "compliance.export.v1.ComplianceExportService";
@@ -27,15 +41,79 @@ pub struct Running {
     pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
-/// Binds the gRPC and ops listeners and serves until `shutdown` is cancelled.
+/// Starts the service with the system clock.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    start_with_clock(config, Arc::new(SystemClock), shutdown).await
+}
+
+/// Binds the listeners, installs the bucket's lifecycle rules, folds the state topic and serves
+/// until `shutdown` is cancelled. `clock` is the service's notion of now (tests move it).
+pub async fn start_with_clock(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Running> {
     let registry = prometheus::Registry::new();
+    let metrics = metrics::Metrics::register(&registry)?;
     let health = Health::default();
     let ops = OpsServer::start(config.ops_addr, health.clone(), registry, shutdown.clone()).await?;
 
+    let store = S3Store::connect(&config.s3).await;
+    lifecycle::install(&store).await?;
+    let link_store: Arc<dyn ObjectStore> = match &config.s3_public_endpoint {
+        Some(endpoint) => Arc::new(
+            S3Store::connect(&S3Config {
+                endpoint: Some(endpoint.clone()),
+                ..config.s3.clone()
+            })
+            .await,
+        ),
+        None => Arc::new(store.clone()),
+    };
+    let store: Arc<dyn ObjectStore> = Arc::new(store);
+
+    // The fold outlives the API and the runner, which still write (releases) while stopping.
+    let fold_stop = CancellationToken::new();
+    let log = statelog::StateLog::open(
+        &config.kafka_brokers,
+        &config.state_topic,
+        clock,
+        fold_stop.clone(),
+    )
+    .await
+    .context("opening the export state topic")?;
+    let notifier = notify::Notifier::new(&config, metrics.clone())?;
+    let worker = config.worker_id.clone().unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "export".into());
+        format!("{host}-{}", &uuid::Uuid::new_v4().to_string()[..8])
+    });
+    let runner = runner::Runner {
+        log: log.clone(),
+        log_store: store.clone(),
+        archive_store: store,
+        notifier,
+        worker: worker.clone(),
+        lease: Duration::from_secs(config.lease_secs),
+        max_jobs: usize::try_from(config.max_jobs).unwrap_or(2),
+        metrics: metrics.clone(),
+    };
+    let runner_task = tokio::spawn(runner.run(shutdown.clone()));
+    let api = service::Api {
+        log,
+        verifier: auth::Verifier::hs256(
+            config.token_signing_key.as_bytes(),
+            &config.token_issuer,
+            &config.token_audience,
+        ),
+        link_store,
+        link_ttl: Duration::from_secs(config.link_ttl_secs),
+        metrics,
+        shutdown: shutdown.clone(),
+    };
+
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
-        .set_service_status(SERVICE_NAME, tonic_health::ServingStatus::NotServing)
+        .set_service_status(SERVICE_NAME, tonic_health::ServingStatus::Serving)
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::v1::FILE_DESCRIPTOR_SET)
@@ -47,17 +125,25 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .await
         .with_context(|| format!("binding the gRPC address {}", config.grpc_addr))?;
     let grpc_addr = listener.local_addr()?;
-    tracing::info!(%grpc_addr, "gRPC listening");
+    tracing::info!(%grpc_addr, %worker, "gRPC listening");
     health.set_ready(true);
 
     let task = tokio::spawn(async move {
-        tonic::transport::Server::builder()
+        let served = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(
+                proto::v1::compliance_export_service_server::ComplianceExportServiceServer::new(
+                    api,
+                ),
+            )
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
             .await
-            .context("serving gRPC")?;
+            .context("serving gRPC");
+        runner_task.await.context("joining the job runner")?;
+        fold_stop.cancel();
         ops.task.await.context("joining the ops endpoint")?;
+        served?;
         tracing::info!("export service stopped");
         Ok(())
     });

@@ -1,0 +1,47 @@
+//! The export service's Prometheus metrics (`cce_export_*`).
+
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// RPCs by method and gRPC code.
+    pub rpcs: IntCounterVec,
+    /// Export runs ended on this replica, by result (completed, failed, cancelled, lost_lease,
+    /// released).
+    pub runs: IntCounterVec,
+    /// Exports running on this replica.
+    pub running: IntGauge,
+    /// Notifications sent, by channel (email, kafka) and result (sent, failed, skipped).
+    pub notifications: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn register(registry: &Registry) -> anyhow::Result<Self> {
+        let rpcs = IntCounterVec::new(
+            Opts::new("cce_export_rpcs_total", "RPCs by method and gRPC code"),
+            &["method", "code"],
+        )?;
+        let runs = IntCounterVec::new(
+            Opts::new("cce_export_runs_total", "Export runs ended here, by result"),
+            &["result"],
+        )?;
+        let running = IntGauge::new("cce_export_running", "Exports running on this replica")?;
+        let notifications = IntCounterVec::new(
+            Opts::new(
+                "cce_export_notifications_total",
+                "Notifications by channel and result",
+            ),
+            &["channel", "result"],
+        )?;
+        registry.register(Box::new(rpcs.clone()))?;
+        registry.register(Box::new(runs.clone()))?;
+        registry.register(Box::new(running.clone()))?;
+        registry.register(Box::new(notifications.clone()))?;
+        Ok(Self {
+            rpcs,
+            runs,
+            running,
+            notifications,
+        })
+    }
+}

@@ -1,0 +1,783 @@
+//! The gRPC API: `compliance.export.v1.ComplianceExportService`.
+//!
+//! Every call: verify the token → read the state as of now ([`StateLog::sync`]) → check the
+//! access rules for the token's company → act. Changes are commands appended to the state log;
+//! the fold re-checks access when it applies them, so a command racing a revoke loses.
+
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use proto::v1 as pb;
+use proto::v1::compliance_export_service_server::ComplianceExportService;
+use storage::ObjectStore;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::access::{Action, Denied};
+use crate::auth::{Caller, Verifier};
+use crate::metrics::Metrics;
+use crate::state::{
+    Command, CompanyState, Job, JobSpec, JobStatus, Outcome, RETENTION_DAYS, status_word,
+};
+use crate::statelog::StateLog;
+
+/// The most ids a filter may list.
+const MAX_FILTER_IDS: usize = 1000;
+const MAX_PAGE_SIZE: u32 = 250;
+const DEFAULT_PAGE_SIZE: u32 = 50;
+
+/// The API's dependencies.
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub(crate) log: StateLog,
+    pub(crate) verifier: Verifier,
+    /// Presigns download links (with the public endpoint when one is configured).
+    pub(crate) link_store: Arc<dyn ObjectStore>,
+    pub(crate) link_ttl: Duration,
+    pub(crate) metrics: Metrics,
+    /// Ends open watches when the service stops.
+    pub(crate) shutdown: archive::CancellationToken,
+}
+
+impl Api {
+    fn now(&self) -> DateTime<Utc> {
+        self.log.clock().now()
+    }
+
+    /// Verifies the caller, brings the state up to date and checks the access rules.
+    async fn authorize<T>(&self, request: &Request<T>, action: Action) -> Result<Caller, Status> {
+        let caller = self.verifier.verify_request(request)?;
+        self.log.sync().await?;
+        self.log
+            .read(|state| {
+                state
+                    .company(&caller.company_id)
+                    .map(|c| c.access.clone())
+                    .unwrap_or_default()
+                    .authorize(&caller, action)
+            })
+            .map_err(Denied::into_status)?;
+        Ok(caller)
+    }
+
+    async fn submit(&self, caller: &Caller, command: Command) -> Result<Outcome, Status> {
+        match self
+            .log
+            .submit(&caller.company_id, &caller.admin_id, command)
+            .await?
+        {
+            Outcome::Rejected(denied) => Err(denied.into_status()),
+            outcome => Ok(outcome),
+        }
+    }
+
+    fn with_company<R>(&self, company_id: &str, f: impl FnOnce(&CompanyState) -> R) -> Option<R> {
+        self.log.read(|state| state.company(company_id).map(f))
+    }
+
+    fn job(&self, caller: &Caller, id: &str) -> Result<pb::ExportJob, Status> {
+        let now = self.now();
+        self.with_company(&caller.company_id, |company| {
+            company.job(id).map(|job| job_to_proto(company, job, now))
+        })
+        .flatten()
+        .ok_or_else(|| not_found(id))
+    }
+
+    fn settings(&self, company_id: &str) -> pb::Settings {
+        self.with_company(company_id, |c| c.access.enabled.clone())
+            .flatten()
+            .map_or_else(pb::Settings::default, |enabled| pb::Settings {
+                enabled: true,
+                enabled_at: Some(timestamp(enabled.at)),
+                enabled_by: enabled.by,
+            })
+    }
+
+    fn observe<T>(&self, method: &str, result: Result<T, Status>) -> Result<T, Status> {
+        let code = match &result {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        };
+        self.metrics
+            .rpcs
+            .with_label_values(&[method, &format!("{code:?}")])
+            .inc();
+        if let Err(status) = &result
+            && status.code() == tonic::Code::Unavailable
+        {
+            tracing::warn!(method, message = status.message(), "RPC failed");
+        }
+        result
+    }
+}
+
+fn not_found(id: &str) -> Status {
+    Status::not_found(format!(
+        "no export {id:?} in your company: list your exports (ListExports) for their ids"
+    ))
+}
+
+pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn from_timestamp(field: &str, t: &prost_types::Timestamp) -> Result<DateTime<Utc>, Status> {
+    u32::try_from(t.nanos)
+        .ok()
+        .and_then(|nanos| DateTime::from_timestamp(t.seconds, nanos))
+        .ok_or_else(|| Status::invalid_argument(format!("{field} is not a valid timestamp")))
+}
+
+pub(crate) fn status_to_proto(status: JobStatus) -> pb::ExportStatus {
+    match status {
+        JobStatus::Accepted => pb::ExportStatus::Accepted,
+        JobStatus::InProgress => pb::ExportStatus::InProgress,
+        JobStatus::Completed => pb::ExportStatus::Completed,
+        JobStatus::Failed => pb::ExportStatus::Failed,
+        JobStatus::Cancelled => pb::ExportStatus::Cancelled,
+        JobStatus::Expired => pb::ExportStatus::Expired,
+    }
+}
+
+pub(crate) fn job_to_proto(company: &CompanyState, job: &Job, now: DateTime<Utc>) -> pb::ExportJob {
+    let status = job.status_at(now);
+    pb::ExportJob {
+        id: job.id.clone(),
+        status: status_to_proto(status).into(),
+        requested_by: job.requested_by.clone(),
+        created_at: Some(timestamp(job.created_at)),
+        started_at: job.started_at.map(timestamp),
+        finished_at: job.finished_at.map(timestamp),
+        expires_at: job.archive.as_ref().map(|a| timestamp(a.expires_at)),
+        request: Some(pb::ExportRequestSummary {
+            from: job.spec.from.map(timestamp),
+            to: Some(timestamp(job.spec.to)),
+            person_ids: job.spec.person_ids.clone(),
+            conversation_ids: job.spec.conversation_ids.clone(),
+            format: pb::ExportFormat::Json.into(),
+            time_zone: job.spec.time_zone.clone(),
+            all_history: job.spec.from.is_none(),
+        }),
+        progress: Some(pb::Progress {
+            events_read: job.progress.events_read,
+            files_written: job.progress.files_written,
+            bytes_written: job.progress.bytes_written,
+            percent: job.progress.percent,
+        }),
+        archive_size: job.archive.as_ref().map_or(0, |a| a.size),
+        archive_sha256: job
+            .archive
+            .as_ref()
+            .map_or_else(String::new, |a| a.sha256.clone()),
+        error: job.error.clone().unwrap_or_default(),
+        queue_position: company.queue_position(&job.id),
+    }
+}
+
+fn page_size(requested: u32) -> Result<usize, Status> {
+    match requested {
+        0 => Ok(DEFAULT_PAGE_SIZE as usize),
+        n if n <= MAX_PAGE_SIZE => Ok(n as usize),
+        n => Err(Status::invalid_argument(format!(
+            "page_size {n} is too large: ask for at most {MAX_PAGE_SIZE} and follow \
+             next_page_token"
+        ))),
+    }
+}
+
+/// Page tokens are `<prefix><position>`; anything else was not issued by this service.
+fn page_start(token: &str, prefix: &str) -> Result<Option<u64>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    token
+        .strip_prefix(prefix)
+        .and_then(|n| n.parse().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            Status::invalid_argument(
+                "page_token is not one this service issued: start again without it",
+            )
+        })
+}
+
+fn check_ids(field: &str, ids: &[String]) -> Result<(), Status> {
+    if ids.len() > MAX_FILTER_IDS {
+        return Err(Status::invalid_argument(format!(
+            "{field} lists {} ids; at most {MAX_FILTER_IDS} are allowed — export without the \
+             filter or split the request",
+            ids.len()
+        )));
+    }
+    if let Some(bad) = ids.iter().find(|id| !event_model::is_safe_id(id)) {
+        return Err(Status::invalid_argument(format!(
+            "{field} contains {bad:?}, which is not a valid id (letters, digits, '-', '_', '.', \
+             ':', '@', at most 128 characters)"
+        )));
+    }
+    Ok(())
+}
+
+/// Validates a create request into the job's spec; `now` closes open ranges.
+fn spec_from_request(
+    company_id: &str,
+    request: &pb::CreateExportRequest,
+    now: DateTime<Utc>,
+) -> Result<JobSpec, Status> {
+    let from = request
+        .from
+        .as_ref()
+        .map(|t| from_timestamp("from", t))
+        .transpose()?;
+    let to = request
+        .to
+        .as_ref()
+        .map(|t| from_timestamp("to", t))
+        .transpose()?
+        .unwrap_or(now);
+    if to > now + chrono::Duration::minutes(1) {
+        return Err(Status::invalid_argument(format!(
+            "to ({}) is in the future: the log holds nothing after now; leave `to` unset to \
+             export up to now",
+            to.to_rfc3339()
+        )));
+    }
+    match pb::ExportFormat::try_from(request.format) {
+        Ok(pb::ExportFormat::Unspecified | pb::ExportFormat::Json) => {}
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "format {} is unknown: use EXPORT_FORMAT_JSON (or leave it unset)",
+                request.format
+            )));
+        }
+    }
+    check_ids("person_ids", &request.person_ids)?;
+    check_ids("conversation_ids", &request.conversation_ids)?;
+    if request.request_id.len() > 128 || request.request_id.chars().any(char::is_control) {
+        return Err(Status::invalid_argument(
+            "request_id must be at most 128 printable characters",
+        ));
+    }
+    let unique = |ids: &[String]| -> Vec<String> {
+        ids.iter()
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    };
+    let spec = JobSpec {
+        from,
+        to,
+        person_ids: unique(&request.person_ids),
+        conversation_ids: unique(&request.conversation_ids),
+        time_zone: request.time_zone.trim().to_owned(),
+        format: "json".into(),
+    };
+    crate::runner::export_request(company_id, &spec)
+        .validate()
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok(spec)
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::ExportJob, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ComplianceExportService for Api {
+    async fn enable_exports(
+        &self,
+        request: Request<pb::EnableExportsRequest>,
+    ) -> Result<Response<pb::Settings>, Status> {
+        let result = async {
+            let caller = self.authorize(&request, Action::EnableExports).await?;
+            self.submit(&caller, Command::Enable).await?;
+            Ok(Response::new(self.settings(&caller.company_id)))
+        }
+        .await;
+        self.observe("EnableExports", result)
+    }
+
+    async fn get_settings(
+        &self,
+        request: Request<pb::GetSettingsRequest>,
+    ) -> Result<Response<pb::Settings>, Status> {
+        let result = async {
+            let caller = self.authorize(&request, Action::GetSettings).await?;
+            Ok(Response::new(self.settings(&caller.company_id)))
+        }
+        .await;
+        self.observe("GetSettings", result)
+    }
+
+    async fn grant_access(
+        &self,
+        request: Request<pb::GrantAccessRequest>,
+    ) -> Result<Response<pb::Grant>, Status> {
+        let result = async {
+            let caller = self.authorize(&request, Action::GrantAccess).await?;
+            let admin_id = request.get_ref().admin_id.trim().to_owned();
+            if !event_model::is_safe_id(&admin_id) {
+                return Err(Status::invalid_argument(format!(
+                    "admin_id {admin_id:?} is not a valid user id: give the admin's id as in \
+                     the portal"
+                )));
+            }
+            self.submit(
+                &caller,
+                Command::Grant {
+                    admin_id: admin_id.clone(),
+                },
+            )
+            .await?;
+            self.with_company(&caller.company_id, |c| {
+                c.access.grants.get(&admin_id).cloned()
+            })
+            .flatten()
+            .map(|grant| {
+                Response::new(pb::Grant {
+                    admin_id: admin_id.clone(),
+                    granted_by: grant.by,
+                    granted_at: Some(timestamp(grant.at)),
+                })
+            })
+            .ok_or_else(|| Status::internal("the grant was applied but is not in the state"))
+        }
+        .await;
+        self.observe("GrantAccess", result)
+    }
+
+    async fn revoke_access(
+        &self,
+        request: Request<pb::RevokeAccessRequest>,
+    ) -> Result<Response<pb::RevokeAccessResponse>, Status> {
+        let result = async {
+            let caller = self.authorize(&request, Action::RevokeAccess).await?;
+            let admin_id = request.get_ref().admin_id.trim().to_owned();
+            if admin_id.is_empty() {
+                return Err(Status::invalid_argument(
+                    "admin_id is empty: name the admin whose access to revoke",
+                ));
+            }
+            self.submit(&caller, Command::Revoke { admin_id }).await?;
+            Ok(Response::new(pb::RevokeAccessResponse {}))
+        }
+        .await;
+        self.observe("RevokeAccess", result)
+    }
+
+    async fn list_access(
+        &self,
+        request: Request<pb::ListAccessRequest>,
+    ) -> Result<Response<pb::ListAccessResponse>, Status> {
+        let result = async {
+            let caller = self.authorize(&request, Action::ListAccess).await?;
+            let grants = self
+                .with_company(&caller.company_id, |c| {
+                    c.access
+                        .grants
+                        .iter()
+                        .map(|(admin_id, grant)| pb::Grant {
+                            admin_id: admin_id.clone(),
+                            granted_by: grant.by.clone(),
+                            granted_at: Some(timestamp(grant.at)),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok(Response::new(pb::ListAccessResponse { grants }))
+        }
+        .await;
+        self.observe("ListAccess", result)
+    }
+
+    async fn create_export(
+        &self,
+        request: Request<pb::CreateExportRequest>,
+    ) -> Result<Response<pb::ExportJob>, Status> {
+        let result = async {
+            let caller = self.authorize(&request, Action::CreateExport).await?;
+            let body = request.get_ref();
+            let spec = spec_from_request(&caller.company_id, body, self.now())?;
+            let job_id = uuid::Uuid::new_v4().to_string();
+            let outcome = self
+                .submit(
+                    &caller,
+                    Command::CreateExport {
+                        job_id: job_id.clone(),
+                        spec,
+                        requester_email: caller.email.clone(),
+                        request_id: Some(body.request_id.clone()).filter(|k| !k.is_empty()),
+                    },
+                )
+                .await?;
+            let id = match outcome {
+                Outcome::Existing { job_id } => job_id,
+                _ => job_id,
+            };
+            tracing::info!(company = %caller.company_id, job = %id, by = %caller.admin_id, "export requested");
+            self.job(&caller, &id).map(Response::new)
+        }
+        .await;
+        self.observe("CreateExport", result)
+    }
+
+    async fn get_export(
+        &self,
+        request: Request<pb::GetExportRequest>,
+    ) -> Result<Response<pb::ExportJob>, Status> {
+        let result = async {
+            let caller = self.authorize(&request, Action::ReadExports).await?;
+            self.job(&caller, &request.get_ref().id).map(Response::new)
+        }
+        .await;
+        self.observe("GetExport", result)
+    }
+
+    async fn list_exports(
+        &self,
+        request: Request<pb::ListExportsRequest>,
+    ) -> Result<Response<pb::ListExportsResponse>, Status> {
+        let result = async {
+            let caller = self.authorize(&request, Action::ReadExports).await?;
+            let body = request.get_ref();
+            let size = page_size(body.page_size)?;
+            let before = page_start(&body.page_token, "j")?;
+            let mut wanted = BTreeSet::new();
+            for raw in &body.statuses {
+                match pb::ExportStatus::try_from(*raw) {
+                    Ok(pb::ExportStatus::Unspecified) | Err(_) => {
+                        return Err(Status::invalid_argument(format!(
+                            "statuses contains {raw}, which is not an export status: use \
+                             ACCEPTED, IN_PROGRESS, COMPLETED, FAILED, CANCELLED or EXPIRED"
+                        )));
+                    }
+                    Ok(status) => {
+                        wanted.insert(status as i32);
+                    }
+                }
+            }
+            let now = self.now();
+            let (jobs, next) = self
+                .with_company(&caller.company_id, |company| {
+                    let mut page: Vec<pb::ExportJob> = Vec::new();
+                    let mut next = String::new();
+                    let mut last_seq = 0;
+                    for job in company.jobs().rev() {
+                        if before.is_some_and(|b| job.seq >= b) {
+                            continue;
+                        }
+                        let status = status_to_proto(job.status_at(now)) as i32;
+                        if !wanted.is_empty() && !wanted.contains(&status) {
+                            continue;
+                        }
+                        if page.len() == size {
+                            // More remain: the next page starts below the last one returned.
+                            next = format!("j{last_seq}");
+                            break;
+                        }
+                        last_seq = job.seq;
+                        page.push(job_to_proto(company, job, now));
+                    }
+                    (page, next)
+                })
+                .unwrap_or_default();
+            Ok(Response::new(pb::ListExportsResponse {
+                jobs,
+                next_page_token: next,
+            }))
+        }
+        .await;
+        self.observe("ListExports", result)
+    }
+
+    async fn cancel_export(
+        &self,
+        request: Request<pb::CancelExportRequest>,
+    ) -> Result<Response<pb::ExportJob>, Status> {
+        let result = async {
+            let caller = self.authorize(&request, Action::CancelExport).await?;
+            let id = request.get_ref().id.clone();
+            self.job(&caller, &id)?;
+            self.submit(&caller, Command::CancelExport { job_id: id.clone() })
+                .await?;
+            tracing::info!(company = %caller.company_id, job = %id, by = %caller.admin_id, "export cancelled");
+            self.job(&caller, &id).map(Response::new)
+        }
+        .await;
+        self.observe("CancelExport", result)
+    }
+
+    type WatchExportStream = WatchStream;
+
+    async fn watch_export(
+        &self,
+        request: Request<pb::WatchExportRequest>,
+    ) -> Result<Response<Self::WatchExportStream>, Status> {
+        let result = async {
+            let caller = self.authorize(&request, Action::ReadExports).await?;
+            let id = request.get_ref().id.clone();
+            self.job(&caller, &id)?;
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            let api = self.clone();
+            tokio::spawn(async move {
+                let mut changes = api.log.subscribe();
+                let mut last: Option<pb::ExportJob> = None;
+                loop {
+                    let job = match api.job(&caller, &id) {
+                        Ok(job) => job,
+                        Err(status) => {
+                            let _ = tx.send(Err(status)).await;
+                            return;
+                        }
+                    };
+                    let done = pb::ExportStatus::try_from(job.status).is_ok_and(|s| {
+                        !matches!(s, pb::ExportStatus::Accepted | pb::ExportStatus::InProgress)
+                    });
+                    if last.as_ref() != Some(&job) {
+                        last = Some(job.clone());
+                        if tx.send(Ok(job)).await.is_err() {
+                            return;
+                        }
+                    }
+                    if done {
+                        return;
+                    }
+                    tokio::select! {
+                        changed = changes.changed() => if changed.is_err() { return },
+                        () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                        () = tx.closed() => return,
+                        () = api.shutdown.cancelled() => {
+                            let _ = tx.send(Err(Status::unavailable(
+                                "the export service is restarting: watch again",
+                            ))).await;
+                            return;
+                        }
+                    }
+                }
+            });
+            let stream: WatchStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
+            Ok(Response::new(stream))
+        }
+        .await;
+        self.observe("WatchExport", result)
+    }
+
+    async fn get_download_url(
+        &self,
+        request: Request<pb::GetDownloadUrlRequest>,
+    ) -> Result<Response<pb::DownloadUrl>, Status> {
+        let result = async {
+            let caller = self.authorize(&request, Action::GetDownloadUrl).await?;
+            let id = request.get_ref().id.clone();
+            let now = self.now();
+            let job = self
+                .with_company(&caller.company_id, |c| c.job(&id).cloned())
+                .flatten()
+                .ok_or_else(|| not_found(&id))?;
+            let archive = match (job.status_at(now), &job.archive) {
+                (JobStatus::Completed, Some(archive)) => archive.clone(),
+                (JobStatus::Expired, _) => {
+                    return Err(Status::failed_precondition(format!(
+                        "export {id} has expired: archives are kept {RETENTION_DAYS} days after \
+                         they are made; request a new export"
+                    )));
+                }
+                (status, _) => {
+                    return Err(Status::failed_precondition(format!(
+                        "export {id} is {}: a download link exists only once it has completed",
+                        status_word(status)
+                    )));
+                }
+            };
+            let ttl = chrono::Duration::from_std(self.link_ttl)
+                .unwrap_or_else(|_| chrono::Duration::days(7));
+            let expires_at = (now + ttl).min(archive.expires_at);
+            // Audited first: a link nobody recorded is never handed out.
+            self.submit(
+                &caller,
+                Command::LinkIssued {
+                    job_id: id.clone(),
+                    expires_at,
+                },
+            )
+            .await?;
+            let lifetime = (expires_at - now)
+                .to_std()
+                .unwrap_or(Duration::from_secs(1))
+                .max(Duration::from_secs(1));
+            let url = self
+                .link_store
+                .presign_get(&archive.key, lifetime)
+                .await
+                .map_err(|e| Status::unavailable(format!("presigning the link: {e}; retry")))?;
+            tracing::info!(company = %caller.company_id, job = %id, by = %caller.admin_id, %expires_at, "download link issued");
+            Ok(Response::new(pb::DownloadUrl {
+                url,
+                expires_at: Some(timestamp(expires_at)),
+                size: archive.size,
+                sha256: archive.sha256,
+            }))
+        }
+        .await;
+        self.observe("GetDownloadUrl", result)
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+        let result = async {
+            let caller = self.authorize(&request, Action::ListAuditEvents).await?;
+            let body = request.get_ref();
+            let size = page_size(body.page_size)?;
+            let before = page_start(&body.page_token, "a")?;
+            let (events, next) = self
+                .with_company(&caller.company_id, |company| {
+                    let end = before.map_or(company.audit.len(), |b| {
+                        usize::try_from(b).unwrap_or(0).min(company.audit.len())
+                    });
+                    let start = end.saturating_sub(size);
+                    let events = company.audit[start..end]
+                        .iter()
+                        .rev()
+                        .map(|e| pb::AuditEvent {
+                            id: e.id.clone(),
+                            at: Some(timestamp(e.at)),
+                            actor_id: e.actor.clone(),
+                            action: e.action.to_owned(),
+                            subject: e.subject.clone(),
+                            details: e.details.clone().into_iter().collect(),
+                        })
+                        .collect();
+                    let next = if start > 0 {
+                        format!("a{start}")
+                    } else {
+                        String::new()
+                    };
+                    (events, next)
+                })
+                .unwrap_or_default();
+            Ok(Response::new(pb::ListAuditEventsResponse {
+                events,
+                next_page_token: next,
+            }))
+        }
+        .await;
+        self.observe("ListAuditEvents", result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        "2026-11-25T12:00:00Z".parse().unwrap()
+    }
+
+    fn ts(s: &str) -> Option<prost_types::Timestamp> {
+        Some(timestamp(s.parse().unwrap()))
+    }
+
+    #[test]
+    fn create_requests_are_checked_with_messages_a_person_can_act_on() {
+        let ok = pb::CreateExportRequest {
+            from: ts("2026-11-01T00:00:00Z"),
+            to: ts("2026-11-02T00:00:00Z"),
+            ..Default::default()
+        };
+        let spec = spec_from_request("acme", &ok, now()).unwrap();
+        assert_eq!(spec.from, Some("2026-11-01T00:00:00Z".parse().unwrap()));
+        let all = spec_from_request("acme", &pb::CreateExportRequest::default(), now()).unwrap();
+        assert_eq!((all.from, all.to), (None, now()));
+
+        let cases: Vec<(&str, pb::CreateExportRequest, &str)> = vec![
+            (
+                "reversed range",
+                pb::CreateExportRequest {
+                    from: ts("2026-11-02T00:00:00Z"),
+                    to: ts("2026-11-01T00:00:00Z"),
+                    ..Default::default()
+                },
+                "is not before",
+            ),
+            (
+                "future end",
+                pb::CreateExportRequest {
+                    to: ts("2027-01-01T00:00:00Z"),
+                    ..Default::default()
+                },
+                "in the future",
+            ),
+            (
+                "unknown zone",
+                pb::CreateExportRequest {
+                    time_zone: "Mars/Olympus".into(),
+                    ..Default::default()
+                },
+                "unknown time zone",
+            ),
+            (
+                "unknown format",
+                pb::CreateExportRequest {
+                    format: 42,
+                    ..Default::default()
+                },
+                "format 42 is unknown",
+            ),
+            (
+                "bad person id",
+                pb::CreateExportRequest {
+                    person_ids: vec!["../etc".into()],
+                    ..Default::default()
+                },
+                "person_ids contains",
+            ),
+            (
+                "bad timestamp",
+                pb::CreateExportRequest {
+                    from: Some(prost_types::Timestamp {
+                        seconds: 0,
+                        nanos: -1,
+                    }),
+                    ..Default::default()
+                },
+                "from is not a valid timestamp",
+            ),
+        ];
+        for (name, request, expected) in cases {
+            let status = spec_from_request("acme", &request, now()).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{name}");
+            assert!(
+                status.message().contains(expected),
+                "{name}: {:?} lacks {expected:?}",
+                status.message()
+            );
+        }
+    }
+
+    #[test]
+    fn page_arguments_are_checked() {
+        assert_eq!(page_size(0).unwrap(), 50);
+        assert_eq!(page_size(250).unwrap(), 250);
+        assert_eq!(
+            page_size(251).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(page_start("", "j").unwrap(), None);
+        assert_eq!(page_start("j7", "j").unwrap(), Some(7));
+        for bad in ["x", "j", "a7", "j-1"] {
+            assert_eq!(
+                page_start(bad, "j").unwrap_err().code(),
+                tonic::Code::InvalidArgument,
+                "{bad}"
+            );
+        }
+    }
+}

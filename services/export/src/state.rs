@@ -1,0 +1,920 @@
+//! The export service's shared state, as a pure fold over an ordered log of commands.
+//!
+//! Every replica appends commands to the `export-state` Kafka topic (keyed by company, so one
+//! company's commands keep one order) and folds every record of the topic into the same
+//! [`State`]. Nothing is decided by a replica alone: a command is a request, and the fold — the
+//! same code over the same records in the same order everywhere — decides whether it takes
+//! effect. That is how the per-company limit of running exports is exact across replicas: two
+//! claims sent at the same instant are ordered by the log, and the second sees the first.
+//!
+//! Time inside the fold is the record's own `at` (the appending replica's clock), never the
+//! folding replica's clock, so every replica reaches the same decisions. Leases: a worker owns a
+//! job while its lease is live; it renews it with heartbeats; once the lease has passed, the job
+//! can be claimed again (taken over) and the old owner's heartbeats and results are refused.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::access::{AccessCommand, AccessState, Denied};
+
+/// At most this many of a company's exports run at once.
+pub const MAX_RUNNING_PER_COMPANY: usize = 2;
+/// A finished archive can be downloaded for this long after its upload started (the bucket's
+/// lifecycle rule deletes it after the same time, counted from the object's creation).
+pub const RETENTION_DAYS: i64 = 30;
+/// The version of the record format below.
+pub const RECORD_VERSION: u32 = 1;
+
+/// One record of the state topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub v: u32,
+    /// Unique per record; the appender waits for the fold's outcome under this id.
+    pub id: String,
+    /// When the appender wrote it, by its clock.
+    pub at: DateTime<Utc>,
+    pub company_id: String,
+    /// The admin who acted, or `service` for the service's own commands.
+    pub actor: String,
+    pub command: Command,
+}
+
+/// The actor of the service's own commands (claims, heartbeats, results).
+pub const SERVICE_ACTOR: &str = "service";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    Enable,
+    Grant {
+        admin_id: String,
+    },
+    Revoke {
+        admin_id: String,
+    },
+    CreateExport {
+        job_id: String,
+        spec: JobSpec,
+        /// Where the completion email goes, from the requester's token.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        requester_email: Option<String>,
+        /// The client's idempotency key.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
+    },
+    CancelExport {
+        job_id: String,
+    },
+    Claim {
+        job_id: String,
+        worker: String,
+        lease_until: DateTime<Utc>,
+    },
+    Heartbeat {
+        job_id: String,
+        worker: String,
+        lease_until: DateTime<Utc>,
+        progress: JobProgress,
+    },
+    /// The owner gives the job back (graceful shutdown); it can be claimed at once.
+    Release {
+        job_id: String,
+        worker: String,
+    },
+    Finish {
+        job_id: String,
+        worker: String,
+        result: JobResult,
+    },
+    LinkIssued {
+        job_id: String,
+        expires_at: DateTime<Utc>,
+    },
+    Notified {
+        job_id: String,
+    },
+}
+
+/// What an export covers, as requested and validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// `None`: all history.
+    pub from: Option<DateTime<Utc>>,
+    /// Exclusive end; for "until now" the instant the request was accepted.
+    pub to: DateTime<Utc>,
+    #[serde(default)]
+    pub person_ids: Vec<String>,
+    #[serde(default)]
+    pub conversation_ids: Vec<String>,
+    #[serde(default)]
+    pub time_zone: String,
+    /// `json` (the only format so far).
+    pub format: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobProgress {
+    pub events_read: u64,
+    pub files_written: u64,
+    pub bytes_written: u64,
+    pub percent: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum JobResult {
+    Completed {
+        key: String,
+        size: u64,
+        sha256: String,
+        /// When the upload of this archive started: the object's creation time.
+        upload_started: DateTime<Utc>,
+    },
+    Failed {
+        error: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobStatus {
+    Accepted,
+    InProgress,
+    Completed,
+    Failed,
+    Cancelled,
+    /// Never stored: a completed job past its retention, as seen at some instant.
+    Expired,
+}
+
+impl JobStatus {
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Self::Completed | Self::Failed | Self::Cancelled | Self::Expired
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Archive {
+    pub key: String,
+    pub size: u64,
+    pub sha256: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// One export job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub id: String,
+    /// Creation order within the company (0, 1, 2, …).
+    pub seq: u64,
+    pub spec: JobSpec,
+    pub requested_by: String,
+    pub requester_email: Option<String>,
+    pub request_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    status: JobStatus,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub owner: Option<String>,
+    pub lease_until: Option<DateTime<Utc>>,
+    /// How many times a worker has claimed it.
+    pub attempts: u32,
+    pub progress: JobProgress,
+    pub archive: Option<Archive>,
+    pub error: Option<String>,
+    pub notified: bool,
+}
+
+impl Job {
+    /// The status as seen at `now`: a completed job past its retention is `Expired`.
+    pub fn status_at(&self, now: DateTime<Utc>) -> JobStatus {
+        match (&self.status, &self.archive) {
+            (JobStatus::Completed, Some(archive)) if now >= archive.expires_at => {
+                JobStatus::Expired
+            }
+            (status, _) => *status,
+        }
+    }
+
+    /// The stored status (never `Expired`).
+    pub fn stored_status(&self) -> JobStatus {
+        self.status
+    }
+
+    fn lease_live(&self, at: DateTime<Utc>) -> bool {
+        self.status == JobStatus::InProgress && self.lease_until.is_some_and(|l| l > at)
+    }
+
+    fn claimable(&self, at: DateTime<Utc>) -> bool {
+        self.status == JobStatus::Accepted
+            || (self.status == JobStatus::InProgress && !self.lease_live(at))
+    }
+
+    fn owned_by(&self, worker: &str, at: DateTime<Utc>) -> bool {
+        self.lease_live(at) && self.owner.as_deref() == Some(worker)
+    }
+}
+
+/// One line of a company's audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// The record's id.
+    pub id: String,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: &'static str,
+    pub subject: String,
+    pub details: BTreeMap<String, String>,
+}
+
+/// One company's state.
+#[derive(Debug, Clone, Default)]
+pub struct CompanyState {
+    pub access: AccessState,
+    jobs: HashMap<String, Job>,
+    /// Job ids in creation order.
+    order: Vec<String>,
+    /// Oldest first.
+    pub audit: Vec<AuditEntry>,
+}
+
+impl CompanyState {
+    pub fn job(&self, id: &str) -> Option<&Job> {
+        self.jobs.get(id)
+    }
+
+    /// Jobs, oldest first.
+    pub fn jobs(&self) -> impl DoubleEndedIterator<Item = &Job> {
+        self.order.iter().filter_map(|id| self.jobs.get(id))
+    }
+
+    /// Jobs whose worker's lease is live at `at`.
+    pub fn running(&self, at: DateTime<Utc>) -> usize {
+        self.jobs().filter(|j| j.lease_live(at)).count()
+    }
+
+    /// The jobs a worker may claim at `at`, in the order they must start: the oldest waiting
+    /// (or abandoned) jobs, as many as the limit leaves room for.
+    pub fn claimable(&self, at: DateTime<Utc>) -> Vec<&Job> {
+        let room = MAX_RUNNING_PER_COMPANY.saturating_sub(self.running(at));
+        self.jobs().filter(|j| j.claimable(at)).take(room).collect()
+    }
+
+    /// 1-based position of an ACCEPTED job in the company's queue; 0 when it is not waiting.
+    pub fn queue_position(&self, id: &str) -> u32 {
+        let mut position = 0u32;
+        for job in self.jobs() {
+            if job.status == JobStatus::Accepted {
+                position += 1;
+                if job.id == id {
+                    return position;
+                }
+            }
+        }
+        0
+    }
+
+    fn has_access(&self, actor: &str) -> Result<(), Denied> {
+        if self.access.enabled.is_none() {
+            return Err(Denied::FailedPrecondition(
+                "compliance exports are not enabled for your company".into(),
+            ));
+        }
+        if !self.access.grants.contains_key(actor) {
+            return Err(Denied::PermissionDenied(
+                "you do not have access to compliance exports".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn audit(&mut self, record: &Record, action: &'static str, subject: &str) -> &mut AuditEntry {
+        self.audit.push(AuditEntry {
+            id: record.id.clone(),
+            at: record.at,
+            actor: record.actor.clone(),
+            action,
+            subject: subject.to_owned(),
+            details: BTreeMap::new(),
+        });
+        self.audit.last_mut().expect("just pushed")
+    }
+
+    fn job_mut(&mut self, id: &str) -> Result<&mut Job, Denied> {
+        self.jobs
+            .get_mut(id)
+            .ok_or_else(|| Denied::NotFound(format!("no export {id:?}")))
+    }
+}
+
+/// What the fold made of a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It took effect (or was already in effect: enabling twice, granting twice).
+    Applied,
+    /// A create with a request id already used: the existing job.
+    Existing { job_id: String },
+    /// Refused, with the reason to give the caller.
+    Rejected(Denied),
+}
+
+/// Every company's state.
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    companies: HashMap<String, CompanyState>,
+}
+
+impl State {
+    pub fn company(&self, id: &str) -> Option<&CompanyState> {
+        self.companies.get(id)
+    }
+
+    pub fn companies(&self) -> impl Iterator<Item = (&String, &CompanyState)> {
+        self.companies.iter()
+    }
+
+    /// Folds one record.
+    pub fn apply(&mut self, record: &Record) -> Outcome {
+        let company = self.companies.entry(record.company_id.clone()).or_default();
+        match apply(company, record) {
+            Ok(outcome) => outcome,
+            Err(denied) => Outcome::Rejected(denied),
+        }
+    }
+}
+
+fn apply(company: &mut CompanyState, record: &Record) -> Result<Outcome, Denied> {
+    let at = record.at;
+    let actor = record.actor.as_str();
+    match &record.command {
+        Command::Enable => {
+            if company.access.enabled.is_none() {
+                company.access.apply(&AccessCommand::Enable {
+                    by: actor.to_owned(),
+                    at,
+                })?;
+                company.audit(record, "enable", actor);
+            }
+        }
+        Command::Grant { admin_id } => {
+            company.has_access(actor)?;
+            if !company.access.grants.contains_key(admin_id) {
+                company.access.apply(&AccessCommand::Grant {
+                    admin: admin_id.clone(),
+                    by: actor.to_owned(),
+                    at,
+                })?;
+                company.audit(record, "grant", admin_id);
+            }
+        }
+        Command::Revoke { admin_id } => {
+            company.has_access(actor)?;
+            company.access.apply(&AccessCommand::Revoke {
+                admin: admin_id.clone(),
+                by: actor.to_owned(),
+                at,
+            })?;
+            company.audit(record, "revoke", admin_id);
+        }
+        Command::CreateExport {
+            job_id,
+            spec,
+            requester_email,
+            request_id,
+        } => {
+            company.has_access(actor)?;
+            if let Some(key) = request_id
+                && let Some(existing) = company
+                    .jobs()
+                    .find(|j| j.requested_by == actor && j.request_id.as_ref() == Some(key))
+            {
+                return Ok(Outcome::Existing {
+                    job_id: existing.id.clone(),
+                });
+            }
+            if company.jobs.contains_key(job_id) {
+                return Err(Denied::InvalidArgument(format!(
+                    "export id {job_id:?} is taken"
+                )));
+            }
+            let job = Job {
+                id: job_id.clone(),
+                seq: company.order.len() as u64,
+                spec: spec.clone(),
+                requested_by: actor.to_owned(),
+                requester_email: requester_email.clone(),
+                request_id: request_id.clone(),
+                created_at: at,
+                status: JobStatus::Accepted,
+                started_at: None,
+                finished_at: None,
+                owner: None,
+                lease_until: None,
+                attempts: 0,
+                progress: JobProgress::default(),
+                archive: None,
+                error: None,
+                notified: false,
+            };
+            company.jobs.insert(job_id.clone(), job);
+            company.order.push(job_id.clone());
+            let entry = company.audit(record, "create_export", job_id);
+            entry.details.insert("to".into(), spec.to.to_rfc3339());
+            if let Some(from) = spec.from {
+                entry.details.insert("from".into(), from.to_rfc3339());
+            }
+        }
+        Command::CancelExport { job_id } => {
+            company.has_access(actor)?;
+            let job = company.job_mut(job_id)?;
+            match job.status {
+                JobStatus::Accepted | JobStatus::InProgress => {
+                    job.status = JobStatus::Cancelled;
+                    job.finished_at = Some(at);
+                    job.owner = None;
+                    job.lease_until = None;
+                }
+                status => {
+                    return Err(Denied::FailedPrecondition(format!(
+                        "export {job_id} has already finished ({}); only waiting or running \
+                         exports can be cancelled",
+                        status_word(status)
+                    )));
+                }
+            }
+            company.audit(record, "cancel_export", job_id);
+        }
+        Command::Claim {
+            job_id,
+            worker,
+            lease_until,
+        } => {
+            if !company.claimable(at).iter().any(|j| &j.id == job_id) {
+                return Err(Denied::FailedPrecondition(format!(
+                    "export {job_id} cannot be claimed now"
+                )));
+            }
+            let job = company.job_mut(job_id)?;
+            job.status = JobStatus::InProgress;
+            job.owner = Some(worker.clone());
+            job.lease_until = Some(*lease_until);
+            job.attempts += 1;
+            job.started_at.get_or_insert(at);
+            job.progress = JobProgress::default();
+        }
+        Command::Heartbeat {
+            job_id,
+            worker,
+            lease_until,
+            progress,
+        } => {
+            let job = company.job_mut(job_id)?;
+            if !job.owned_by(worker, at) {
+                return Err(lost_lease(job_id));
+            }
+            job.lease_until = Some(*lease_until);
+            job.progress = *progress;
+        }
+        Command::Release { job_id, worker } => {
+            let job = company.job_mut(job_id)?;
+            if !job.owned_by(worker, at) {
+                return Err(lost_lease(job_id));
+            }
+            job.lease_until = Some(at);
+        }
+        Command::Finish {
+            job_id,
+            worker,
+            result,
+        } => {
+            let job = company.job_mut(job_id)?;
+            if !job.owned_by(worker, at) {
+                return Err(lost_lease(job_id));
+            }
+            job.finished_at = Some(at);
+            job.owner = None;
+            job.lease_until = None;
+            let action = match result {
+                JobResult::Completed {
+                    key,
+                    size,
+                    sha256,
+                    upload_started,
+                } => {
+                    job.status = JobStatus::Completed;
+                    job.progress.percent = 100;
+                    job.archive = Some(Archive {
+                        key: key.clone(),
+                        size: *size,
+                        sha256: sha256.clone(),
+                        expires_at: *upload_started + Duration::days(RETENTION_DAYS),
+                    });
+                    "export_completed"
+                }
+                JobResult::Failed { error } => {
+                    job.status = JobStatus::Failed;
+                    job.error = Some(error.clone());
+                    "export_failed"
+                }
+            };
+            company.audit(record, action, job_id);
+        }
+        Command::LinkIssued { job_id, expires_at } => {
+            company.has_access(actor)?;
+            let job = company.job_mut(job_id)?;
+            match job.status_at(at) {
+                JobStatus::Completed => {}
+                JobStatus::Expired => {
+                    return Err(Denied::FailedPrecondition(format!(
+                        "export {job_id} has expired: archives are kept {RETENTION_DAYS} days; \
+                         request a new export"
+                    )));
+                }
+                status => {
+                    return Err(Denied::FailedPrecondition(format!(
+                        "export {job_id} is {}: a download link exists only for a completed \
+                         export",
+                        status_word(status)
+                    )));
+                }
+            }
+            let entry = company.audit(record, "download_link", job_id);
+            entry
+                .details
+                .insert("expires_at".into(), expires_at.to_rfc3339());
+        }
+        Command::Notified { job_id } => {
+            company.job_mut(job_id)?.notified = true;
+        }
+    }
+    Ok(Outcome::Applied)
+}
+
+fn lost_lease(job_id: &str) -> Denied {
+    Denied::FailedPrecondition(format!("this worker no longer owns export {job_id}"))
+}
+
+/// The status as a person reads it.
+pub fn status_word(status: JobStatus) -> &'static str {
+    match status {
+        JobStatus::Accepted => "waiting to start",
+        JobStatus::InProgress => "in progress",
+        JobStatus::Completed => "completed",
+        JobStatus::Failed => "failed",
+        JobStatus::Cancelled => "cancelled",
+        JobStatus::Expired => "expired",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(seconds: i64) -> DateTime<Utc> {
+        "2026-11-25T00:00:00Z".parse::<DateTime<Utc>>().unwrap() + Duration::seconds(seconds)
+    }
+
+    fn record(at: i64, actor: &str, command: Command) -> Record {
+        Record {
+            v: RECORD_VERSION,
+            id: format!("r{at}-{actor}"),
+            at: t(at),
+            company_id: "acme".into(),
+            actor: actor.into(),
+            command,
+        }
+    }
+
+    fn spec() -> JobSpec {
+        JobSpec {
+            from: None,
+            to: t(0),
+            person_ids: vec![],
+            conversation_ids: vec![],
+            time_zone: String::new(),
+            format: "json".into(),
+        }
+    }
+
+    fn create(at: i64, job: &str) -> Record {
+        record(
+            at,
+            "ann",
+            Command::CreateExport {
+                job_id: job.into(),
+                spec: spec(),
+                requester_email: None,
+                request_id: None,
+            },
+        )
+    }
+
+    fn claim(at: i64, job: &str, worker: &str, lease: i64) -> Record {
+        record(
+            at,
+            SERVICE_ACTOR,
+            Command::Claim {
+                job_id: job.into(),
+                worker: worker.into(),
+                lease_until: t(at + lease),
+            },
+        )
+    }
+
+    fn finish(at: i64, job: &str, worker: &str) -> Record {
+        record(
+            at,
+            SERVICE_ACTOR,
+            Command::Finish {
+                job_id: job.into(),
+                worker: worker.into(),
+                result: JobResult::Completed {
+                    key: format!("exports/acme/{job}.zip"),
+                    size: 10,
+                    sha256: "ab".into(),
+                    upload_started: t(at - 1),
+                },
+            },
+        )
+    }
+
+    fn enabled() -> State {
+        let mut state = State::default();
+        assert_eq!(
+            state.apply(&record(0, "ann", Command::Enable)),
+            Outcome::Applied
+        );
+        state
+    }
+
+    fn status(state: &State, job: &str) -> JobStatus {
+        state
+            .company("acme")
+            .unwrap()
+            .job(job)
+            .unwrap()
+            .stored_status()
+    }
+
+    fn rejected(outcome: &Outcome) -> bool {
+        matches!(outcome, Outcome::Rejected(_))
+    }
+
+    #[test]
+    fn at_most_two_run_and_the_rest_start_in_order() {
+        let mut state = enabled();
+        for (i, job) in ["j1", "j2", "j3", "j4"].iter().enumerate() {
+            assert_eq!(state.apply(&create(i as i64 + 1, job)), Outcome::Applied);
+        }
+        // Two replicas claim at the same instant; the log orders them.
+        assert_eq!(state.apply(&claim(10, "j1", "a", 30)), Outcome::Applied);
+        assert_eq!(state.apply(&claim(10, "j2", "b", 30)), Outcome::Applied);
+        // A third claim — of any job — is refused while two leases are live.
+        assert!(rejected(&state.apply(&claim(10, "j3", "a", 30))));
+        assert!(rejected(&state.apply(&claim(10, "j4", "b", 30))));
+        // Claiming the same job twice: refused.
+        assert!(rejected(&state.apply(&claim(11, "j1", "b", 30))));
+        let company = state.company("acme").unwrap();
+        assert_eq!(company.running(t(11)), 2);
+        assert_eq!(company.queue_position("j3"), 1);
+        assert_eq!(company.queue_position("j4"), 2);
+        // When one finishes, the oldest waiting job — and only it — may start.
+        assert_eq!(state.apply(&finish(20, "j1", "a")), Outcome::Applied);
+        assert!(rejected(&state.apply(&claim(21, "j4", "a", 30))));
+        assert_eq!(state.apply(&claim(21, "j3", "a", 30)), Outcome::Applied);
+        assert_eq!(status(&state, "j3"), JobStatus::InProgress);
+        assert_eq!(status(&state, "j4"), JobStatus::Accepted);
+    }
+
+    #[test]
+    fn a_dead_workers_job_is_taken_over_and_its_late_result_refused() {
+        let mut state = enabled();
+        state.apply(&create(1, "j1"));
+        assert_eq!(state.apply(&claim(2, "j1", "a", 10)), Outcome::Applied);
+        // Before the lease ends nobody else can take it.
+        assert!(rejected(&state.apply(&claim(5, "j1", "b", 10))));
+        // Heartbeats keep it.
+        let beat = |at, worker: &str| {
+            record(
+                at,
+                SERVICE_ACTOR,
+                Command::Heartbeat {
+                    job_id: "j1".into(),
+                    worker: worker.into(),
+                    lease_until: t(at + 10),
+                    progress: JobProgress {
+                        events_read: 5,
+                        ..JobProgress::default()
+                    },
+                },
+            )
+        };
+        assert_eq!(state.apply(&beat(8, "a")), Outcome::Applied);
+        assert!(rejected(&state.apply(&claim(15, "j1", "b", 10))));
+        // Worker a dies; its lease (18) passes; b takes over.
+        assert_eq!(state.apply(&claim(19, "j1", "b", 10)), Outcome::Applied);
+        let job = state.company("acme").unwrap().job("j1").unwrap();
+        assert_eq!(job.attempts, 2);
+        assert_eq!(job.owner.as_deref(), Some("b"));
+        assert_eq!(job.started_at, Some(t(2)));
+        assert_eq!(job.progress, JobProgress::default());
+        // a wakes up: its heartbeat and its result are refused; b's result stands.
+        assert!(rejected(&state.apply(&beat(20, "a"))));
+        assert!(rejected(&state.apply(&finish(21, "j1", "a"))));
+        assert_eq!(state.apply(&finish(22, "j1", "b")), Outcome::Applied);
+        let job = state.company("acme").unwrap().job("j1").unwrap();
+        assert_eq!(job.archive.as_ref().unwrap().key, "exports/acme/j1.zip");
+        // Once finished, nothing runs it again.
+        assert!(rejected(&state.apply(&claim(40, "j1", "a", 10))));
+        assert!(rejected(&state.apply(&finish(41, "j1", "b"))));
+    }
+
+    #[test]
+    fn an_expired_lease_frees_a_slot_and_the_late_owner_cannot_renew() {
+        let mut state = enabled();
+        for (i, job) in ["j1", "j2", "j3"].iter().enumerate() {
+            state.apply(&create(i as i64, job));
+        }
+        state.apply(&claim(10, "j1", "a", 5));
+        state.apply(&claim(10, "j2", "a", 5));
+        // At 16 both leases have passed: the abandoned jobs come first, in order.
+        let company = state.company("acme").unwrap();
+        let ids: Vec<_> = company
+            .claimable(t(16))
+            .iter()
+            .map(|j| j.id.clone())
+            .collect();
+        assert_eq!(ids, ["j1", "j2"]);
+        assert!(rejected(&state.apply(&claim(16, "j3", "b", 5))));
+        // A heartbeat after the lease has passed is refused, so a slow worker never makes three.
+        let late = record(
+            17,
+            SERVICE_ACTOR,
+            Command::Heartbeat {
+                job_id: "j1".into(),
+                worker: "a".into(),
+                lease_until: t(30),
+                progress: JobProgress::default(),
+            },
+        );
+        assert!(rejected(&state.apply(&late)));
+    }
+
+    #[test]
+    fn release_makes_a_job_claimable_at_once() {
+        let mut state = enabled();
+        state.apply(&create(1, "j1"));
+        state.apply(&claim(2, "j1", "a", 60));
+        let release = record(
+            3,
+            SERVICE_ACTOR,
+            Command::Release {
+                job_id: "j1".into(),
+                worker: "a".into(),
+            },
+        );
+        assert_eq!(state.apply(&release), Outcome::Applied);
+        assert_eq!(state.apply(&claim(4, "j1", "b", 60)), Outcome::Applied);
+    }
+
+    #[test]
+    fn cancel_stops_waiting_and_running_jobs_but_not_finished_ones() {
+        let mut state = enabled();
+        state.apply(&create(1, "j1"));
+        state.apply(&create(2, "j2"));
+        state.apply(&claim(3, "j1", "a", 60));
+        let cancel =
+            |at, job: &str| record(at, "ann", Command::CancelExport { job_id: job.into() });
+        assert_eq!(state.apply(&cancel(4, "j1")), Outcome::Applied);
+        assert_eq!(state.apply(&cancel(4, "j2")), Outcome::Applied);
+        assert_eq!(status(&state, "j1"), JobStatus::Cancelled);
+        // The worker's result after the cancel is refused (it deletes its object).
+        assert!(rejected(&state.apply(&finish(5, "j1", "a"))));
+        assert!(rejected(&state.apply(&cancel(6, "j1"))));
+        assert!(rejected(&state.apply(&claim(7, "j2", "a", 60))));
+        let unknown = state.apply(&cancel(8, "nope"));
+        assert!(matches!(unknown, Outcome::Rejected(Denied::NotFound(_))));
+    }
+
+    #[test]
+    fn links_only_for_completed_jobs_within_retention_and_every_one_audited() {
+        let mut state = enabled();
+        state.apply(&create(1, "j1"));
+        let link = |at: i64| {
+            record(
+                at,
+                "ann",
+                Command::LinkIssued {
+                    job_id: "j1".into(),
+                    expires_at: t(at + 3600),
+                },
+            )
+        };
+        assert!(rejected(&state.apply(&link(2))));
+        state.apply(&claim(3, "j1", "a", 60));
+        state.apply(&finish(10, "j1", "a"));
+        assert_eq!(state.apply(&link(11)), Outcome::Applied);
+        let day = 86_400;
+        assert_eq!(state.apply(&link(29 * day)), Outcome::Applied);
+        // The archive's upload started at 9: it expires at 9 + 30 days.
+        let job = state.company("acme").unwrap().job("j1").unwrap();
+        assert_eq!(job.status_at(t(30 * day + 8)), JobStatus::Completed);
+        assert_eq!(job.status_at(t(30 * day + 9)), JobStatus::Expired);
+        assert!(rejected(&state.apply(&link(30 * day + 9))));
+        let links = state
+            .company("acme")
+            .unwrap()
+            .audit
+            .iter()
+            .filter(|e| e.action == "download_link")
+            .count();
+        assert_eq!(links, 2);
+    }
+
+    #[test]
+    fn commands_are_refused_once_access_is_revoked() {
+        let mut state = enabled();
+        let grant = record(
+            1,
+            "ann",
+            Command::Grant {
+                admin_id: "bob".into(),
+            },
+        );
+        assert_eq!(state.apply(&grant), Outcome::Applied);
+        let revoke = record(
+            2,
+            "ann",
+            Command::Revoke {
+                admin_id: "bob".into(),
+            },
+        );
+        assert_eq!(state.apply(&revoke), Outcome::Applied);
+        // A create by bob that was checked before the revoke but ordered after it is refused.
+        let mut late = create(3, "j1");
+        late.actor = "bob".into();
+        assert!(matches!(
+            state.apply(&late),
+            Outcome::Rejected(Denied::PermissionDenied(_))
+        ));
+        // A stranger cannot grant; another company's state is separate.
+        let mut other = record(
+            4,
+            "mallory",
+            Command::Grant {
+                admin_id: "mallory2".into(),
+            },
+        );
+        assert!(rejected(&state.apply(&other)));
+        other.company_id = "globex".into();
+        assert!(matches!(
+            state.apply(&other),
+            Outcome::Rejected(Denied::FailedPrecondition(_))
+        ));
+        let actions: Vec<_> = state
+            .company("acme")
+            .unwrap()
+            .audit
+            .iter()
+            .map(|e| e.action)
+            .collect();
+        assert_eq!(actions, ["enable", "grant", "revoke"]);
+    }
+
+    #[test]
+    fn a_repeated_request_id_returns_the_same_job() {
+        let mut state = enabled();
+        let with_key = |at, job: &str| {
+            record(
+                at,
+                "ann",
+                Command::CreateExport {
+                    job_id: job.into(),
+                    spec: spec(),
+                    requester_email: None,
+                    request_id: Some("k1".into()),
+                },
+            )
+        };
+        assert_eq!(state.apply(&with_key(1, "j1")), Outcome::Applied);
+        assert_eq!(
+            state.apply(&with_key(2, "j2")),
+            Outcome::Existing {
+                job_id: "j1".into()
+            }
+        );
+        assert_eq!(state.company("acme").unwrap().jobs().count(), 1);
+    }
+
+    #[test]
+    fn records_round_trip_as_json() {
+        let record = finish(5, "j1", "a");
+        let json = serde_json::to_string(&record).unwrap();
+        assert!(json.contains(r#""type":"finish""#), "{json}");
+        assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), record);
+    }
+}
