@@ -89,21 +89,28 @@ wait_for "garage S3 endpoint" 30 port_open "$s3_port"
 
 # --- topics -------------------------------------------------------------------------------------
 wait_for "tansu" 60 port_open "$kafka_port"
-create_topic() { # name partitions; an existing topic (a reused DATA_DIR) is fine
+create_topic() { # name partitions [config]; an existing topic (a reused DATA_DIR) is fine
   local out
-  out="$("$TANSU_BIN" topic create "$1" --broker "tcp://127.0.0.1:$kafka_port" --partitions "$2" 2>&1)" \
-    || grep -q "already exists" <<<"$out"
+  out="$("$TANSU_BIN" topic create "$1" --broker "tcp://127.0.0.1:$kafka_port" --partitions "$2" \
+    ${3:+--config "$3"} 2>&1)" || grep -q "already exists" <<<"$out"
 }
 for topic in chat-events:4 chat-events-dlq:1 export-notifications:1; do
   wait_for "topic ${topic%%:*}" 30 create_topic "${topic%%:*}" "${topic##*:}"
 done
+# The export service's state (settings, access, jobs, audit): one partition, kept forever.
+wait_for "topic export-state" 30 create_topic export-state 1 retention.ms=-1
 
 # --- the env file the services, the demo and the tests read ------------------------------------
+# A fresh signing key for this stack's admin tokens (the admin portal's key in production).
+token_key="$(cat "$dir/token.key" 2>/dev/null || { head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' | tee "$dir/token.key"; })"
 cat >"$dir/stack.env" <<ENV
 CCE_STACK_DIR=$dir
 CCE_KAFKA_BROKERS=127.0.0.1:$kafka_port
 CCE_EVENTS_TOPIC=chat-events
 CCE_DEAD_LETTER_TOPIC=chat-events-dlq
+CCE_STATE_TOPIC=export-state
+CCE_NOTIFICATIONS_TOPIC=export-notifications
+CCE_TOKEN_SIGNING_KEY=$token_key
 CCE_S3_ENDPOINT=http://127.0.0.1:$s3_port
 CCE_S3_REGION=garage
 CCE_S3_BUCKET=$bucket

@@ -307,3 +307,273 @@ pub async fn log_event_ids(
     }
     ids
 }
+
+/// Writes the generator's events (seed 11, companies `<prefix>acme`, …) straight into the log,
+/// as ingestion would, in chunks of 2,000; returns how many.
+pub async fn write_generated_log(
+    store: std::sync::Arc<dyn storage::ObjectStore>,
+    prefix: &str,
+    events: u64,
+) -> usize {
+    let now = chrono::Utc::now();
+    let records: Vec<compliance_log::PendingRecord> = loadgen::Generator::new(loadgen::Options {
+        seed: 11,
+        id_prefix: prefix.to_owned(),
+        content_events: events,
+        ..loadgen::Options::default()
+    })
+    .enumerate()
+    .map(|(i, m)| {
+        let (event, raw) =
+            event_model::parse_event(&m.payload, &event_model::Limits::default(), now).unwrap();
+        compliance_log::PendingRecord {
+            offset: i as i64,
+            event,
+            raw,
+        }
+    })
+    .collect();
+    let writer = compliance_log::LogWriter::new(store);
+    for (n, chunk) in records.chunks(2_000).enumerate() {
+        let source = compliance_log::SourceRange {
+            topic: "archive-test".into(),
+            partition: 0,
+            first_offset: chunk[0].offset,
+            last_offset: chunk[chunk.len() - 1].offset,
+        };
+        writer
+            .write(&source, chunk)
+            .await
+            .unwrap_or_else(|e| panic!("chunk {n}: {e}"));
+    }
+    records.len()
+}
+
+/// Running the export service and calling it, for the end-to-end tests.
+pub mod exports {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use proto::v1 as pb;
+    use proto::v1::compliance_export_service_client::ComplianceExportServiceClient;
+    use telemetry::CancellationToken;
+    use tonic::transport::Channel;
+
+    use super::Stack;
+
+    /// The stack's token signing key (up.sh writes a fresh one).
+    pub fn signing_key(stack: &Stack) -> String {
+        stack.var("CCE_TOKEN_SIGNING_KEY").to_owned()
+    }
+
+    /// A free loopback port (bound then released).
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// The export service's flags for a test: its own state and notification topics.
+    pub fn args(stack: &Stack, state_topic: &str, grpc_port: u16, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "--kafka-brokers".into(),
+            stack.kafka_brokers().into(),
+            "--state-topic".into(),
+            state_topic.into(),
+            "--notifications-topic".into(),
+            format!("{state_topic}-notifications"),
+            "--s3-endpoint".into(),
+            stack.var("CCE_S3_ENDPOINT").into(),
+            "--s3-region".into(),
+            stack.var("CCE_S3_REGION").into(),
+            "--s3-bucket".into(),
+            stack.var("CCE_S3_BUCKET").into(),
+            "--s3-access-key-id".into(),
+            stack.var("AWS_ACCESS_KEY_ID").into(),
+            "--s3-secret-access-key".into(),
+            stack.var("AWS_SECRET_ACCESS_KEY").into(),
+            "--token-signing-key".into(),
+            signing_key(stack),
+            "--grpc-addr".into(),
+            format!("127.0.0.1:{grpc_port}"),
+            "--ops-addr".into(),
+            "127.0.0.1:0".into(),
+            "--lease-secs".into(),
+            "3".into(),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    }
+
+    /// Creates a test's state topic (one partition) and notification topic.
+    pub async fn create_topics(stack: &Stack, state_topic: &str) {
+        super::kafka::create_topic(stack, state_topic, 1).await;
+        super::kafka::create_topic(stack, &format!("{state_topic}-notifications"), 1).await;
+    }
+
+    /// An export service running in this process.
+    #[derive(Debug)]
+    pub struct Replica {
+        pub stop: CancellationToken,
+        pub endpoint: String,
+        pub running: export::Running,
+    }
+
+    impl Replica {
+        pub async fn start(
+            stack: &Stack,
+            state_topic: &str,
+            clock: Arc<dyn export::Clock>,
+            extra: &[&str],
+        ) -> Self {
+            use clap::Parser;
+            let mut argv = vec!["cce-export".to_owned()];
+            argv.extend(args(stack, state_topic, 0, extra));
+            let config = export::Config::try_parse_from(argv).expect("export config");
+            let stop = CancellationToken::new();
+            let running = export::start_with_clock(config, clock, stop.clone())
+                .await
+                .expect("start the export service");
+            Self {
+                endpoint: format!("http://{}", running.grpc_addr),
+                stop,
+                running,
+            }
+        }
+
+        pub async fn client(&self) -> ComplianceExportServiceClient<Channel> {
+            client(&self.endpoint).await
+        }
+
+        pub async fn shutdown(self) {
+            self.stop.cancel();
+            tokio::time::timeout(Duration::from_secs(30), self.running.task)
+                .await
+                .expect("the export service stops within 30 s")
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    pub async fn client(endpoint: &str) -> ComplianceExportServiceClient<Channel> {
+        let channel = super::wait_for(
+            &format!("the export service at {endpoint}"),
+            Duration::from_secs(60),
+            || async {
+                Channel::from_shared(endpoint.to_owned())
+                    .unwrap()
+                    .connect()
+                    .await
+                    .ok()
+            },
+        )
+        .await;
+        ComplianceExportServiceClient::new(channel)
+    }
+
+    /// A token as the admin portal would sign it.
+    #[derive(Debug, Clone)]
+    pub struct TokenSpec {
+        pub key: String,
+        pub company: String,
+        pub admin: String,
+        pub role: String,
+        pub ttl_secs: i64,
+        pub issuer: String,
+        pub audience: String,
+        pub email: Option<String>,
+    }
+
+    impl TokenSpec {
+        pub fn admin(stack: &Stack, company: &str, admin: &str) -> Self {
+            Self {
+                key: signing_key(stack),
+                company: company.into(),
+                admin: admin.into(),
+                role: "admin".into(),
+                ttl_secs: 600,
+                issuer: "admin-portal".into(),
+                audience: "compliance-exports".into(),
+                email: None,
+            }
+        }
+
+        pub fn sign(&self) -> String {
+            let claims = export::auth::Claims {
+                sub: self.admin.clone(),
+                company_id: self.company.clone(),
+                role: self.role.clone(),
+                exp: u64::try_from(chrono::Utc::now().timestamp() + self.ttl_secs).unwrap_or(0),
+                iss: self.issuer.clone(),
+                aud: self.audience.clone(),
+                email: self.email.clone(),
+            };
+            jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(self.key.as_bytes()),
+            )
+            .unwrap()
+        }
+    }
+
+    /// A request carrying `authorization: Bearer <token>`.
+    pub fn authed<T>(token: &str, body: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(body);
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        request
+    }
+
+    pub async fn get(
+        client: &mut ComplianceExportServiceClient<Channel>,
+        token: &str,
+        id: &str,
+    ) -> pb::ExportJob {
+        client
+            .get_export(authed(token, pb::GetExportRequest { id: id.into() }))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Polls a job until `done` holds.
+    pub async fn wait_job(
+        client: &mut ComplianceExportServiceClient<Channel>,
+        token: &str,
+        id: &str,
+        what: &str,
+        deadline: Duration,
+        done: impl Fn(&pb::ExportJob) -> bool,
+    ) -> pb::ExportJob {
+        let start = tokio::time::Instant::now();
+        loop {
+            let job = get(client, token, id).await;
+            if done(&job) {
+                return job;
+            }
+            assert!(
+                start.elapsed() < deadline,
+                "export {id} not {what} within {deadline:?}: {job:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn is(status: pb::ExportStatus) -> impl Fn(&pb::ExportJob) -> bool {
+        move |job| job.status == status as i32
+    }
+
+    /// An RFC 3339 instant as a protobuf timestamp.
+    pub fn timestamp(rfc3339: &str) -> prost_types::Timestamp {
+        export::service::timestamp(rfc3339.parse().unwrap())
+    }
+
+    pub fn time(t: Option<&prost_types::Timestamp>) -> chrono::DateTime<chrono::Utc> {
+        let t = t.expect("a timestamp");
+        chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap()).unwrap()
+    }
+}

@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use archive::{ExportRequest, ZipWriter};
 use bytes::Bytes;
-use compliance_log::{LogWriter, PendingRecord, SourceRange};
 use storage::ObjectStore;
-use tests::{Stack, repo_root, unique};
+use tests::{Stack, repo_root, unique, write_generated_log};
 
 /// Runs every independent reader on `path`; each must accept it and see `entries` entries
 /// holding `bytes` bytes in all.
@@ -71,41 +70,6 @@ fn check_with_independent_readers(path: &Path, entries: u64, bytes: u64) {
         java_out.contains(&format!("ZipInputStream {entries} {bytes}")),
         "java ZipInputStream: {java_out}"
     );
-}
-
-async fn write_generated_log(store: Arc<dyn ObjectStore>, prefix: &str, events: u64) -> usize {
-    let now = chrono::Utc::now();
-    let records: Vec<PendingRecord> = loadgen::Generator::new(loadgen::Options {
-        seed: 11,
-        id_prefix: prefix.to_owned(),
-        content_events: events,
-        ..loadgen::Options::default()
-    })
-    .enumerate()
-    .map(|(i, m)| {
-        let (event, raw) =
-            event_model::parse_event(&m.payload, &event_model::Limits::default(), now).unwrap();
-        PendingRecord {
-            offset: i as i64,
-            event,
-            raw,
-        }
-    })
-    .collect();
-    let writer = LogWriter::new(store);
-    for (n, chunk) in records.chunks(2_000).enumerate() {
-        let source = SourceRange {
-            topic: "archive-test".into(),
-            partition: 0,
-            first_offset: chunk[0].offset,
-            last_offset: chunk[chunk.len() - 1].offset,
-        };
-        writer
-            .write(&source, chunk)
-            .await
-            .unwrap_or_else(|e| panic!("chunk {n}: {e}"));
-    }
-    records.len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

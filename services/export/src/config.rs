@@ -50,7 +50,7 @@ pub struct Config {
     /// How long a download link works, in seconds (at most 7 days; never past the archive's
     /// 30-day end).
     #[arg(
-        long,
+        long = "download-link-ttl-secs",
         env = "CCE_DOWNLOAD_LINK_TTL_SECS",
         default_value_t = 3600,
         value_parser = clap::value_parser!(u64).range(60..=MAX_LINK_TTL_SECS)

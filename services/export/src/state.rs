@@ -257,8 +257,8 @@ impl CompanyState {
         self.jobs().filter(|j| j.lease_live(at)).count()
     }
 
-    /// The jobs a worker may claim at `at`, in the order they must start: the oldest waiting
-    /// (or abandoned) jobs, as many as the limit leaves room for.
+    /// The jobs that may start at `at`, in the order they must start: the oldest waiting (or
+    /// abandoned) jobs, as many as the limit leaves room for. A claim takes the first.
     pub fn claimable(&self, at: DateTime<Utc>) -> Vec<&Job> {
         let room = MAX_RUNNING_PER_COMPANY.saturating_sub(self.running(at));
         self.jobs().filter(|j| j.claimable(at)).take(room).collect()
@@ -453,7 +453,9 @@ fn apply(company: &mut CompanyState, record: &Record) -> Result<Outcome, Denied>
             worker,
             lease_until,
         } => {
-            if !company.claimable(at).iter().any(|j| &j.id == job_id) {
+            // Only the oldest claimable job, so jobs start in the order they were accepted
+            // even when several slots free up at once and replicas race for them.
+            if company.claimable(at).first().map(|j| &j.id) != Some(job_id) {
                 return Err(Denied::FailedPrecondition(format!(
                     "export {job_id} cannot be claimed now"
                 )));
@@ -684,10 +686,13 @@ mod tests {
         assert_eq!(company.queue_position("j4"), 2);
         // When one finishes, the oldest waiting job — and only it — may start.
         assert_eq!(state.apply(&finish(20, "j1", "a")), Outcome::Applied);
+        assert_eq!(state.apply(&finish(20, "j2", "b")), Outcome::Applied);
+        // Two slots are free, yet j4 cannot jump ahead of j3.
         assert!(rejected(&state.apply(&claim(21, "j4", "a", 30))));
         assert_eq!(state.apply(&claim(21, "j3", "a", 30)), Outcome::Applied);
         assert_eq!(status(&state, "j3"), JobStatus::InProgress);
         assert_eq!(status(&state, "j4"), JobStatus::Accepted);
+        assert_eq!(state.apply(&claim(22, "j4", "b", 30)), Outcome::Applied);
     }
 
     #[test]
