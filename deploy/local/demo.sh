@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The main job end to end on a local stack: start the broker and the store and both services,
-# then run as far as the services go today (see README's status line), and stop everything.
+# The main job end to end on a local stack: the broker, the store, an SMTP server and both
+# services; a sample chat history ingested; an export enabled, requested and watched through the
+# gRPC API with cce-admin; the zip downloaded through its presigned URL with curl, verified and
+# listed; the mail and the audit trail shown. Everything is stopped at the end.
 #
 #   usage: deploy/local/demo.sh [DATA_DIR]     (default: a temporary directory, removed after)
 set -euo pipefail
@@ -30,12 +32,17 @@ env_file="$(bash "$here/up.sh" "$dir")"
 set -a; source "$env_file"; set +a
 
 step "building the services"
-(cd "$root" && cargo build --locked --quiet -p ingestion -p export -p loadgen -p archive)
+(cd "$root" && cargo build --locked --quiet -p ingestion -p export -p loadgen)
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 export CCE_INGEST_OPS_ADDR="127.0.0.1:$(free_port)"
 export CCE_EXPORT_OPS_ADDR="127.0.0.1:$(free_port)"
 export CCE_EXPORT_GRPC_ADDR="127.0.0.1:$(free_port)"
+
+step "starting a local SMTP server that keeps the services' mail in $dir/mail"
+smtp_port="$(free_port)"
+"$CCE_VENV/bin/python" -m aiosmtpd -n -l "127.0.0.1:$smtp_port" -c aiosmtpd.handlers.Mailbox "$dir/mail"   >"$dir/logs/smtp.log" 2>&1 & pids+=("$!")
+export CCE_SMTP_URL="smtp://127.0.0.1:$smtp_port"
 
 step "starting the ingestion and export services"
 "$root/target/debug/cce-ingestion" >"$dir/logs/ingestion.log" 2>&1 & pids+=("$!")
@@ -71,12 +78,23 @@ curl -fsS "http://$CCE_INGEST_OPS_ADDR/metrics" | grep -E '^cce_ingest_(events_a
 step "reading company acme's compliance log back"
 "$root/target/debug/cce-log" summary --company acme
 
-step "exporting acme's whole history into a zip archive on S3 (streamed multipart upload)"
-key="exports/acme/demo-$(date +%s).zip"
-"$root/target/debug/cce-archive" export --company acme --time-zone Europe/London --key "$key" >/dev/null
+step "an admin of acme turns exports on and requests one, through the gRPC API (cce-admin)"
+admin="$root/target/debug/cce-admin"
+export CCE_EXPORT_ENDPOINT="http://$CCE_EXPORT_GRPC_ADDR"
+# The admin portal signs these tokens in production; the demo mints one with the stack's key.
+CCE_TOKEN="$("$admin" token --company acme --admin acme-compliance-officer --email officer@acme.example)"
+export CCE_TOKEN
+"$admin" enable
+"$admin" grant acme-deputy-officer >/dev/null
+echo "  admins with access:" >&2
+"$admin" access | sed 's/^/    /' >&2
+job="$("$admin" create --time-zone Europe/London --watch)"
 
-step "downloading it through a presigned URL with an ordinary HTTP client"
-url="$("$root/target/debug/cce-archive" presign --key "$key")"
+step "the export, as the service lists it"
+"$admin" list
+
+step "downloading it through a fresh presigned URL with an ordinary HTTP client (curl)"
+url="$("$admin" url "$job" 2>/dev/null)"
 echo "  ${url%%\?*}?X-Amz-…" >&2
 curl -fsS -o "$dir/export.zip" "$url"
 ls -l "$dir/export.zip" >&2
@@ -86,11 +104,22 @@ unzip -l "$dir/export.zip" | awk 'NR<=12 || /People_And_Groups|Teams\/|manifest/
 echo "  … $(unzip -Z1 "$dir/export.zip" | wc -l) files in all" >&2
 
 step "verifying every file against manifest.json"
-"$root/target/debug/cce-archive" verify "$dir/export.zip"
+"$admin" verify "$dir/export.zip"
 
-step "what comes next"
+step "the mail the requester received (a local SMTP server)"
+deadline=$((SECONDS + 30))
+until ls "$dir/mail/new/"* >/dev/null 2>&1; do
+  [ $SECONDS -lt $deadline ] || die "no mail within 30s (logs: $dir/logs)"
+  sleep 0.5
+done
+grep -v -E '^(X-|Message-ID|Content-Transfer)' "$(ls "$dir/mail/new/"* | head -n1)" | sed 's/^/    /' >&2
+
+step "the audit trail"
+"$admin" audit | sed 's/^/    /' >&2
+
+step "done"
 cat >&2 <<MSG
-Ingested, exported, downloaded and verified. The export was requested by hand with cce-archive;
-requesting, watching and downloading it through the export service's gRPC API (with access
-control, jobs, 30-day expiry and the email) arrives with Step 4, and this script will use it.
+Chat events were ingested into acme's compliance log, exported through the export service,
+downloaded through a presigned link, verified against the manifest, and the requester was
+mailed. Everything stops now; see README for running the services yourself (cce-admin --help).
 MSG

@@ -10,6 +10,7 @@
 //! Results go to stdout (one line per item, ids first, for scripts); progress and messages go
 //! to stderr. Every error says what to do next; the exit code is 1 on any error.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -524,6 +525,9 @@ async fn watch_job(client: &mut Client, id: &str) -> anyhow::Result<()> {
             .progress_chars("=> "),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
+    // Without a terminal (scripts, CI logs) the bar is hidden: print a line per change instead.
+    let plain = !std::io::stderr().is_terminal();
+    let mut printed: Option<(i32, u32)> = None;
     let mut last: Option<pb::ExportJob> = None;
     // A watch ends when the job finishes; a dropped stream (a replica restarting) is resumed.
     for _ in 0..100 {
@@ -555,6 +559,11 @@ async fn watch_job(client: &mut Client, id: &str) -> anyhow::Result<()> {
                     );
                     if job.queue_position > 0 {
                         msg.push_str(&format!(" · queue position {}", job.queue_position));
+                    }
+                    let step = (job.status, progress.percent / 10);
+                    if plain && printed != Some(step) {
+                        printed = Some(step);
+                        eprintln!("  {:>3}% {msg}", progress.percent);
                     }
                     bar.set_message(msg);
                     last = Some(job);
