@@ -400,9 +400,11 @@ pub mod exports {
             format!("127.0.0.1:{grpc_port}"),
             "--ops-addr".into(),
             "127.0.0.1:0".into(),
-            "--lease-secs".into(),
-            "3".into(),
         ];
+        // Short leases so takeovers in tests take seconds, unless a test sets its own.
+        if !extra.contains(&"--lease-secs") {
+            args.extend(["--lease-secs".into(), "3".into()]);
+        }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         args
     }

@@ -864,7 +864,31 @@ async fn two_replicas_never_run_more_than_two_exports_of_a_company() {
         most = most.max(running);
     }
     assert_eq!(most, 2, "at most two — and two did run together: {jobs:#?}");
-    // Every export of the same range gives the same archive.
+    // Paging: pages of four, newest first, every job once.
+    let mut token = String::new();
+    let mut paged = Vec::new();
+    loop {
+        let page = clients[1]
+            .list_exports(authed(
+                &ann,
+                pb::ListExportsRequest {
+                    page_size: 4,
+                    page_token: token,
+                    statuses: vec![pb::ExportStatus::Completed as i32],
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.jobs.len() <= 4);
+        paged.extend(page.jobs.into_iter().map(|j| j.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(paged, listed.iter().rev().cloned().collect::<Vec<_>>());
+    // The archives are whole.
     let (_, first) = download(&a, &ann, &jobs[0].id).await;
     verify_archive(&first);
     // The repeated request ids return the same jobs.
@@ -1121,5 +1145,312 @@ async fn archives_expire_after_30_days_and_the_lifecycle_rules_are_installed() {
     // Installing again changes nothing.
     assert!(!export::lifecycle::install(&s3).await.unwrap());
     drop(client);
+    replica.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_stopped_with_sigterm_hands_its_export_to_another_at_once() {
+    let stack = Stack::from_env();
+    let prefix = format!("{}-", unique("rel"));
+    let store: Arc<dyn ObjectStore> = Arc::new(stack.s3_store().await);
+    write_generated_log(store.clone(), &prefix, 40_000).await;
+    let state_topic = unique("state");
+    create_topics(&stack, &state_topic).await;
+    // Leases of a minute: a takeover within seconds can only come from the release.
+    let lease = ["--lease-secs", "60"];
+    let a = Replica::start(&stack, &state_topic, Arc::new(SystemClock), &lease).await;
+    let company = format!("{prefix}acme");
+    let ann = TokenSpec::admin(&stack, &company, "ann").sign();
+    enable(&a, &ann).await;
+    let id = create(&a, &ann, pb::CreateExportRequest::default()).await;
+    let mut client = a.client().await;
+    wait_job(
+        &mut client,
+        &ann,
+        &id,
+        "running",
+        Duration::from_secs(60),
+        is(pb::ExportStatus::InProgress),
+    )
+    .await;
+    let b = Replica::start(&stack, &state_topic, Arc::new(SystemClock), &lease).await;
+    drop(client);
+    let stopped = tokio::time::Instant::now();
+    a.shutdown().await;
+    let mut client = b.client().await;
+    let job = wait_job(
+        &mut client,
+        &ann,
+        &id,
+        "completed",
+        Duration::from_secs(45),
+        is(pb::ExportStatus::Completed),
+    )
+    .await;
+    assert!(
+        stopped.elapsed() < Duration::from_secs(45),
+        "taken over before the 60 s lease could have passed"
+    );
+    let objects = storage::list_all(store.as_ref(), &format!("exports/{company}/{id}/"))
+        .await
+        .unwrap();
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    assert!(objects[0].key.contains("/attempt-2/"), "{objects:?}");
+    assert_eq!(objects[0].size, job.archive_size);
+    drop(client);
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_export_is_reported_by_mail_and_event_and_leaves_no_object() {
+    let stack = Stack::from_env();
+    let store: Arc<dyn ObjectStore> = Arc::new(stack.s3_store().await);
+    let company = unique("broken");
+    // A corrupt log object in the range: the export must fail, not skip it.
+    store
+        .put(
+            &format!("log/v1/{company}/events/2026-01-05/10/t.00000.00000000000000000000-00000000000000000001.jsonl"),
+            bytes::Bytes::from_static(b"{\"format\":\"cce-compliance-log\",\"version\":1}\nnot what the header says\n"),
+        )
+        .await
+        .unwrap();
+    let smtp = SmtpServer::start().await;
+    let state_topic = unique("state");
+    create_topics(&stack, &state_topic).await;
+    let replica = Replica::start(
+        &stack,
+        &state_topic,
+        Arc::new(SystemClock),
+        &["--smtp-url", &smtp.url()],
+    )
+    .await;
+    let mut spec = TokenSpec::admin(&stack, &company, "ann");
+    spec.email = Some("ann@broken.test".into());
+    let ann = spec.sign();
+    enable(&replica, &ann).await;
+    let id = create(&replica, &ann, pb::CreateExportRequest::default()).await;
+    let updates = watch(&replica, &ann, &id).await;
+    let last = updates.last().unwrap();
+    assert_eq!(last.status, pb::ExportStatus::Failed as i32, "{last:?}");
+    assert!(last.error.contains("corrupt"), "{last:?}");
+    assert!(
+        storage::list_all(store.as_ref(), &format!("exports/{company}/"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a failed export leaves no object"
+    );
+    let mail = wait_for("the failure mail", Duration::from_secs(30), || async {
+        smtp.messages().into_iter().find(|m| m.contains(&id))
+    })
+    .await;
+    assert!(mail.contains("has failed"), "{mail}");
+    assert!(mail.contains("To: ann@broken.test"), "{mail}");
+    let event = kafka::consume(
+        &stack,
+        &format!("{state_topic}-notifications"),
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    let event: serde_json::Value = serde_json::from_slice(event[0].payload().unwrap()).unwrap();
+    assert_eq!(event["status"], "failed");
+    assert_eq!(event["job_id"], id.as_str());
+    let link = replica
+        .client()
+        .await
+        .get_download_url(authed(&ann, pb::GetDownloadUrlRequest { id: id.clone() }))
+        .await
+        .unwrap_err();
+    assert_eq!(link.code(), Code::FailedPrecondition);
+    // The ops endpoint counts the run and the RPCs.
+    let metrics = reqwest::get(format!("http://{}/metrics", replica.running.ops_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"cce_export_runs_total{result="failed"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"cce_export_rpcs_total{code="FailedPrecondition",method="GetDownloadUrl"} 1"#
+        ),
+        "{metrics}"
+    );
+    replica.shutdown().await;
+}
+
+/// Runs `cce-admin` with `args`; returns (success, stdout, stderr).
+fn admin_cli(
+    endpoint: &str,
+    token: Option<&str>,
+    args: &[&str],
+    dir: &Path,
+) -> (bool, String, String) {
+    let mut command = Command::new(binary("cce-admin"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .env("CCE_EXPORT_ENDPOINT", endpoint)
+        .env_remove("CCE_TOKEN");
+    if let Some(token) = token {
+        command.env("CCE_TOKEN", token);
+    }
+    let out = command.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_admin_cli_runs_the_whole_job_and_explains_every_error() {
+    let stack = Stack::from_env();
+    let prefix = format!("{}-", unique("cli"));
+    let store: Arc<dyn ObjectStore> = Arc::new(stack.s3_store().await);
+    write_generated_log(store, &prefix, 500).await;
+    let state_topic = unique("state");
+    create_topics(&stack, &state_topic).await;
+    let replica = Replica::start(&stack, &state_topic, Arc::new(SystemClock), &[]).await;
+    let endpoint = replica.endpoint.clone();
+    let company = format!("{prefix}acme");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |token: Option<&str>, args: &[&str]| admin_cli(&endpoint, token, args, dir.path());
+
+    let key = tests::exports::signing_key(&stack);
+    let (ok, token, err) = run(
+        None,
+        &[
+            "token",
+            "--signing-key",
+            &key,
+            "--company",
+            &company,
+            "--admin",
+            "ann",
+        ],
+    );
+    assert!(ok, "{err}");
+    let token = token.trim().to_owned();
+    let t = Some(token.as_str());
+
+    let (ok, out, err) = tokio::task::block_in_place(|| run(t, &["enable"]));
+    assert!(ok && out.starts_with("enabled"), "{out}{err}");
+    let (ok, out, err) = tokio::task::block_in_place(|| run(t, &["grant", "bob"]));
+    assert!(ok && out.starts_with("bob\tgranted by ann"), "{out}{err}");
+    let (ok, out, err) = tokio::task::block_in_place(|| {
+        run(
+            t,
+            &[
+                "create",
+                "--from",
+                "2026-01-01",
+                "--to",
+                "2026-01-15",
+                "--time-zone",
+                "Europe/London",
+                "--watch",
+            ],
+        )
+    });
+    assert!(ok, "create --watch: {err}");
+    let id = out.trim().to_owned();
+    assert!(err.contains("COMPLETED"), "{err}");
+    let (ok, out, _) = tokio::task::block_in_place(|| run(t, &["list", "--status", "completed"]));
+    assert!(
+        ok && out.starts_with(&format!("{id}\tCOMPLETED\t2026-01-01")),
+        "{out}"
+    );
+    let (ok, out, err) =
+        tokio::task::block_in_place(|| run(t, &["download", &id, "-o", "export.zip"]));
+    assert!(
+        ok && out.trim() == "export.zip" && err.contains("matches"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = tokio::task::block_in_place(|| run(t, &["verify", "export.zip"]));
+    assert!(ok && out.contains("OK"), "{out}{err}");
+    let (ok, out, _) = tokio::task::block_in_place(|| run(t, &["audit"]));
+    assert!(
+        ok && out.lines().next().unwrap().contains("download_link"),
+        "{out}"
+    );
+
+    let (ok, _, err) = tokio::task::block_in_place(|| run(t, &["revoke", "bob"]));
+    assert!(ok && err.contains("revoked access of bob"), "{err}");
+
+    // Every error says what to do next, with exit code 1.
+    let mut expired = TokenSpec::admin(&stack, &company, "ann");
+    expired.ttl_secs = -3600;
+    let expired = expired.sign();
+    let cases: Vec<(&str, Option<&str>, Vec<&str>, &str)> = vec![
+        (
+            "no token",
+            None,
+            vec!["list"],
+            "pass --token or set CCE_TOKEN",
+        ),
+        (
+            "expired token",
+            Some(&expired),
+            vec!["list"],
+            "get a fresh token",
+        ),
+        (
+            "unknown export",
+            t,
+            vec!["get", "nope"],
+            "no export \"nope\"",
+        ),
+        (
+            "bad date",
+            t,
+            vec!["create", "--from", "2026-13-01"],
+            "use 2026-11-01",
+        ),
+        (
+            "bad status",
+            t,
+            vec!["list", "--status", "done"],
+            "use accepted, in-progress",
+        ),
+        (
+            "reversed range",
+            t,
+            vec!["create", "--from", "2026-02-01", "--to", "2026-01-01"],
+            "is not before",
+        ),
+        (
+            "link of an unknown export",
+            t,
+            vec!["url", "nope"],
+            "no export",
+        ),
+        (
+            "revoke the last admin",
+            t,
+            vec!["revoke", "ann"],
+            "grant access to another admin first",
+        ),
+        (
+            "corrupt file",
+            t,
+            vec!["verify", "missing.zip"],
+            "opening missing.zip",
+        ),
+    ];
+    for (what, token, args, message) in cases {
+        let (ok, _, err) = tokio::task::block_in_place(|| run(token, &args));
+        assert!(!ok, "{what}: succeeded");
+        assert!(err.contains(message), "{what}: {err:?} lacks {message:?}");
+    }
+    let (ok, _, err) = admin_cli("http://127.0.0.1:1", t, &["list"], dir.path());
+    assert!(
+        !ok && err.contains("cannot reach the export service"),
+        "{err}"
+    );
     replica.shutdown().await;
 }
