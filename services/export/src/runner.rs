@@ -8,7 +8,7 @@
 //! can never overwrite the archive a job's accepted result names; a refused result's object is
 //! deleted.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -77,7 +77,7 @@ impl Runner {
     /// Claims and runs jobs until `shutdown`; then stops running exports and releases them.
     pub async fn run(self, shutdown: CancellationToken) {
         let running: Arc<Mutex<HashSet<String>>> = Arc::default();
-        let mut notified_here: HashSet<String> = HashSet::new();
+        let mut retries: HashMap<String, (u32, tokio::time::Instant)> = HashMap::new();
         let mut tasks = JoinSet::new();
         let mut changes = self.log.subscribe();
         loop {
@@ -86,7 +86,7 @@ impl Runner {
                 break;
             }
             self.claim(&running, &mut tasks, &shutdown).await;
-            self.notify_abandoned(&mut notified_here).await;
+            self.notify_abandoned(&mut retries).await;
             tokio::select! {
                 () = shutdown.cancelled() => {}
                 _ = changes.changed() => {}
@@ -339,7 +339,8 @@ impl Runner {
         }
     }
 
-    async fn send_notifications(&self, company: &str, job: &Job) {
+    /// Notifies and records it; false when it must be tried again.
+    async fn send_notifications(&self, company: &str, job: &Job) -> bool {
         match self.notifier.notify(company, job).await {
             Ok(()) => {
                 let notified = Command::Notified {
@@ -348,18 +349,22 @@ impl Runner {
                 if let Err(error) = self.log.submit(company, SERVICE_ACTOR, notified).await {
                     tracing::warn!(job = %job.id, %error, "recording the notification");
                 }
+                true
             }
             Err(error) => {
-                tracing::warn!(job = %job.id, error = format!("{error:#}"), "notifying; will retry")
+                tracing::warn!(job = %job.id, error = format!("{error:#}"), "notifying; will retry");
+                false
             }
         }
     }
 
     /// Finished jobs whose notification was not recorded a while after they finished (their
-    /// worker died, or the mail relay was down) are notified by whichever replica sees them.
-    async fn notify_abandoned(&self, notified_here: &mut HashSet<String>) {
+    /// worker died, or the mail relay was down) are notified by whichever replica sees them,
+    /// retried with backoff (2 s doubling to 10 min) while it fails.
+    async fn notify_abandoned(&self, retries: &mut HashMap<String, (u32, tokio::time::Instant)>) {
         let grace = chrono_lease(self.lease) * 4;
         let now = self.log.clock().now();
+        let instant = tokio::time::Instant::now();
         let pending: Vec<(String, Job)> = self.log.read(|state| {
             state
                 .companies()
@@ -372,7 +377,7 @@ impl Runner {
                                     JobStatus::Completed | JobStatus::Failed
                                 )
                                 && j.finished_at.is_some_and(|f| f + grace < now)
-                                && !notified_here.contains(&j.id)
+                                && retries.get(&j.id).is_none_or(|(_, next)| instant >= *next)
                         })
                         .map(|j| (company.clone(), j.clone()))
                         .collect::<Vec<_>>()
@@ -380,8 +385,17 @@ impl Runner {
                 .collect()
         });
         for (company, job) in pending {
-            notified_here.insert(job.id.clone());
-            self.send_notifications(&company, &job).await;
+            if self.send_notifications(&company, &job).await {
+                retries.remove(&job.id);
+            } else {
+                let attempts = retries.get(&job.id).map_or(1, |(n, _)| n + 1);
+                let wait =
+                    Duration::from_secs(1u64 << attempts.min(9)).min(Duration::from_secs(600));
+                retries.insert(
+                    job.id.clone(),
+                    (attempts, tokio::time::Instant::now() + wait),
+                );
+            }
         }
     }
 }

@@ -9,6 +9,7 @@
 //!
 //! Results go to stdout (one line per item, ids first, for scripts); progress and messages go
 //! to stderr. Every error says what to do next; the exit code is 1 on any error.
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool: stdout is its output
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
