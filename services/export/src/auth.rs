@@ -87,6 +87,12 @@ impl Verifier {
         let claims = decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| AuthError::Invalid(e.to_string()))?
             .claims;
+        if !event_model::is_safe_id(&claims.sub) {
+            return Err(AuthError::Invalid(format!(
+                "sub {:?} is not a valid user id",
+                claims.sub
+            )));
+        }
         if !event_model::is_safe_id(&claims.company_id) {
             return Err(AuthError::Invalid(format!(
                 "company_id {:?} is not a valid id",
@@ -170,6 +176,10 @@ mod tests {
             company_id: "../other".into(),
             ..claims()
         };
+        let bad_subject = Claims {
+            sub: "ann\u{202e}".into(),
+            ..claims()
+        };
         let cases: Vec<(&str, Option<String>)> = vec![
             ("no header", None),
             (
@@ -220,6 +230,13 @@ mod tests {
                 Some(format!(
                     "Bearer {}",
                     token(SECRET, &bad_company, Algorithm::HS256)
+                )),
+            ),
+            (
+                "unsafe subject",
+                Some(format!(
+                    "Bearer {}",
+                    token(SECRET, &bad_subject, Algorithm::HS256)
                 )),
             ),
         ];

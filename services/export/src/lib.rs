@@ -140,6 +140,8 @@ pub async fn start_with_clock(
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
             .await
             .context("serving gRPC");
+        // However serving ended, everything else stops too.
+        shutdown.cancel();
         runner_task.await.context("joining the job runner")?;
         fold_stop.cancel();
         ops.task.await.context("joining the ops endpoint")?;

@@ -12,7 +12,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use archive::{ArchiveError, CancellationToken, ExportRequest};
+use archive::{CancellationToken, ExportRequest};
 use storage::ObjectStore;
 use tokio::task::JoinSet;
 
@@ -73,20 +73,52 @@ enum Stop {
     Shutdown,
 }
 
+/// A job gets this many attempts (claims); a job whose workers keep dying fails after them.
+pub const MAX_ATTEMPTS: u32 = 5;
+
+/// Frees a job's local slot however its task ends (including a panic).
+struct Slot {
+    running: Arc<Mutex<HashSet<String>>>,
+    job_id: String,
+    metrics: Metrics,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.metrics.running.dec();
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.job_id);
+    }
+}
+
+/// Whether a result was recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recorded {
+    Yes,
+    Refused,
+    Unknown,
+}
+
 impl Runner {
     /// Claims and runs jobs until `shutdown`; then stops running exports and releases them.
     pub async fn run(self, shutdown: CancellationToken) {
         let running: Arc<Mutex<HashSet<String>>> = Arc::default();
-        let mut retries: HashMap<String, (u32, tokio::time::Instant)> = HashMap::new();
         let mut tasks = JoinSet::new();
+        // Notifications retried in their own task, so a slow mail relay never delays claims.
+        tasks.spawn(self.clone().notify_loop(shutdown.clone()));
         let mut changes = self.log.subscribe();
         loop {
-            while tasks.try_join_next().is_some() {}
+            while let Some(done) = tasks.try_join_next() {
+                if let Err(error) = done {
+                    tracing::error!(%error, "an export task panicked");
+                }
+            }
             if shutdown.is_cancelled() {
                 break;
             }
             self.claim(&running, &mut tasks, &shutdown).await;
-            self.notify_abandoned(&mut retries).await;
             tokio::select! {
                 () = shutdown.cancelled() => {}
                 _ = changes.changed() => {}
@@ -104,12 +136,13 @@ impl Runner {
         shutdown: &CancellationToken,
     ) {
         let now = self.log.clock().now();
+        // Only each company's oldest claimable job: the fold refuses any other claim.
         let candidates: Vec<(String, String)> = self.log.read(|state| {
             state
                 .companies()
-                .flat_map(|(company, cs)| {
+                .filter_map(|(company, cs)| {
                     cs.claimable(now)
-                        .into_iter()
+                        .first()
                         .map(|job| (company.clone(), job.id.clone()))
                 })
                 .collect()
@@ -120,6 +153,9 @@ impl Runner {
                 if running.len() >= self.max_jobs || running.contains(&job_id) {
                     continue;
                 }
+            }
+            if shutdown.is_cancelled() {
+                return;
             }
             let lease_until = self.log.clock().now() + chrono_lease(self.lease);
             let claim = Command::Claim {
@@ -133,19 +169,19 @@ impl Runner {
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .insert(job_id.clone());
+                    self.metrics.running.inc();
+                    let slot = Slot {
+                        running: running.clone(),
+                        job_id: job_id.clone(),
+                        metrics: self.metrics.clone(),
+                    };
                     let runner = self.clone();
-                    let running = running.clone();
                     let shutdown = shutdown.clone();
                     tasks.spawn(async move {
-                        runner.metrics.running.inc();
+                        let _slot = slot;
                         runner
                             .run_job(&company, &job_id, lease_until, &shutdown)
                             .await;
-                        runner.metrics.running.dec();
-                        running
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&job_id);
                     });
                 }
                 Ok(_) => tracing::debug!(%job_id, "claim lost to another worker"),
@@ -163,18 +199,37 @@ impl Runner {
         &self,
         company: &str,
         job_id: &str,
-        mut lease_until: chrono::DateTime<chrono::Utc>,
+        lease_until: chrono::DateTime<chrono::Utc>,
         shutdown: &CancellationToken,
     ) {
         let Some(job) = self.job(company, job_id) else {
             return;
         };
+        if job.attempts > MAX_ATTEMPTS {
+            let error = format!(
+                "gave up after {MAX_ATTEMPTS} attempts: the workers running it kept stopping \
+                 (see the export service's logs); request the export again"
+            );
+            self.finish(company, job_id, JobResult::Failed { error }, None)
+                .await;
+            return;
+        }
         let request = export_request(company, &job.spec);
         let key = archive_key(company, job_id, job.attempts, &request);
         tracing::info!(%company, job = %job_id, attempt = job.attempts, %key, "export started");
         let cancel = CancellationToken::new();
         let progress: Arc<Mutex<JobProgress>> = Arc::default();
+        let stop: Arc<Mutex<Option<Stop>>> = Arc::default();
         let upload_started = self.log.clock().now();
+        // Heartbeats in their own task, so a slow Kafka round trip never stalls the export.
+        let heartbeats = tokio::spawn(self.clone().heartbeats(
+            company.to_owned(),
+            job_id.to_owned(),
+            lease_until,
+            progress.clone(),
+            stop.clone(),
+            cancel.clone(),
+        ));
         let export = {
             let progress = progress.clone();
             archive::export_to_s3(
@@ -194,48 +249,30 @@ impl Runner {
             )
         };
         tokio::pin!(export);
-        let mut beat = tokio::time::interval((self.lease / 3).min(Duration::from_secs(1)));
-        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut changes = self.log.subscribe();
-        let mut stop: Option<Stop> = None;
+        let set_stop = |why: Stop| {
+            stop.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(why);
+            cancel.cancel();
+        };
         let result = loop {
             tokio::select! {
                 result = &mut export => break result,
-                _ = beat.tick(), if stop.is_none() => {
-                    let until = self.log.clock().now() + chrono_lease(self.lease);
-                    let current = *progress.lock().unwrap_or_else(|e| e.into_inner());
-                    let heartbeat = Command::Heartbeat {
-                        job_id: job_id.to_owned(),
-                        worker: self.worker.clone(),
-                        lease_until: until,
-                        progress: current,
-                    };
-                    match self.log.submit(company, SERVICE_ACTOR, heartbeat).await {
-                        Ok(Outcome::Applied) => lease_until = until,
-                        Ok(_) => stop = Some(self.why_stopped(company, job_id)),
-                        Err(error) => tracing::warn!(job = %job_id, %error, "renewing the lease"),
-                    }
-                    if stop.is_none() && self.log.clock().now() >= lease_until {
-                        stop = Some(Stop::LostLease);
-                    }
-                    if stop.is_some() { cancel.cancel(); }
-                }
-                _ = changes.changed(), if stop.is_none() => {
+                _ = changes.changed(), if !cancel.is_cancelled() => {
                     let still_ours = self.job(company, job_id).is_some_and(|j| {
                         j.stored_status() == JobStatus::InProgress
                             && j.owner.as_deref() == Some(self.worker.as_str())
                     });
                     if !still_ours {
-                        stop = Some(self.why_stopped(company, job_id));
-                        cancel.cancel();
+                        set_stop(self.why_stopped(company, job_id));
                     }
                 }
-                () = shutdown.cancelled(), if stop.is_none() => {
-                    stop = Some(Stop::Shutdown);
-                    cancel.cancel();
-                }
+                () = shutdown.cancelled(), if !cancel.is_cancelled() => set_stop(Stop::Shutdown),
             }
         };
+        heartbeats.abort();
+        let stop = *stop.lock().unwrap_or_else(|e| e.into_inner());
         match (result, stop) {
             (Ok(stored), None) => {
                 let finish = JobResult::Completed {
@@ -247,15 +284,14 @@ impl Runner {
                 self.finish(company, job_id, finish, Some(&stored.key))
                     .await;
             }
-            (Err(ArchiveError::Cancelled), Some(Stop::Shutdown))
-            | (Ok(_), Some(Stop::Shutdown)) => {
+            (_, Some(Stop::Shutdown)) => {
                 let release = Command::Release {
                     job_id: job_id.to_owned(),
                     worker: self.worker.clone(),
                 };
-                let _ = self.log.submit(company, SERVICE_ACTOR, release).await;
+                let released = self.log.submit(company, SERVICE_ACTOR, release).await;
                 self.metrics.runs.with_label_values(&["released"]).inc();
-                tracing::info!(job = %job_id, "export stopped for shutdown and released");
+                tracing::info!(job = %job_id, released = matches!(released, Ok(Outcome::Applied)), "export stopped for shutdown");
                 self.delete_unless_recorded(company, job_id, &key).await;
             }
             (_, Some(stop)) => {
@@ -278,6 +314,58 @@ impl Runner {
         }
     }
 
+    /// Renews the lease every second (a third of the lease at most) with the latest progress;
+    /// stops the export when the lease is lost or runs out unrenewed.
+    async fn heartbeats(
+        self,
+        company: String,
+        job_id: String,
+        mut lease_until: chrono::DateTime<chrono::Utc>,
+        progress: Arc<Mutex<JobProgress>>,
+        stop: Arc<Mutex<Option<Stop>>>,
+        cancel: CancellationToken,
+    ) {
+        let every = (self.lease / 3).min(Duration::from_secs(1));
+        let stop_with = |why: Stop| {
+            stop.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(why);
+            cancel.cancel();
+        };
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            let left = (lease_until - self.log.clock().now())
+                .to_std()
+                .unwrap_or(Duration::ZERO);
+            if left.is_zero() {
+                stop_with(Stop::LostLease);
+                return;
+            }
+            let until = self.log.clock().now() + chrono_lease(self.lease);
+            let heartbeat = Command::Heartbeat {
+                job_id: job_id.clone(),
+                worker: self.worker.clone(),
+                lease_until: until,
+                progress: *progress.lock().unwrap_or_else(|e| e.into_inner()),
+            };
+            // Never wait past the lease: an unrenewed lease means stop.
+            match tokio::time::timeout(left, self.log.submit(&company, SERVICE_ACTOR, heartbeat))
+                .await
+            {
+                Ok(Ok(Outcome::Applied)) => lease_until = until,
+                Ok(Ok(_)) => {
+                    stop_with(self.why_stopped(&company, &job_id));
+                    return;
+                }
+                Ok(Err(error)) => tracing::warn!(job = %job_id, %error, "renewing the lease"),
+                Err(_) => tracing::warn!(job = %job_id, "renewing the lease timed out"),
+            }
+        }
+    }
+
     fn why_stopped(&self, company: &str, job_id: &str) -> Stop {
         match self.job(company, job_id).map(|j| j.stored_status()) {
             Some(JobStatus::Cancelled) => Stop::Cancelled,
@@ -295,7 +383,7 @@ impl Runner {
             worker: self.worker.clone(),
             result,
         };
-        let mut recorded = false;
+        let mut recorded = Recorded::Unknown;
         for attempt in 0..5u32 {
             match self
                 .log
@@ -303,23 +391,40 @@ impl Runner {
                 .await
             {
                 Ok(Outcome::Applied) => {
-                    recorded = true;
+                    recorded = Recorded::Yes;
                     break;
                 }
-                Ok(_) => break,
+                Ok(_) => {
+                    // Refused — or an earlier attempt that timed out was recorded after all.
+                    recorded = if self.recorded(company, job_id, key) {
+                        Recorded::Yes
+                    } else {
+                        Recorded::Refused
+                    };
+                    break;
+                }
                 Err(error) => {
                     tracing::warn!(job = %job_id, %error, attempt, "recording the result");
                     tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
                 }
             }
         }
-        if let Some(key) = key {
-            self.delete_unless_recorded(company, job_id, key).await;
-        }
-        if !recorded {
-            self.metrics.runs.with_label_values(&["lost_lease"]).inc();
-            tracing::warn!(job = %job_id, "the result was refused: another worker owns the job or it was cancelled");
-            return;
+        match recorded {
+            Recorded::Yes => {}
+            Recorded::Refused => {
+                if let Some(key) = key {
+                    self.delete_unless_recorded(company, job_id, key).await;
+                }
+                self.metrics.runs.with_label_values(&["lost_lease"]).inc();
+                tracing::warn!(job = %job_id, "the result was refused: another worker owns the job or it was cancelled");
+                return;
+            }
+            Recorded::Unknown => {
+                // Whether the log holds it is unknown: keep the object (the lifecycle rule
+                // removes it if unused); the lease will run out and the job run again if not.
+                tracing::error!(job = %job_id, "could not record the result; the job will be retried when its lease ends");
+                return;
+            }
         }
         self.metrics.runs.with_label_values(&[label]).inc();
         tracing::info!(job = %job_id, result = label, "export finished");
@@ -328,13 +433,22 @@ impl Runner {
         }
     }
 
+    /// Whether the state names `key` (or, without a key, any result) for the job.
+    fn recorded(&self, company: &str, job_id: &str, key: Option<&str>) -> bool {
+        self.job(company, job_id).is_some_and(|j| match key {
+            Some(key) => j.archive.as_ref().is_some_and(|a| a.key == key),
+            None => j.stored_status() == JobStatus::Failed,
+        })
+    }
+
     /// Deletes an attempt's archive unless the state names it as the job's archive.
     async fn delete_unless_recorded(&self, company: &str, job_id: &str, key: &str) {
-        let recorded = self
-            .job(company, job_id)
-            .and_then(|j| j.archive)
-            .is_some_and(|a| a.key == key);
-        if !recorded && let Err(error) = self.archive_store.delete(key).await {
+        if self.log.sync().await.is_err() {
+            return; // not sure what the log says: leave it to the lifecycle rule
+        }
+        if !self.recorded(company, job_id, Some(key))
+            && let Err(error) = self.archive_store.delete(key).await
+        {
             tracing::warn!(%key, %error, "deleting an unrecorded archive");
         }
     }
@@ -361,40 +475,51 @@ impl Runner {
     /// Finished jobs whose notification was not recorded a while after they finished (their
     /// worker died, or the mail relay was down) are notified by whichever replica sees them,
     /// retried with backoff (2 s doubling to 10 min) while it fails.
-    async fn notify_abandoned(&self, retries: &mut HashMap<String, (u32, tokio::time::Instant)>) {
-        let grace = chrono_lease(self.lease) * 4;
-        let now = self.log.clock().now();
-        let instant = tokio::time::Instant::now();
-        let pending: Vec<(String, Job)> = self.log.read(|state| {
-            state
-                .companies()
-                .flat_map(|(company, cs)| {
-                    cs.jobs()
-                        .filter(|j| {
-                            !j.notified
-                                && matches!(
-                                    j.stored_status(),
-                                    JobStatus::Completed | JobStatus::Failed
-                                )
-                                && j.finished_at.is_some_and(|f| f + grace < now)
-                                && retries.get(&j.id).is_none_or(|(_, next)| instant >= *next)
-                        })
-                        .map(|j| (company.clone(), j.clone()))
-                        .collect::<Vec<_>>()
-                })
-                .collect()
-        });
-        for (company, job) in pending {
-            if self.send_notifications(&company, &job).await {
-                retries.remove(&job.id);
-            } else {
-                let attempts = retries.get(&job.id).map_or(1, |(n, _)| n + 1);
-                let wait =
-                    Duration::from_secs(1u64 << attempts.min(9)).min(Duration::from_secs(600));
-                retries.insert(
-                    job.id.clone(),
-                    (attempts, tokio::time::Instant::now() + wait),
-                );
+    async fn notify_loop(self, shutdown: CancellationToken) {
+        let mut retries: HashMap<String, (u32, tokio::time::Instant)> = HashMap::new();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+            let grace = chrono_lease(self.lease) * 4;
+            let now = self.log.clock().now();
+            let instant = tokio::time::Instant::now();
+            let pending: Vec<(String, Job)> = self.log.read(|state| {
+                state
+                    .companies()
+                    .flat_map(|(company, cs)| {
+                        cs.jobs()
+                            .filter(|j| {
+                                !j.notified
+                                    && matches!(
+                                        j.stored_status(),
+                                        JobStatus::Completed | JobStatus::Failed
+                                    )
+                                    && j.finished_at.is_some_and(|f| f + grace < now)
+                                    && retries.get(&j.id).is_none_or(|(_, next)| instant >= *next)
+                            })
+                            .map(|j| (company.clone(), j.clone()))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect()
+            });
+            for (company, job) in pending {
+                let sent = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    sent = self.send_notifications(&company, &job) => sent,
+                };
+                if sent {
+                    retries.remove(&job.id);
+                } else {
+                    let attempts = retries.get(&job.id).map_or(1, |(n, _)| n + 1);
+                    let wait =
+                        Duration::from_secs(1u64 << attempts.min(9)).min(Duration::from_secs(600));
+                    retries.insert(
+                        job.id.clone(),
+                        (attempts, tokio::time::Instant::now() + wait),
+                    );
+                }
             }
         }
     }

@@ -218,8 +218,8 @@ fn check_ids(field: &str, ids: &[String]) -> Result<(), Status> {
     }
     if let Some(bad) = ids.iter().find(|id| !event_model::is_safe_id(id)) {
         return Err(Status::invalid_argument(format!(
-            "{field} contains {bad:?}, which is not a valid id (letters, digits, '-', '_', '.', \
-             ':', '@', at most 128 characters)"
+            "{field} contains {bad:?}, which is not a valid id (ASCII letters, digits, '-', '_' \
+             and '.', at most 128 characters)"
         )));
     }
     Ok(())
@@ -249,6 +249,8 @@ fn spec_from_request(
             to.to_rfc3339()
         )));
     }
+    // Within a minute of now (clock skew): now, so the range is fixed when the job is accepted.
+    let to = to.min(now);
     match pb::ExportFormat::try_from(request.format) {
         Ok(pb::ExportFormat::Unspecified | pb::ExportFormat::Json) => {}
         Err(_) => {
@@ -528,11 +530,31 @@ impl ComplianceExportService for Api {
             tokio::spawn(async move {
                 let mut changes = api.log.subscribe();
                 let mut last: Option<pb::ExportJob> = None;
+                let send = |item: Result<pb::ExportJob, Status>| {
+                    let (tx, shutdown) = (tx.clone(), api.shutdown.clone());
+                    async move {
+                        tokio::select! {
+                            sent = tx.send(item) => sent.is_ok(),
+                            () = shutdown.cancelled() => false,
+                        }
+                    }
+                };
                 loop {
-                    let job = match api.job(&caller, &id) {
+                    // Access is checked at every update: a revoked admin's watch ends at once.
+                    let allowed = api.log.read(|state| {
+                        state
+                            .company(&caller.company_id)
+                            .map(|c| c.access.clone())
+                            .unwrap_or_default()
+                            .authorize(&caller, Action::ReadExports)
+                    });
+                    let job = match allowed
+                        .map_err(Denied::into_status)
+                        .and_then(|()| api.job(&caller, &id))
+                    {
                         Ok(job) => job,
                         Err(status) => {
-                            let _ = tx.send(Err(status)).await;
+                            send(Err(status)).await;
                             return;
                         }
                     };
@@ -541,7 +563,7 @@ impl ComplianceExportService for Api {
                     });
                     if last.as_ref() != Some(&job) {
                         last = Some(job.clone());
-                        if tx.send(Ok(job)).await.is_err() {
+                        if !send(Ok(job)).await {
                             return;
                         }
                     }
@@ -553,9 +575,10 @@ impl ComplianceExportService for Api {
                         () = tokio::time::sleep(Duration::from_secs(5)) => {}
                         () = tx.closed() => return,
                         () = api.shutdown.cancelled() => {
-                            let _ = tx.send(Err(Status::unavailable(
+                            // Best effort, never waiting on a client that does not read.
+                            let _ = tx.try_send(Err(Status::unavailable(
                                 "the export service is restarting: watch again",
-                            ))).await;
+                            )));
                             return;
                         }
                     }
@@ -607,10 +630,16 @@ impl ComplianceExportService for Api {
                 },
             )
             .await?;
-            let lifetime = (expires_at - now)
+            // Measured after the audit record: the URL never outlives the audited expiry.
+            let lifetime = (expires_at - self.now())
                 .to_std()
-                .unwrap_or(Duration::from_secs(1))
-                .max(Duration::from_secs(1));
+                .ok()
+                .filter(|l| *l >= Duration::from_secs(1))
+                .ok_or_else(|| {
+                    Status::failed_precondition(format!(
+                        "export {id} has just expired: request a new export"
+                    ))
+                })?;
             let url = self
                 .link_store
                 .presign_get(&archive.key, lifetime)

@@ -489,29 +489,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", output.display());
         }
         Cmd::Audit { page_size } => {
-            let page = client
-                .inner
-                .list_audit_events(client.request(pb::ListAuditEventsRequest {
-                    page_size,
-                    page_token: String::new(),
-                }))
-                .await
-                .map_err(explain)?
-                .into_inner();
-            for event in page.events {
-                let details: Vec<String> = event
-                    .details
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect();
-                println!(
-                    "{}\t{}\t{}\t{}\t{}",
-                    show_time(event.at.as_ref()),
-                    event.actor_id,
-                    event.action,
-                    event.subject,
-                    details.join(" ")
-                );
+            let mut page_token = String::new();
+            loop {
+                let page = client
+                    .inner
+                    .list_audit_events(client.request(pb::ListAuditEventsRequest {
+                        page_size,
+                        page_token,
+                    }))
+                    .await
+                    .map_err(explain)?
+                    .into_inner();
+                for event in page.events {
+                    let details: Vec<String> = event
+                        .details
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        show_time(event.at.as_ref()),
+                        event.actor_id,
+                        event.action,
+                        event.subject,
+                        details.join(" ")
+                    );
+                }
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
             }
         }
     }
@@ -570,7 +577,19 @@ async fn watch_job(client: &mut Client, id: &str) -> anyhow::Result<()> {
                     last = Some(job);
                 }
                 Ok(None) => break,
-                Err(_) => break,
+                // A replica restarting ends the stream with UNAVAILABLE: watch again.
+                Err(status)
+                    if matches!(
+                        status.code(),
+                        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal
+                    ) =>
+                {
+                    break;
+                }
+                Err(status) => {
+                    bar.abandon();
+                    return Err(explain(status));
+                }
             }
         }
         if let Some(job) = &last
@@ -610,7 +629,13 @@ async fn watch_job(client: &mut Client, id: &str) -> anyhow::Result<()> {
 }
 
 async fn download(link: &pb::DownloadUrl, output: &PathBuf) -> anyhow::Result<()> {
-    let mut response = reqwest::get(&link.url)
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(30))
+        .read_timeout(Duration::from_secs(120))
+        .build()?;
+    let mut response = http
+        .get(&link.url)
+        .send()
         .await
         .context("fetching the archive through its link")?;
     anyhow::ensure!(
