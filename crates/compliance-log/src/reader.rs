@@ -31,13 +31,20 @@ impl LogReader {
     /// so consecutive ranges neither skip nor double an event with an equal timestamp.
     pub fn events(&self, company_id: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> EventCursor {
         EventCursor {
-            reader: self.clone(),
-            company_id: company_id.to_owned(),
+            loader: Some(DayLoader {
+                reader: self.clone(),
+                company_id: company_id.to_owned(),
+                from,
+                to,
+                next_day: from.date_naive(),
+                last_day: (to - Duration::nanoseconds(1)).date_naive(),
+            }),
             from,
             to,
             next_day: from.date_naive(),
-            last_day: (to - Duration::nanoseconds(1)).date_naive(),
             pending: VecDeque::new(),
+            days: None,
+            _prefetch: None,
         }
     }
 
@@ -108,18 +115,38 @@ fn settle(records: Vec<LogRecord>, keep: impl Fn(&LogRecord) -> bool) -> Vec<Log
     settled
 }
 
-/// Walks a range one UTC hour at a time (fetching a day's objects together), so memory is
-/// bounded by the busiest day of one company, not by the range.
+/// How many days the cursor reads ahead of the one being returned.
+const DAYS_AHEAD: usize = 2;
+
+/// One day's records, by hour: (hour start, records).
+type Day = (NaiveDate, Vec<(DateTime<Utc>, Vec<LogRecord>)>);
+
+/// Walks a range one UTC hour at a time, so memory is bounded by a few of the busiest days of
+/// one company, not by the range. A background task lists, fetches and decodes the next days
+/// (up to [`DAYS_AHEAD`]) while the caller works through the current one, so S3 round trips and
+/// decoding overlap with the caller's work; it stops when the cursor is dropped.
 #[derive(Debug)]
 pub struct EventCursor {
-    reader: LogReader,
-    company_id: String,
+    /// Moved into the prefetch task on the first read.
+    loader: Option<DayLoader>,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
+    /// The day after the last one received.
     next_day: NaiveDate,
-    last_day: NaiveDate,
-    /// Hours of the day read last, not yet returned: (hour start, records).
+    /// Hours received, not yet returned.
     pending: VecDeque<(DateTime<Utc>, Vec<LogRecord>)>,
+    days: Option<tokio::sync::mpsc::Receiver<Result<Day>>>,
+    _prefetch: Option<AbortOnDrop>,
+}
+
+/// Aborts the prefetch task when the cursor goes away (a cancelled export).
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl EventCursor {
@@ -137,20 +164,46 @@ impl EventCursor {
                 }
                 continue;
             }
-            if self.from >= self.to || self.next_day > self.last_day {
+            if self.from >= self.to {
                 return Ok(None);
             }
-            // Skip days with nothing logged at one LIST each, so an all-history read costs in
-            // proportion to the days that have events, not to the calendar.
-            let Some(day) = self.next_logged_day().await? else {
+            if self.days.is_none() {
+                self.start_prefetch();
+            }
+            let Some(days) = self.days.as_mut() else {
                 return Ok(None);
             };
-            if day > self.last_day {
-                return Ok(None);
+            match days.recv().await {
+                Some(Ok((day, hours))) => {
+                    self.next_day = day.succ_opt().unwrap_or(NaiveDate::MAX);
+                    self.pending.extend(hours);
+                }
+                Some(Err(error)) => return Err(error),
+                None => {
+                    self.next_day = NaiveDate::MAX;
+                    return Ok(None);
+                }
             }
-            self.next_day = day.succ_opt().unwrap_or(NaiveDate::MAX);
-            self.read_day(day).await?;
         }
+    }
+
+    fn start_prefetch(&mut self) {
+        let Some(mut loader) = self.loader.take() else {
+            return;
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(DAYS_AHEAD);
+        let task = tokio::spawn(async move {
+            loop {
+                let next = loader.next_day().await.transpose();
+                let Some(next) = next else { return };
+                let failed = next.is_err();
+                if tx.send(next).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        self.days = Some(rx);
+        self._prefetch = Some(AbortOnDrop(task));
     }
 
     /// The start of the hour the cursor will return next, for progress reports.
@@ -161,6 +214,36 @@ impl EventCursor {
             .or_else(|| self.next_day.and_hms_opt(0, 0, 0).map(|t| t.and_utc()))
             .unwrap_or(self.to)
             .clamp(self.from, self.to)
+    }
+}
+
+/// Lists and fetches a range's days in order.
+#[derive(Debug)]
+struct DayLoader {
+    reader: LogReader,
+    company_id: String,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    next_day: NaiveDate,
+    last_day: NaiveDate,
+}
+
+impl DayLoader {
+    /// The next day with objects in the range, read; `None` when there is none.
+    async fn next_day(&mut self) -> Result<Option<Day>> {
+        if self.from >= self.to || self.next_day > self.last_day {
+            return Ok(None);
+        }
+        // Skip days with nothing logged at one LIST each, so an all-history read costs in
+        // proportion to the days that have events, not to the calendar.
+        let Some(day) = self.next_logged_day().await? else {
+            return Ok(None);
+        };
+        if day > self.last_day {
+            return Ok(None);
+        }
+        self.next_day = day.succ_opt().unwrap_or(NaiveDate::MAX);
+        Ok(Some((day, self.read_day(day).await?)))
     }
 
     /// The first day on or after `next_day` that has any object.
@@ -182,11 +265,11 @@ impl EventCursor {
     /// Lists one day and fetches its objects in the range's hours, `concurrency` at a time
     /// across the whole day (a sparse log has one small object per hour, so fetching hour by
     /// hour would wait on one GET at a time).
-    async fn read_day(&mut self, day: NaiveDate) -> Result<()> {
+    async fn read_day(&self, day: NaiveDate) -> Result<Vec<(DateTime<Utc>, Vec<LogRecord>)>> {
         let prefix = format::events_day_prefix(&self.company_id, day);
         let objects = list_all(self.reader.store.as_ref(), &prefix).await?;
         let Some(midnight) = day.and_hms_opt(0, 0, 0).map(|t| t.and_utc()) else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let (first_hour, to) = (floor_hour(self.from), self.to);
         let mut wanted: Vec<(DateTime<Utc>, String)> = Vec::new();
@@ -205,13 +288,14 @@ impl EventCursor {
             .reader
             .fetch_each(wanted.into_iter().map(|(_, k)| k).collect())
             .await?;
+        let mut by_hour: Vec<(DateTime<Utc>, Vec<LogRecord>)> = Vec::new();
         for (start, records) in hours.into_iter().zip(fetched) {
-            match self.pending.back_mut() {
+            match by_hour.last_mut() {
                 Some((last, pending)) if *last == start => pending.extend(records),
-                _ => self.pending.push_back((start, records)),
+                _ => by_hour.push((start, records)),
             }
         }
-        Ok(())
+        Ok(by_hour)
     }
 }
 
