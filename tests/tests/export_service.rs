@@ -246,6 +246,11 @@ async fn produced_events_reach_a_downloaded_archive_with_mail_and_a_platform_eve
     assert_eq!(sha256(&bytes), link.sha256);
     assert_eq!(bytes.len() as u64, link.size);
     verify_archive(&bytes);
+    // The final progress is the archive's own count, not the last heartbeat's.
+    let progress = last.progress.unwrap();
+    let entries = archive::verify::read_entries(&bytes).unwrap().len() as u64;
+    assert_eq!((progress.files_written, progress.percent), (entries, 100));
+    assert_eq!(progress.bytes_written, link.size);
     let got = archived_post_ids(&bytes);
     let missing: Vec<_> = expected_posts.difference(&got).take(5).collect();
     let extra: Vec<_> = got.difference(&expected_posts).take(5).collect();

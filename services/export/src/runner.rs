@@ -280,6 +280,13 @@ impl Runner {
                     size: stored.size,
                     sha256: stored.sha256.clone(),
                     upload_started,
+                    progress: Some(JobProgress {
+                        events_read: stored.manifest.log_position.events_read,
+                        // Every file listed, plus manifest.json itself.
+                        files_written: stored.manifest.files.len() as u64 + 1,
+                        bytes_written: stored.size,
+                        percent: 100,
+                    }),
                 };
                 self.finish(company, job_id, finish, Some(&stored.key))
                     .await;

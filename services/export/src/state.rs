@@ -131,6 +131,9 @@ pub enum JobResult {
         sha256: String,
         /// When the upload of this archive started: the object's creation time.
         upload_started: DateTime<Utc>,
+        /// The export's final progress (events read, files written, archive bytes).
+        #[serde(default)]
+        progress: Option<JobProgress>,
     },
     Failed {
         error: String,
@@ -506,8 +509,12 @@ fn apply(company: &mut CompanyState, record: &Record) -> Result<Outcome, Denied>
                     size,
                     sha256,
                     upload_started,
+                    progress,
                 } => {
                     job.status = JobStatus::Completed;
+                    if let Some(progress) = progress {
+                        job.progress = *progress;
+                    }
                     job.progress.percent = 100;
                     job.archive = Some(Archive {
                         key: key.clone(),
@@ -639,6 +646,7 @@ mod tests {
                     size: 10,
                     sha256: "ab".into(),
                     upload_started: t(at - 1),
+                    progress: None,
                 },
             },
         )
