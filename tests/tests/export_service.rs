@@ -1179,9 +1179,32 @@ async fn a_replica_stopped_with_sigterm_hands_its_export_to_another_at_once() {
     )
     .await;
     let b = Replica::start(&stack, &state_topic, Arc::new(SystemClock), &lease).await;
+    // A watch open on the stopping replica does not hold its shutdown up; it ends with
+    // UNAVAILABLE (or simply ends) and the client watches again elsewhere.
+    let mut open_watch = client
+        .watch_export(authed(&ann, pb::WatchExportRequest { id: id.clone() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(open_watch.message().await.unwrap().is_some());
     drop(client);
     let stopped = tokio::time::Instant::now();
     a.shutdown().await;
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(10), open_watch.message()).await {
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) => break None,
+            Ok(Err(status)) => break Some(status.code()),
+            Err(_) => panic!("the watch on the stopped replica is still open"),
+        }
+    };
+    assert!(
+        matches!(
+            ended,
+            None | Some(Code::Unavailable | Code::Unknown | Code::Cancelled)
+        ),
+        "{ended:?}"
+    );
     let mut client = b.client().await;
     let job = wait_job(
         &mut client,

@@ -223,7 +223,8 @@ pub fn decode(key: &str, bytes: &[u8]) -> Result<(Header, Vec<LogRecord>)> {
     {
         let record: RecordLine =
             serde_json::from_slice(line).map_err(|e| corrupt(format!("record {index}: {e}")))?;
-        let event: Event = serde_json::from_value(record.event.clone())
+        // Deserialised from the parsed tree by reference: no copy of it.
+        let event = <Event as serde::Deserialize>::deserialize(&record.event)
             .map_err(|e| corrupt(format!("record {index} is not a valid event: {e}")))?;
         records.push(LogRecord {
             partition: record.partition,
