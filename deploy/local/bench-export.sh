@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Export benchmark on a fresh local stack, release build: export throughput next to raw deflate
-# of the same bytes on one core, and the peak RSS of two exports ten times apart in size.
+# of the same bytes on one core, and the peak RSS of exports ten times apart in size (same
+# density, and ten times denser days).
 #   usage: deploy/local/bench-export.sh [--events N]
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -116,7 +116,7 @@ fn settle(records: Vec<LogRecord>, keep: impl Fn(&LogRecord) -> bool) -> Vec<Log
 }
 
 /// How many days the cursor reads ahead of the one being returned.
-const DAYS_AHEAD: usize = 2;
+const DAYS_AHEAD: usize = 1;
 
 /// One day's records, by hour: (hour start, records).
 type Day = (NaiveDate, Vec<(DateTime<Utc>, Vec<LogRecord>)>);

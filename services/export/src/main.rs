@@ -7,3 +7,7 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = telemetry::shutdown_on_signal();
     export::run(config, shutdown).await
 }
+
+/// The export engine's allocator, as in `cce-archive` (see the workspace Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -215,3 +215,7 @@ async fn main() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// mimalloc returns freed memory to the system; see the workspace Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
