@@ -16,7 +16,7 @@ use storage::ObjectStore;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::access::{Action, Denied};
+use crate::access::{AccessState, Action, Denied};
 use crate::auth::{Caller, Verifier};
 use crate::metrics::Metrics;
 use crate::state::{
@@ -51,16 +51,18 @@ impl Api {
     async fn authorize<T>(&self, request: &Request<T>, action: Action) -> Result<Caller, Status> {
         let caller = self.verifier.verify_request(request)?;
         self.log.sync().await?;
-        self.log
-            .read(|state| {
-                state
-                    .company(&caller.company_id)
-                    .map(|c| c.access.clone())
-                    .unwrap_or_default()
-                    .authorize(&caller, action)
-            })
-            .map_err(Denied::into_status)?;
+        self.check_access(&caller, action)?;
         Ok(caller)
+    }
+
+    /// The access rules for `caller`, against the state as folded so far.
+    fn check_access(&self, caller: &Caller, action: Action) -> Result<(), Status> {
+        self.log
+            .read(|state| match state.company(&caller.company_id) {
+                Some(company) => company.access.authorize(caller, action),
+                None => AccessState::default().authorize(caller, action),
+            })
+            .map_err(Denied::into_status)
     }
 
     async fn submit(&self, caller: &Caller, command: Command) -> Result<Outcome, Status> {
@@ -541,15 +543,8 @@ impl ComplianceExportService for Api {
                 };
                 loop {
                     // Access is checked at every update: a revoked admin's watch ends at once.
-                    let allowed = api.log.read(|state| {
-                        state
-                            .company(&caller.company_id)
-                            .map(|c| c.access.clone())
-                            .unwrap_or_default()
-                            .authorize(&caller, Action::ReadExports)
-                    });
-                    let job = match allowed
-                        .map_err(Denied::into_status)
+                    let job = match api
+                        .check_access(&caller, Action::ReadExports)
                         .and_then(|()| api.job(&caller, &id))
                     {
                         Ok(job) => job,
