@@ -56,6 +56,34 @@ impl Stack {
     pub async fn s3_store(&self) -> storage::S3Store {
         storage::S3Store::connect(&self.s3_config()).await
     }
+
+    /// The services' S3 flags for this stack.
+    pub fn s3_args(&self) -> Vec<String> {
+        [
+            ("--s3-endpoint", "CCE_S3_ENDPOINT"),
+            ("--s3-region", "CCE_S3_REGION"),
+            ("--s3-bucket", "CCE_S3_BUCKET"),
+            ("--s3-access-key-id", "AWS_ACCESS_KEY_ID"),
+            ("--s3-secret-access-key", "AWS_SECRET_ACCESS_KEY"),
+        ]
+        .into_iter()
+        .flat_map(|(flag, var)| [flag.to_owned(), self.var(var).to_owned()])
+        .collect()
+    }
+
+    /// Puts an object into `company`'s log whose body does not match its header: reading it
+    /// must fail, never skip it.
+    pub async fn put_corrupt_log_object(&self, company: &str) {
+        use storage::ObjectStore;
+        self.s3_store()
+            .await
+            .put(
+                &format!("log/v1/{company}/events/2026-01-05/10/t.00000.00000000000000000000-00000000000000000001.jsonl"),
+                bytes::Bytes::from_static(b"{\"format\":\"cce-compliance-log\",\"version\":1}\nnot what the header says\n"),
+            )
+            .await
+            .unwrap();
+    }
 }
 
 /// `KEY=VALUE` lines; blank lines and `#` comments ignored; no quoting.
@@ -221,17 +249,8 @@ pub fn ingestion_args(
         dlq.into(),
         "--group-id".into(),
         group.into(),
-        "--s3-endpoint".into(),
-        stack.var("CCE_S3_ENDPOINT").into(),
-        "--s3-region".into(),
-        stack.var("CCE_S3_REGION").into(),
-        "--s3-bucket".into(),
-        stack.var("CCE_S3_BUCKET").into(),
-        "--s3-access-key-id".into(),
-        stack.var("AWS_ACCESS_KEY_ID").into(),
-        "--s3-secret-access-key".into(),
-        stack.var("AWS_SECRET_ACCESS_KEY").into(),
     ];
+    args.extend(stack.s3_args());
     if !extra.contains(&"--ops-addr") {
         args.extend(["--ops-addr".into(), "127.0.0.1:0".into()]);
     }
@@ -384,16 +403,6 @@ pub mod exports {
             state_topic.into(),
             "--notifications-topic".into(),
             format!("{state_topic}-notifications"),
-            "--s3-endpoint".into(),
-            stack.var("CCE_S3_ENDPOINT").into(),
-            "--s3-region".into(),
-            stack.var("CCE_S3_REGION").into(),
-            "--s3-bucket".into(),
-            stack.var("CCE_S3_BUCKET").into(),
-            "--s3-access-key-id".into(),
-            stack.var("AWS_ACCESS_KEY_ID").into(),
-            "--s3-secret-access-key".into(),
-            stack.var("AWS_SECRET_ACCESS_KEY").into(),
             "--token-signing-key".into(),
             signing_key(stack),
             "--grpc-addr".into(),
@@ -401,6 +410,7 @@ pub mod exports {
             "--ops-addr".into(),
             "127.0.0.1:0".into(),
         ];
+        args.extend(stack.s3_args());
         // Short leases so takeovers in tests take seconds, unless a test sets its own.
         if !extra.contains(&"--lease-secs") {
             args.extend(["--lease-secs".into(), "3".into()]);

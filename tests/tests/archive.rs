@@ -166,13 +166,7 @@ async fn a_failed_export_leaves_no_object() {
     let store: Arc<dyn ObjectStore> = Arc::new(stack.s3_store().await);
     let company = unique("broken");
     // A corrupt object in the range: the export must fail, not skip it.
-    store
-        .put(
-            &format!("log/v1/{company}/events/2026-01-05/10/t.00000.00000000000000000000-00000000000000000001.jsonl"),
-            Bytes::from_static(b"{\"format\":\"cce-compliance-log\",\"version\":1}\nnot what the header says\n"),
-        )
-        .await
-        .unwrap();
+    stack.put_corrupt_log_object(&company).await;
     let request = ExportRequest {
         company_id: company.clone(),
         from: Some("2026-01-01T00:00:00Z".parse().unwrap()),

@@ -1234,14 +1234,8 @@ async fn a_failed_export_is_reported_by_mail_and_event_and_leaves_no_object() {
     let stack = Stack::from_env();
     let store: Arc<dyn ObjectStore> = Arc::new(stack.s3_store().await);
     let company = unique("broken");
-    // A corrupt log object in the range: the export must fail, not skip it.
-    store
-        .put(
-            &format!("log/v1/{company}/events/2026-01-05/10/t.00000.00000000000000000000-00000000000000000001.jsonl"),
-            bytes::Bytes::from_static(b"{\"format\":\"cce-compliance-log\",\"version\":1}\nnot what the header says\n"),
-        )
-        .await
-        .unwrap();
+    // A corrupt object in the range: the export must fail, not skip it.
+    stack.put_corrupt_log_object(&company).await;
     let smtp = SmtpServer::start().await;
     let state_topic = unique("state");
     create_topics(&stack, &state_topic).await;
