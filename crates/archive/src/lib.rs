@@ -4,6 +4,7 @@
 //!
 //! - [`render`]: log → day files, `users.json`, `teams.json`, manifest.
 //! - [`zip`]: the streaming ZIP writer (deflate on every core, ZIP64 where needed).
+//! - [`spill`]: temporary files for what the end of an archive needs, so memory stays flat.
 //! - [`multipart`]: the S3 multipart sink with growing part sizes.
 //! - [`names`]: safe, unique folder names.
 //! - [`verify`]: reading an archive back and checking it against its manifest.
@@ -12,6 +13,8 @@ pub mod manifest;
 pub mod multipart;
 pub mod names;
 pub mod render;
+pub mod spill;
+mod texts;
 pub mod verify;
 pub mod zip;
 
@@ -23,7 +26,7 @@ use compliance_log::LogReader;
 use storage::ObjectStore;
 pub use tokio_util::sync::CancellationToken;
 
-pub use manifest::Manifest;
+pub use manifest::{ExportSummary, Manifest};
 pub use multipart::MultipartSink;
 pub use zip::{Sink, ZipWriter};
 
@@ -110,13 +113,13 @@ pub struct Progress {
     pub percent: u32,
 }
 
-/// Renders an export into `sink`; returns the sink, the archive's size and its manifest.
+/// Renders an export into `sink`; returns the sink, the archive's size and what it holds.
 pub async fn export_to_sink<S: Sink>(
     request: &ExportRequest,
     reader: &LogReader,
     sink: S,
     progress: impl FnMut(Progress),
-) -> Result<(S, u64, Manifest), ArchiveError> {
+) -> Result<(S, u64, ExportSummary), ArchiveError> {
     let tz = request.validate()?;
     let directory = reader
         .metadata(
@@ -126,7 +129,7 @@ pub async fn export_to_sink<S: Sink>(
         .await?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let zip = ZipWriter::new(sink, 6, workers + 1);
-    render::Renderer::new(request, tz, directory, zip)
+    render::Renderer::new(request, tz, directory, zip)?
         .run(reader, progress)
         .await
 }
@@ -137,7 +140,7 @@ pub struct StoredArchive {
     pub key: String,
     pub size: u64,
     pub sha256: String,
-    pub manifest: Manifest,
+    pub summary: ExportSummary,
 }
 
 /// Renders an export straight into a multipart upload at `key`. The object appears only when
@@ -161,13 +164,13 @@ pub async fn export_to_s3(
         _ = cancel.cancelled() => Err(ArchiveError::Cancelled),
     };
     match rendered {
-        Ok((sink, _, manifest)) => {
+        Ok((sink, _, summary)) => {
             let (size, sha256) = sink.complete().await?;
             Ok(StoredArchive {
                 key: upload_key,
                 size,
                 sha256,
-                manifest,
+                summary,
             })
         }
         Err(error) => {

@@ -1,25 +1,39 @@
 //! `manifest.json`: what was asked, what the archive holds, and how to check it.
-
-use std::collections::BTreeMap;
+//!
+//! Written in one pass as the archive is: the head (request, log position, per-conversation
+//! counts, totals) is small, and the per-day counts and per-file records, which grow with the
+//! export, are spilled as they are made and streamed into the entry at the end (`render.rs`).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub const EXPORT_FORMAT: &str = "cce-export-json";
-pub const EXPORT_FORMAT_VERSION: u32 = 1;
+/// 2: per-day counts moved from each conversation to the flat `days` list, so the manifest can
+/// be written while the archive streams; conversations carry their totals.
+pub const EXPORT_FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
+    #[serde(flatten)]
+    pub head: ManifestHead,
+    /// Per conversation and per day (`YYYY-MM-DD` in the request's time zone), in date order:
+    /// what each day file holds.
+    pub days: Vec<DayCounts>,
+    /// Every other file of the archive, relative to the top-level folder, in archive order.
+    pub files: Vec<FileRecord>,
+}
+
+/// The part of the manifest known only at the end, and small: it does not grow with the range.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestHead {
     pub format: String,
     pub format_version: u32,
     pub request: RequestRecord,
     /// What part of the log the archive reflects.
     pub log_position: LogPosition,
-    /// Per conversation and per day: what the archive holds.
+    /// Every conversation with content in the archive, with its totals.
     pub conversations: Vec<ConversationCounts>,
     pub totals: Counts,
-    /// Every other file of the archive, relative to the top-level folder.
-    pub files: Vec<FileRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,8 +75,14 @@ pub struct ConversationCounts {
     pub kind: String,
     /// The folder under `People_Chats/` or `Team_Chats/`.
     pub folder: String,
-    /// By date (`YYYY-MM-DD` in the request's time zone).
-    pub days: BTreeMap<String, Counts>,
+    pub counts: Counts,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayCounts {
+    pub date: String,
+    pub conversation_id: String,
+    pub counts: Counts,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,4 +101,17 @@ impl Counts {
         self.notes += other.notes;
         self.files_shared += other.files_shared;
     }
+}
+
+/// What an export produced, for the job record and progress (the manifest itself is in the
+/// archive).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportSummary {
+    /// Distinct events read for the range, before filters.
+    pub events_read: u64,
+    pub totals: Counts,
+    /// Files listed in the manifest (every entry but `manifest.json`).
+    pub files: u64,
+    /// Their uncompressed bytes.
+    pub json_bytes: u64,
 }

@@ -1,9 +1,11 @@
 //! Replays a company's log for a range into the seed's layout (`docs/export-format.md`).
 //!
 //! One pass, in log order (time, then id), one local day at a time: a day's files are written
-//! when the next day starts, so memory holds one day of the company's items, a bounded cache of
-//! post texts (for "text before" on edits and deletes), and one small record per conversation
-//! and day for the manifest.
+//! when the next day starts. Memory holds one day of the company's items, the company's
+//! directory, one count per conversation, and recent post texts (for "text before" on edits and
+//! deletes; older texts move to disk, `texts.rs`). Everything else the end of the archive needs
+//! — the manifest's per-day and per-file lines, the ZIP central directory — is spilled to
+//! temporary files as it is made, so memory does not grow with the range or the number of files.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -16,18 +18,19 @@ use event_model::{ConversationKind, EventBody};
 use serde_json::{Value, json};
 
 use crate::manifest::{
-    ConversationCounts, Counts, EXPORT_FORMAT, EXPORT_FORMAT_VERSION, FileRecord, LogPosition,
-    Manifest, RequestRecord,
+    ConversationCounts, Counts, DayCounts, EXPORT_FORMAT, EXPORT_FORMAT_VERSION, ExportSummary,
+    FileRecord, LogPosition, ManifestHead, RequestRecord,
 };
 use crate::names::{conversation_folder, sanitize};
-use crate::zip::{Sink, ZipWriter};
+use crate::spill::Spill;
+use crate::texts::PostTexts;
+use crate::zip::{Part, Sink, ZipWriter};
 use crate::{ArchiveError, ExportRequest, Progress};
 
 /// Items per day file before it is split into numbered parts (as RingCentral does).
 pub const MAX_ITEMS_PER_FILE: usize = 10_000;
-/// Post texts remembered for "text before"; past this the cache starts over (then the text
-/// before an edit of an older post shows as unknown, never as wrong).
-const TEXT_CACHE_LIMIT: usize = 200_000;
+/// Bytes of post texts held in memory per generation before older ones move to disk.
+const TEXT_MEMORY_BUDGET: usize = 16 << 20;
 
 /// One item of a day file, as it stood at the end of that day.
 #[derive(Debug)]
@@ -49,10 +52,41 @@ pub(crate) struct Renderer<'a, S: Sink> {
     zip: ZipWriter<S>,
     day: Option<NaiveDate>,
     open: BTreeMap<String, DayFile>,
-    texts: HashMap<String, String>,
-    counts: BTreeMap<String, BTreeMap<String, Counts>>,
+    texts: PostTexts,
+    /// The open day's counts, per conversation.
+    day_counts: BTreeMap<String, Counts>,
+    /// Per conversation, over the whole archive.
+    conversation_counts: BTreeMap<String, Counts>,
     seen_conversations: BTreeSet<String>,
     events_read: u64,
+    /// The manifest's `days` and `files` lines, as they are made.
+    manifest_days: ManifestLines,
+    manifest_files: ManifestLines,
+    json_bytes: u64,
+}
+
+/// JSON array elements, one per line, spilled to a temporary file.
+struct ManifestLines {
+    spill: Spill,
+    count: u64,
+}
+
+impl ManifestLines {
+    fn new() -> Result<Self, ArchiveError> {
+        Ok(Self {
+            spill: Spill::new()?,
+            count: 0,
+        })
+    }
+
+    fn push(&mut self, value: &impl serde::Serialize) -> Result<(), ArchiveError> {
+        let mut line = Vec::with_capacity(160);
+        line.extend_from_slice(if self.count == 0 { b"    " } else { b",\n    " });
+        serde_json::to_writer(&mut line, value)
+            .map_err(|e| ArchiveError::Internal(e.to_string()))?;
+        self.count += 1;
+        self.spill.append(&line)
+    }
 }
 
 impl<'a, S: Sink> Renderer<'a, S> {
@@ -61,7 +95,7 @@ impl<'a, S: Sink> Renderer<'a, S> {
         tz: Tz,
         directory: Directory,
         zip: ZipWriter<S>,
-    ) -> Self {
+    ) -> Result<Self, ArchiveError> {
         let root = sanitize(
             &format!(
                 "compliance_export_{}_{}",
@@ -70,7 +104,7 @@ impl<'a, S: Sink> Renderer<'a, S> {
             ),
             120,
         );
-        Self {
+        Ok(Self {
             request,
             tz,
             root,
@@ -78,20 +112,24 @@ impl<'a, S: Sink> Renderer<'a, S> {
             zip,
             day: None,
             open: BTreeMap::new(),
-            texts: HashMap::new(),
-            counts: BTreeMap::new(),
+            texts: PostTexts::new(TEXT_MEMORY_BUDGET),
+            day_counts: BTreeMap::new(),
+            conversation_counts: BTreeMap::new(),
             seen_conversations: BTreeSet::new(),
             events_read: 0,
-        }
+            manifest_days: ManifestLines::new()?,
+            manifest_files: ManifestLines::new()?,
+            json_bytes: 0,
+        })
     }
 
-    /// Renders the whole range and finishes the archive; returns the sink, its size and the
-    /// manifest written into it.
+    /// Renders the whole range and finishes the archive; returns the sink, its size and a
+    /// summary of what it holds.
     pub(crate) async fn run(
         mut self,
         reader: &LogReader,
         mut progress: impl FnMut(Progress),
-    ) -> Result<(S, u64, Manifest), ArchiveError> {
+    ) -> Result<(S, u64, ExportSummary), ArchiveError> {
         let (from, to) = (self.request.start(), self.request.to);
         let mut cursor = reader.events(&self.request.company_id, from, to);
         // Progress runs from the first event found (all history starts in 2000, which would
@@ -108,7 +146,7 @@ impl<'a, S: Sink> Renderer<'a, S> {
             let done = (cursor.position() - origin).num_seconds().max(0) as f64;
             progress(Progress {
                 events_read: self.events_read,
-                files_written: self.zip.entries().len() as u64,
+                files_written: self.zip.entry_count(),
                 bytes_written: self.zip.bytes_written(),
                 percent: ((done / span) * 100.0).clamp(0.0, 99.0) as u32,
             });
@@ -117,19 +155,42 @@ impl<'a, S: Sink> Renderer<'a, S> {
         self.write_directories().await?;
         // The manifest lists every other entry with its hash: wait for all to be written.
         self.zip.flush().await?;
-        let manifest = self.manifest();
-        let bytes = serde_json::to_vec_pretty(&manifest)
-            .map_err(|e| ArchiveError::Internal(e.to_string()))?;
+        self.record_written()?;
+        let summary = ExportSummary {
+            events_read: self.events_read,
+            totals: self.totals(),
+            files: self.manifest_files.count,
+            json_bytes: self.json_bytes,
+        };
         let name = format!("{}/manifest.json", self.root);
-        self.zip.add(name, Bytes::from(bytes)).await?;
+        let parts = self.manifest_parts()?;
+        self.zip.add_parts(name, parts).await?;
         let (sink, size, entries) = self.zip.finish().await?;
         progress(Progress {
             events_read: self.events_read,
-            files_written: entries.len() as u64,
+            files_written: entries,
             bytes_written: size,
             percent: 100,
         });
-        Ok((sink, size, manifest))
+        Ok((sink, size, summary))
+    }
+
+    /// Lists the entries written since the last call in the manifest.
+    fn record_written(&mut self) -> Result<(), ArchiveError> {
+        let prefix = format!("{}/", self.root);
+        for entry in self.zip.take_written() {
+            self.json_bytes += entry.size;
+            self.manifest_files.push(&FileRecord {
+                path: entry
+                    .name
+                    .strip_prefix(&prefix)
+                    .unwrap_or(&entry.name)
+                    .to_owned(),
+                size: entry.size,
+                sha256: entry.sha256,
+            })?;
+        }
+        Ok(())
     }
 
     fn included(&self, conversation_id: &str, actor: &str) -> bool {
@@ -185,7 +246,18 @@ impl<'a, S: Sink> Renderer<'a, S> {
         let conversation_id = conversation.id.clone();
         self.seen_conversations.insert(conversation_id.clone());
         let at = self.at(record);
-        let mut texts = std::mem::take(&mut self.texts);
+        // The post's text before this event, and its latest text from now on.
+        let before = match &record.event.body {
+            EventBody::PostCreated { post_id, text, .. } => {
+                self.texts.replace(post_id, text.clone()).await?;
+                None
+            }
+            EventBody::PostEdited { post_id, text, .. } => {
+                self.texts.replace(post_id, text.clone()).await?
+            }
+            EventBody::PostDeleted { post_id, .. } => self.texts.take(post_id)?,
+            _ => None,
+        };
         let person = |id: &str| self.person(id);
         type Update = Box<dyn FnOnce(Option<&mut Value>) -> Value>;
         let (item_id, update, count): (String, Update, fn(&mut Counts)) = match &record.event.body {
@@ -196,10 +268,6 @@ impl<'a, S: Sink> Renderer<'a, S> {
                 parent_post_id,
                 ..
             } => {
-                if texts.len() >= TEXT_CACHE_LIMIT {
-                    texts.clear();
-                }
-                texts.insert(post_id.clone(), text.clone());
                 let value = json!({"kind": "post", "id": post_id, "author": person(author_id), "created_at": at,
                     "parent_post_id": parent_post_id, "text": text, "edits": [], "deleted": null});
                 (format!("post:{post_id}"), Box::new(move |_| value), |c| {
@@ -212,7 +280,6 @@ impl<'a, S: Sink> Renderer<'a, S> {
                 text,
                 ..
             } => {
-                let before = texts.insert(post_id.clone(), text.clone());
                 let edit = json!({"at": at, "editor": person(editor_id), "text_before": before, "text": text});
                 let (post_id, text) = (post_id.clone(), text.clone());
                 (
@@ -235,7 +302,6 @@ impl<'a, S: Sink> Renderer<'a, S> {
                 deleted_by,
                 ..
             } => {
-                let before = texts.remove(post_id);
                 let deleted = json!({"at": at, "by": person(deleted_by), "text_before": before});
                 let post_id = post_id.clone();
                 (
@@ -322,18 +388,9 @@ impl<'a, S: Sink> Renderer<'a, S> {
                     c.files_shared += 1
                 })
             }
-            _ => {
-                self.texts = texts;
-                return Ok(());
-            }
+            _ => return Ok(()),
         };
-        self.texts = texts;
-        let counts = self
-            .counts
-            .entry(conversation_id.clone())
-            .or_default()
-            .entry(day.format("%Y-%m-%d").to_string())
-            .or_default();
+        let counts = self.day_counts.entry(conversation_id.clone()).or_default();
         counts.events += 1;
         count(counts);
         let file = self.open.entry(conversation_id).or_default();
@@ -369,6 +426,17 @@ impl<'a, S: Sink> Renderer<'a, S> {
             return Ok(());
         };
         let date = day.format("%Y-%m-%d").to_string();
+        for (conversation_id, counts) in std::mem::take(&mut self.day_counts) {
+            self.conversation_counts
+                .entry(conversation_id.clone())
+                .or_default()
+                .add(&counts);
+            self.manifest_days.push(&DayCounts {
+                date: date.clone(),
+                conversation_id,
+                counts,
+            })?;
+        }
         for (conversation_id, file) in std::mem::take(&mut self.open) {
             let (folder, kind) = self.folder_of(&conversation_id);
             let name = self
@@ -396,6 +464,7 @@ impl<'a, S: Sink> Renderer<'a, S> {
                         Bytes::from(bytes),
                     )
                     .await?;
+                self.record_written()?;
             }
         }
         Ok(())
@@ -443,39 +512,37 @@ impl<'a, S: Sink> Renderer<'a, S> {
             self.zip
                 .add(format!("{}/{path}", self.root), Bytes::from(bytes))
                 .await?;
+            self.record_written()?;
         }
         Ok(())
     }
 
-    fn manifest(&self) -> Manifest {
+    fn totals(&self) -> Counts {
         let mut totals = Counts::default();
+        self.conversation_counts
+            .values()
+            .for_each(|c| totals.add(c));
+        totals
+    }
+
+    /// `manifest.json` as parts: its head, serialised now, then the spilled `days` and `files`
+    /// lines (`docs/export-format.md`).
+    fn manifest_parts(&mut self) -> Result<Vec<Part>, ArchiveError> {
         let conversations = self
-            .counts
+            .conversation_counts
             .iter()
-            .map(|(id, days)| {
-                days.values().for_each(|c| totals.add(c));
+            .map(|(id, counts)| {
                 let (folder, kind) = self.folder_of(id);
                 ConversationCounts {
                     conversation_id: id.clone(),
                     kind: kind_name(kind).into(),
                     folder,
-                    days: days.clone(),
+                    counts: counts.clone(),
                 }
             })
             .collect();
-        let prefix = format!("{}/", self.root);
-        let files = self
-            .zip
-            .entries()
-            .iter()
-            .map(|e| FileRecord {
-                path: e.name.strip_prefix(&prefix).unwrap_or(&e.name).to_owned(),
-                size: e.size,
-                sha256: e.sha256.clone(),
-            })
-            .collect();
         let request = self.request;
-        Manifest {
+        let head = ManifestHead {
             format: EXPORT_FORMAT.into(),
             format_version: EXPORT_FORMAT_VERSION,
             request: RequestRecord {
@@ -493,9 +560,22 @@ impl<'a, S: Sink> Renderer<'a, S> {
                 events_read: self.events_read,
             },
             conversations,
-            totals,
-            files,
-        }
+            totals: self.totals(),
+        };
+        let mut head = serde_json::to_string_pretty(&head)
+            .map_err(|e| ArchiveError::Internal(e.to_string()))?;
+        // An object pretty-printed ends with "\n}": reopen it for the two lists.
+        head.truncate(head.trim_end_matches('}').trim_end().len());
+        head.push_str(",\n  \"days\": [\n");
+        let days = std::mem::replace(&mut self.manifest_days, ManifestLines::new()?);
+        let files = std::mem::replace(&mut self.manifest_files, ManifestLines::new()?);
+        Ok(vec![
+            Part::Bytes(Bytes::from(head)),
+            Part::Spill(days.spill),
+            Part::Bytes(Bytes::from_static(b"\n  ],\n  \"files\": [\n")),
+            Part::Spill(files.spill),
+            Part::Bytes(Bytes::from_static(b"\n  ]\n}\n")),
+        ])
     }
 }
 

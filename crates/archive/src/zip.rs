@@ -10,9 +10,10 @@
 //! Determinism: names, contents and their order decide the bytes; every timestamp is fixed at
 //! 1980-01-01 00:00, the DOS epoch.
 //!
-//! Memory: the entries being compressed, plus one central-directory record per entry (a name and
-//! a few numbers) until `finish` — as with every ZIP writer, that part grows with the number of
-//! entries, not with their size.
+//! Memory: only the entries being compressed. Central-directory records go to a spill file as
+//! entries are written and are streamed back by `finish`, and an entry too large for memory (the
+//! manifest of a many-file export) is compressed from spill files into a spill file, so memory
+//! does not grow with the number of entries.
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -25,6 +26,7 @@ use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 
 use crate::ArchiveError;
+use crate::spill::{Spill, SpillReader};
 
 /// Where archive bytes go, in order.
 #[async_trait]
@@ -60,13 +62,30 @@ struct Compressed {
     deflated: Vec<u8>,
 }
 
-struct CentralRecord {
-    name: String,
-    crc: u32,
-    compressed: u32,
-    size: u32,
-    offset: u64,
+/// Where an entry's deflated bytes are.
+enum Deflated {
+    Memory(Vec<u8>),
+    Spilled(SpillReader),
 }
+
+impl Deflated {
+    fn len(&self) -> u64 {
+        match self {
+            Self::Memory(bytes) => bytes.len() as u64,
+            Self::Spilled(reader) => reader.remaining(),
+        }
+    }
+}
+
+/// One part of an entry assembled from pieces (see [`ZipWriter::add_parts`]).
+#[derive(Debug)]
+pub enum Part {
+    Bytes(Bytes),
+    Spill(Spill),
+}
+
+/// Spill files are copied and read back in chunks of this size.
+const CHUNK: usize = 1 << 20;
 
 const DOS_TIME: u16 = 0;
 const DOS_DATE: u16 = (1 << 5) | 1; // 1980-01-01
@@ -76,7 +95,9 @@ const DEFLATE: u16 = 8;
 pub struct ZipWriter<S: Sink> {
     sink: S,
     offset: u64,
-    central: Vec<CentralRecord>,
+    /// Central-directory records, spilled as entries are written (created with the first).
+    central: Option<Spill>,
+    entries: u64,
     pending: VecDeque<JoinHandle<Result<Compressed, ArchiveError>>>,
     in_flight: usize,
     level: u32,
@@ -87,7 +108,7 @@ impl<S: Sink> std::fmt::Debug for ZipWriter<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ZipWriter")
             .field("offset", &self.offset)
-            .field("entries", &self.central.len())
+            .field("entries", &self.entries)
             .finish_non_exhaustive()
     }
 }
@@ -98,7 +119,8 @@ impl<S: Sink> ZipWriter<S> {
         Self {
             sink,
             offset: 0,
-            central: Vec::new(),
+            central: None,
+            entries: 0,
             pending: VecDeque::new(),
             in_flight: in_flight.max(1),
             level: level.min(9),
@@ -111,9 +133,14 @@ impl<S: Sink> ZipWriter<S> {
         self.offset
     }
 
-    /// Entries written so far, in order, with their sizes and SHA-256.
-    pub fn entries(&self) -> &[EntryInfo] {
-        &self.written
+    /// Entries written to the sink so far.
+    pub fn entry_count(&self) -> u64 {
+        self.entries
+    }
+
+    /// The entries written since the last call, in order, with their sizes and SHA-256.
+    pub fn take_written(&mut self) -> Vec<EntryInfo> {
+        std::mem::take(&mut self.written)
     }
 
     /// Queues an entry. It is compressed in the background and written in the order added.
@@ -141,44 +168,76 @@ impl<S: Sink> ZipWriter<S> {
         let entry = task
             .await
             .map_err(|e| ArchiveError::Internal(format!("compression task: {e}")))??;
-        let compressed =
-            u32::try_from(entry.deflated.len()).map_err(|_| ArchiveError::EntryTooLarge {
-                name: entry.name.clone(),
-                size: entry.size,
-            })?;
-        let size = u32::try_from(entry.size).map_err(|_| ArchiveError::EntryTooLarge {
-            name: entry.name.clone(),
+        let info = EntryInfo {
+            name: entry.name,
             size: entry.size,
-        })?;
-        let mut header = BytesMut::with_capacity(30 + entry.name.len());
+            sha256: entry.sha256,
+        };
+        self.write_entry(info, entry.crc, Deflated::Memory(entry.deflated))
+            .await
+    }
+
+    /// Adds an entry assembled from `parts` in order, after every queued entry. It is compressed
+    /// from and into spill files on a blocking thread, so its size does not count against memory.
+    pub async fn add_parts(&mut self, name: String, parts: Vec<Part>) -> Result<(), ArchiveError> {
+        self.flush().await?;
+        let level = self.level;
+        let (crc, size, sha256, deflated) =
+            tokio::task::spawn_blocking(move || compress_parts(parts, level))
+                .await
+                .map_err(|e| ArchiveError::Internal(format!("compression task: {e}")))??;
+        if size > MAX_ENTRY_BYTES as u64 {
+            return Err(ArchiveError::EntryTooLarge { name, size });
+        }
+        let info = EntryInfo { name, size, sha256 };
+        self.write_entry(info, crc, Deflated::Spilled(deflated))
+            .await
+    }
+
+    async fn write_entry(
+        &mut self,
+        info: EntryInfo,
+        crc: u32,
+        deflated: Deflated,
+    ) -> Result<(), ArchiveError> {
+        let too_large = || ArchiveError::EntryTooLarge {
+            name: info.name.clone(),
+            size: info.size,
+        };
+        let compressed = u32::try_from(deflated.len()).map_err(|_| too_large())?;
+        let size = u32::try_from(info.size).map_err(|_| too_large())?;
+        let mut header = BytesMut::with_capacity(30 + info.name.len());
         header.put_u32_le(0x0403_4b50);
         header.put_u16_le(20); // version needed: 2.0 (deflate)
         header.put_u16_le(FLAG_UTF8);
         header.put_u16_le(DEFLATE);
         header.put_u16_le(DOS_TIME);
         header.put_u16_le(DOS_DATE);
-        header.put_u32_le(entry.crc);
+        header.put_u32_le(crc);
         header.put_u32_le(compressed);
         header.put_u32_le(size);
-        header.put_u16_le(name_len(&entry.name)?);
+        header.put_u16_le(name_len(&info.name)?);
         header.put_u16_le(0);
-        header.put_slice(entry.name.as_bytes());
+        header.put_slice(info.name.as_bytes());
         let local_offset = self.offset;
-        self.offset += header.len() as u64 + entry.deflated.len() as u64;
+        self.offset += header.len() as u64 + u64::from(compressed);
         self.sink.write(header.freeze()).await?;
-        self.sink.write(Bytes::from(entry.deflated)).await?;
-        self.written.push(EntryInfo {
-            name: entry.name.clone(),
-            size: entry.size,
-            sha256: entry.sha256,
-        });
-        self.central.push(CentralRecord {
-            name: entry.name,
-            crc: entry.crc,
-            compressed,
-            size,
-            offset: local_offset,
-        });
+        match deflated {
+            Deflated::Memory(bytes) => self.sink.write(Bytes::from(bytes)).await?,
+            Deflated::Spilled(mut reader) => {
+                while let Some(chunk) = reader.next_chunk(CHUNK)? {
+                    self.sink.write(chunk).await?;
+                }
+            }
+        }
+        let record = central_record(&info.name, crc, compressed, size, local_offset)?;
+        let central = match &mut self.central {
+            Some(spill) => spill,
+            None => self.central.insert(Spill::new()?),
+        };
+        central.append(&record)?;
+        self.entries += 1;
+        self.written.push(info);
         Ok(())
     }
 
@@ -191,49 +250,19 @@ impl<S: Sink> ZipWriter<S> {
     }
 
     /// Writes every queued entry, the central directory and the end records; returns the sink,
-    /// the archive's size and the entries written.
-    pub async fn finish(mut self) -> Result<(S, u64, Vec<EntryInfo>), ArchiveError> {
+    /// the archive's size and its number of entries.
+    pub async fn finish(mut self) -> Result<(S, u64, u64), ArchiveError> {
         self.flush().await?;
         let cd_offset = self.offset;
-        let mut cd = BytesMut::new();
-        for record in &self.central {
-            let zip64 = record.offset >= u64::from(u32::MAX);
-            cd.put_u32_le(0x0201_4b50);
-            cd.put_u16_le((3 << 8) | 45); // made by: Unix, spec 4.5
-            cd.put_u16_le(if zip64 { 45 } else { 20 });
-            cd.put_u16_le(FLAG_UTF8);
-            cd.put_u16_le(DEFLATE);
-            cd.put_u16_le(DOS_TIME);
-            cd.put_u16_le(DOS_DATE);
-            cd.put_u32_le(record.crc);
-            cd.put_u32_le(record.compressed);
-            cd.put_u32_le(record.size);
-            cd.put_u16_le(name_len(&record.name)?);
-            cd.put_u16_le(if zip64 { 12 } else { 0 });
-            cd.put_u16_le(0); // comment
-            cd.put_u16_le(0); // disk
-            cd.put_u16_le(0); // internal attributes
-            cd.put_u32_le(0o100_644 << 16); // a regular file, rw-r--r--
-            cd.put_u32_le(if zip64 {
-                u32::MAX
-            } else {
-                record.offset as u32
-            });
-            cd.put_slice(record.name.as_bytes());
-            if zip64 {
-                cd.put_u16_le(0x0001); // ZIP64 extended information
-                cd.put_u16_le(8);
-                cd.put_u64_le(record.offset);
-            }
-            if cd.len() >= 1 << 20 {
-                self.offset += cd.len() as u64;
-                self.sink.write(cd.split().freeze()).await?;
+        if let Some(central) = self.central.take() {
+            let mut reader = central.into_reader()?;
+            while let Some(chunk) = reader.next_chunk(CHUNK)? {
+                self.offset += chunk.len() as u64;
+                self.sink.write(chunk).await?;
             }
         }
-        self.offset += cd.len() as u64;
-        self.sink.write(cd.split().freeze()).await?;
         let cd_size = self.offset - cd_offset;
-        let entries = self.central.len() as u64;
+        let entries = self.entries;
 
         let mut end = BytesMut::new();
         let needs_zip64 =
@@ -279,8 +308,74 @@ impl<S: Sink> ZipWriter<S> {
         end.put_u16_le(0);
         self.offset += end.len() as u64;
         self.sink.write(end.freeze()).await?;
-        Ok((self.sink, self.offset, self.written))
+        Ok((self.sink, self.offset, entries))
     }
+}
+
+/// One central-directory record; ZIP64 extra field only for an offset past 4 GiB.
+fn central_record(
+    name: &str,
+    crc: u32,
+    compressed: u32,
+    size: u32,
+    offset: u64,
+) -> Result<BytesMut, ArchiveError> {
+    let zip64 = offset >= u64::from(u32::MAX);
+    let mut cd = BytesMut::with_capacity(46 + name.len() + 12);
+    cd.put_u32_le(0x0201_4b50);
+    cd.put_u16_le((3 << 8) | 45); // made by: Unix, spec 4.5
+    cd.put_u16_le(if zip64 { 45 } else { 20 });
+    cd.put_u16_le(FLAG_UTF8);
+    cd.put_u16_le(DEFLATE);
+    cd.put_u16_le(DOS_TIME);
+    cd.put_u16_le(DOS_DATE);
+    cd.put_u32_le(crc);
+    cd.put_u32_le(compressed);
+    cd.put_u32_le(size);
+    cd.put_u16_le(name_len(name)?);
+    cd.put_u16_le(if zip64 { 12 } else { 0 });
+    cd.put_u16_le(0); // comment
+    cd.put_u16_le(0); // disk
+    cd.put_u16_le(0); // internal attributes
+    cd.put_u32_le(0o100_644 << 16); // a regular file, rw-r--r--
+    cd.put_u32_le(if zip64 { u32::MAX } else { offset as u32 });
+    cd.put_slice(name.as_bytes());
+    if zip64 {
+        cd.put_u16_le(0x0001); // ZIP64 extended information
+        cd.put_u16_le(8);
+        cd.put_u64_le(offset);
+    }
+    Ok(cd)
+}
+
+/// Deflates `parts`, in order, into a spill file; returns the CRC, the uncompressed size, its
+/// SHA-256 and the deflated bytes to read back.
+fn compress_parts(
+    parts: Vec<Part>,
+    level: u32,
+) -> Result<(u32, u64, String, SpillReader), ArchiveError> {
+    let deflate_error = |e: std::io::Error| ArchiveError::Internal(format!("deflate: {e}"));
+    let mut encoder = DeflateEncoder::new(Spill::new()?, Compression::new(level));
+    let (mut crc, mut sha, mut size) = (crc32fast::Hasher::new(), Sha256::new(), 0u64);
+    let mut take = |bytes: &[u8], encoder: &mut DeflateEncoder<Spill>| {
+        crc.update(bytes);
+        sha.update(bytes);
+        size += bytes.len() as u64;
+        encoder.write_all(bytes).map_err(deflate_error)
+    };
+    for part in parts {
+        match part {
+            Part::Bytes(bytes) => take(&bytes, &mut encoder)?,
+            Part::Spill(spill) => {
+                let mut reader = spill.into_reader()?;
+                while let Some(chunk) = reader.next_chunk(CHUNK)? {
+                    take(&chunk, &mut encoder)?;
+                }
+            }
+        }
+    }
+    let deflated = encoder.finish().map_err(deflate_error)?.into_reader()?;
+    Ok((crc.finalize(), size, hex::encode(sha.finalize()), deflated))
 }
 
 fn name_len(name: &str) -> Result<u16, ArchiveError> {
@@ -325,9 +420,15 @@ mod tests {
                 .await
                 .unwrap();
         }
+        let written = writer.take_written();
         let (bytes, size, entries) = writer.finish().await.unwrap();
         assert_eq!(size, bytes.len() as u64);
-        assert_eq!(entries.len(), 20);
+        assert_eq!(entries, 20);
+        assert_eq!(
+            written.len(),
+            20 - 2,
+            "the last in-flight entries are written by finish"
+        );
         let read = crate::verify::read_entries(&bytes).unwrap();
         assert_eq!(read.len(), 20);
         assert_eq!(read[3].0, "export/dir/003.json");
@@ -336,6 +437,44 @@ mod tests {
                 .unwrap()
                 .contains("héllo")
         );
+    }
+
+    #[tokio::test]
+    async fn an_entry_assembled_from_spill_files_round_trips_in_order() {
+        let mut writer = ZipWriter::new(Vec::new(), 6, 2);
+        writer
+            .add("first.json".into(), Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        let mut middle = Spill::new().unwrap();
+        let mut expected = b"head,".to_vec();
+        for i in 0..50_000 {
+            let line = format!("line {i},");
+            middle.append(line.as_bytes()).unwrap();
+            expected.extend_from_slice(line.as_bytes());
+        }
+        expected.extend_from_slice(b"tail");
+        writer
+            .add_parts(
+                "big.txt".into(),
+                vec![
+                    Part::Bytes(Bytes::from_static(b"head,")),
+                    Part::Spill(middle),
+                    Part::Bytes(Bytes::from_static(b"tail")),
+                ],
+            )
+            .await
+            .unwrap();
+        let written = writer.take_written();
+        assert_eq!(written.len(), 2, "queued entries are written first");
+        assert_eq!(written[1].size, expected.len() as u64);
+        assert_eq!(written[1].sha256, hex::encode(Sha256::digest(&expected)));
+        let (bytes, _, entries) = writer.finish().await.unwrap();
+        assert_eq!(entries, 2);
+        let read = crate::verify::read_entries(&bytes).unwrap();
+        assert_eq!(read[0].0, "first.json");
+        assert_eq!(read[1].0, "big.txt");
+        assert_eq!(read[1].1, expected);
     }
 
     #[tokio::test]

@@ -286,6 +286,54 @@ async fn layout_scope_history_notes_and_files() {
     assert_eq!(manifest["files"].as_array().unwrap().len(), files.len() - 1);
     assert_eq!(manifest["totals"]["edits"], 2);
     assert_eq!(manifest["totals"]["deletes"], 1);
+    assert_eq!(manifest["format_version"], 2);
+    // `days` has one line per day file, in date order, and adds up to each conversation's
+    // counts, which add up to the totals.
+    let days = manifest["days"].as_array().unwrap();
+    let day_files: Vec<String> = files
+        .keys()
+        .filter(|path| path.contains("_Chats/"))
+        .cloned()
+        .collect();
+    assert_eq!(days.len(), day_files.len());
+    let dates: Vec<&str> = days.iter().map(|d| d["date"].as_str().unwrap()).collect();
+    assert!(dates.windows(2).all(|w| w[0] <= w[1]), "{dates:?}");
+    for day in days {
+        let conversation = manifest["conversations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["conversation_id"] == day["conversation_id"])
+            .unwrap();
+        let path = format!(
+            "{}/{}.json",
+            conversation["folder"].as_str().unwrap(),
+            day["date"].as_str().unwrap()
+        );
+        assert!(files.contains_key(&path), "{path} listed in days");
+        // Every item of the file is there because of at least one event that day.
+        let c = &day["counts"];
+        let events = c["events"].as_u64().unwrap();
+        assert!(events >= items(&files[&path]).len() as u64, "{path}: {c}");
+        let kinds = ["posts", "edits", "deletes", "notes", "files_shared"];
+        assert_eq!(
+            events,
+            kinds.iter().map(|k| c[k].as_u64().unwrap()).sum::<u64>(),
+            "{path}: {c}"
+        );
+    }
+    let mut total_events = 0;
+    for conversation in manifest["conversations"].as_array().unwrap() {
+        let id = &conversation["conversation_id"];
+        let from_days: u64 = days
+            .iter()
+            .filter(|d| &d["conversation_id"] == id)
+            .map(|d| d["counts"]["events"].as_u64().unwrap())
+            .sum();
+        assert_eq!(conversation["counts"]["events"], from_days);
+        total_events += from_days;
+    }
+    assert_eq!(manifest["totals"]["events"], total_events);
     let report = archive::verify::verify(&mut std::io::Cursor::new(&bytes)).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }

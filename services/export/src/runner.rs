@@ -281,9 +281,9 @@ impl Runner {
                     sha256: stored.sha256.clone(),
                     upload_started,
                     progress: Some(JobProgress {
-                        events_read: stored.manifest.log_position.events_read,
+                        events_read: stored.summary.events_read,
                         // Every file listed, plus manifest.json itself.
-                        files_written: stored.manifest.files.len() as u64 + 1,
+                        files_written: stored.summary.files + 1,
                         bytes_written: stored.size,
                         percent: 100,
                     }),

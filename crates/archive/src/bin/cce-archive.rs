@@ -128,12 +128,11 @@ async fn main() -> anyhow::Result<()> {
             )
             .await
             .context("export failed")?;
-            let json_bytes: u64 = stored.manifest.files.iter().map(|f| f.size).sum();
             println!(
                 "{}",
                 serde_json::json!({"key": stored.key, "size": stored.size, "sha256": stored.sha256,
-                    "json_bytes": json_bytes, "files": stored.manifest.files.len() + 1,
-                    "events": stored.manifest.totals.events, "seconds": started.elapsed().as_secs_f64(),
+                    "json_bytes": stored.summary.json_bytes, "files": stored.summary.files + 1,
+                    "events": stored.summary.totals.events, "seconds": started.elapsed().as_secs_f64(),
                     "peak_rss_mib": peak_rss_mib()})
             );
             eprintln!(
@@ -143,8 +142,8 @@ async fn main() -> anyhow::Result<()> {
                 stored.size,
                 stored.sha256,
                 started.elapsed().as_secs_f64(),
-                stored.manifest.files.len() + 1,
-                stored.manifest.totals.events
+                stored.summary.files + 1,
+                stored.summary.totals.events
             );
         }
         Command::Presign { key, ttl_secs, s3 } => {

@@ -1,0 +1,220 @@
+//! The latest text of every post the export has seen, for `text_before` on edits and deletes.
+//!
+//! A compliance export must say what a post said before it was changed, even when the post is
+//! years older than its edit, so nothing may be forgotten — and memory must not grow with the
+//! export. Recent texts live in memory in two generations of at most `budget` bytes each; when
+//! the newer one fills, the older one moves to an on-disk B-tree (redb, in an anonymous
+//! temporary file with a bounded page cache) in one write transaction, off the async threads.
+//! Lookups go newest first: the current generation, the previous one, then the disk. Most
+//! edits follow their post within hours, so they never touch the disk.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use redb::backends::FileBackend;
+use redb::{Database, ReadableDatabase, TableDefinition};
+
+use crate::ArchiveError;
+
+const TABLE: TableDefinition<&str, &str> = TableDefinition::new("post_texts");
+/// The on-disk table's page cache.
+const DISK_CACHE_BYTES: usize = 8 << 20;
+
+#[derive(Debug)]
+pub(crate) struct PostTexts {
+    budget: usize,
+    current: Generation,
+    previous: Generation,
+    disk: Option<Arc<Database>>,
+}
+
+#[derive(Debug, Default)]
+struct Generation {
+    texts: HashMap<String, String>,
+    bytes: usize,
+}
+
+impl Generation {
+    fn insert(&mut self, id: &str, text: String) -> Option<String> {
+        let added = text.len();
+        match self.texts.get_mut(id) {
+            Some(slot) => {
+                self.bytes = self.bytes + added - slot.len();
+                Some(std::mem::replace(slot, text))
+            }
+            None => {
+                self.bytes += id.len() + added + 48;
+                self.texts.insert(id.to_owned(), text);
+                None
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &str) -> Option<String> {
+        let text = self.texts.remove(id)?;
+        self.bytes -= id.len() + text.len() + 48;
+        Some(text)
+    }
+}
+
+impl PostTexts {
+    /// `budget`: bytes of texts (and ids) each in-memory generation holds before it rotates.
+    pub(crate) fn new(budget: usize) -> Self {
+        Self {
+            budget: budget.max(1),
+            current: Generation::default(),
+            previous: Generation::default(),
+            disk: None,
+        }
+    }
+
+    /// Records `text` as the post's latest text; returns the text it had before, if known.
+    pub(crate) async fn replace(
+        &mut self,
+        id: &str,
+        text: String,
+    ) -> Result<Option<String>, ArchiveError> {
+        let before = match self.current.insert(id, text) {
+            Some(before) => Some(before),
+            None => match self.previous.remove(id) {
+                Some(before) => Some(before),
+                None => self.on_disk(id)?,
+            },
+        };
+        if self.current.bytes > self.budget {
+            self.rotate().await?;
+        }
+        Ok(before)
+    }
+
+    /// Forgets a deleted post; returns its last text, if known. A copy already on disk stays
+    /// there (deleting it would cost a disk commit per deletion): it can only show again if a
+    /// deleted post were changed once more, which the chat platform does not allow.
+    pub(crate) fn take(&mut self, id: &str) -> Result<Option<String>, ArchiveError> {
+        if let Some(text) = self.current.remove(id) {
+            return Ok(Some(text));
+        }
+        if let Some(text) = self.previous.remove(id) {
+            return Ok(Some(text));
+        }
+        self.on_disk(id)
+    }
+
+    fn on_disk(&self, id: &str) -> Result<Option<String>, ArchiveError> {
+        let Some(db) = &self.disk else {
+            return Ok(None);
+        };
+        let read = db.begin_read().map_err(disk_error)?;
+        let table = read.open_table(TABLE).map_err(disk_error)?;
+        Ok(table
+            .get(id)
+            .map_err(disk_error)?
+            .map(|text| text.value().to_owned()))
+    }
+
+    /// The previous generation goes to disk; the current one becomes the previous.
+    async fn rotate(&mut self) -> Result<(), ArchiveError> {
+        let older = std::mem::replace(&mut self.previous, std::mem::take(&mut self.current));
+        if older.texts.is_empty() {
+            return Ok(());
+        }
+        let db = match &self.disk {
+            Some(db) => db.clone(),
+            None => {
+                let file = tempfile::tempfile().map_err(|e| disk_error(e.to_string()))?;
+                let db = redb::Builder::new()
+                    .set_cache_size(DISK_CACHE_BYTES)
+                    .create_with_backend(FileBackend::new(file).map_err(disk_error)?)
+                    .map_err(disk_error)?;
+                self.disk.insert(Arc::new(db)).clone()
+            }
+        };
+        tokio::task::spawn_blocking(move || -> Result<(), ArchiveError> {
+            let mut entries: Vec<(String, String)> = older.texts.into_iter().collect();
+            // Sorted keys fill the B-tree's pages in order.
+            entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let write = db.begin_write().map_err(disk_error)?;
+            {
+                let mut table = write.open_table(TABLE).map_err(disk_error)?;
+                for (id, text) in &entries {
+                    table
+                        .insert(id.as_str(), text.as_str())
+                        .map_err(disk_error)?;
+                }
+            }
+            write.commit().map_err(disk_error)
+        })
+        .await
+        .map_err(|e| ArchiveError::Internal(format!("post text spill task: {e}")))?
+    }
+
+    /// Whether any text has moved to disk (for tests).
+    #[cfg(test)]
+    fn spilled(&self) -> bool {
+        self.disk.is_some()
+    }
+}
+
+fn disk_error(error: impl std::fmt::Display) -> ArchiveError {
+    ArchiveError::Internal(format!(
+        "the export's temporary post-text table in {} failed: {error} (point TMPDIR at a disk \
+         with free space)",
+        std::env::temp_dir().display()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn remembers_every_text_across_generations_and_disk() {
+        // A tiny budget: almost every insert rotates a generation to disk.
+        let mut texts = PostTexts::new(2_000);
+        for i in 0..5_000 {
+            assert_eq!(
+                texts
+                    .replace(&format!("p{i}"), format!("text {i}"))
+                    .await
+                    .unwrap(),
+                None
+            );
+        }
+        assert!(texts.spilled());
+        // The oldest post, long on disk, is edited: the text before is its creation's.
+        assert_eq!(
+            texts.replace("p0", "p0 edited".into()).await.unwrap(),
+            Some("text 0".into())
+        );
+        // Its newest text wins over the older copy still on disk.
+        for i in 5_000..7_000 {
+            texts
+                .replace(&format!("p{i}"), format!("text {i}"))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            texts.replace("p0", "p0 again".into()).await.unwrap(),
+            Some("p0 edited".into())
+        );
+        assert_eq!(texts.take("p1").unwrap(), Some("text 1".into()));
+        assert_eq!(texts.take("p6999").unwrap(), Some("text 6999".into()));
+        assert_eq!(texts.take("never").unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn small_exports_never_touch_the_disk() {
+        let mut texts = PostTexts::new(1 << 20);
+        for i in 0..1_000 {
+            texts
+                .replace(&format!("p{i}"), "hello".into())
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            texts.replace("p7", "bye".into()).await.unwrap(),
+            Some("hello".into())
+        );
+        assert!(!texts.spilled());
+    }
+}
