@@ -30,7 +30,7 @@ use crate::{ArchiveError, ExportRequest, Progress};
 /// Items per day file before it is split into numbered parts (as RingCentral does).
 pub const MAX_ITEMS_PER_FILE: usize = 10_000;
 /// Bytes of post texts held in memory per generation before older ones move to disk.
-const TEXT_MEMORY_BUDGET: usize = 16 << 20;
+const TEXT_MEMORY_BUDGET: usize = 4 << 20;
 
 /// One item of a day file, as it stood at the end of that day.
 #[derive(Debug)]

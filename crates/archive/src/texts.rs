@@ -18,7 +18,10 @@ use crate::ArchiveError;
 
 const TABLE: TableDefinition<&str, &str> = TableDefinition::new("post_texts");
 /// The on-disk table's page cache.
-const DISK_CACHE_BYTES: usize = 8 << 20;
+const DISK_CACHE_BYTES: usize = 4 << 20;
+/// Texts per write transaction when a generation moves to disk: redb holds a transaction's
+/// pages in memory until it commits.
+const TEXTS_PER_COMMIT: usize = 4_096;
 
 #[derive(Debug)]
 pub(crate) struct PostTexts {
@@ -133,16 +136,19 @@ impl PostTexts {
             let mut entries: Vec<(String, String)> = older.texts.into_iter().collect();
             // Sorted keys fill the B-tree's pages in order.
             entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            let write = db.begin_write().map_err(disk_error)?;
-            {
-                let mut table = write.open_table(TABLE).map_err(disk_error)?;
-                for (id, text) in &entries {
-                    table
-                        .insert(id.as_str(), text.as_str())
-                        .map_err(disk_error)?;
+            for batch in entries.chunks(TEXTS_PER_COMMIT) {
+                let write = db.begin_write().map_err(disk_error)?;
+                {
+                    let mut table = write.open_table(TABLE).map_err(disk_error)?;
+                    for (id, text) in batch {
+                        table
+                            .insert(id.as_str(), text.as_str())
+                            .map_err(disk_error)?;
+                    }
                 }
+                write.commit().map_err(disk_error)?;
             }
-            write.commit().map_err(disk_error)
+            Ok(())
         })
         .await
         .map_err(|e| ArchiveError::Internal(format!("post text spill task: {e}")))?

@@ -188,18 +188,14 @@ impl EventCursor {
     }
 
     fn start_prefetch(&mut self) {
-        let Some(mut loader) = self.loader.take() else {
+        let Some(loader) = self.loader.take() else {
             return;
         };
         let (tx, rx) = tokio::sync::mpsc::channel(DAYS_AHEAD);
         let task = tokio::spawn(async move {
-            loop {
-                let next = loader.next_day().await.transpose();
-                let Some(next) = next else { return };
-                let failed = next.is_err();
-                if tx.send(next).await.is_err() || failed {
-                    return;
-                }
+            if let Err(error) = prefetch(loader, &tx).await {
+                // The receiver may be gone (a cancelled export): nothing more to do then.
+                let _ = tx.send(Err(error)).await;
             }
         });
         self.days = Some(rx);
@@ -228,9 +224,62 @@ struct DayLoader {
     last_day: NaiveDate,
 }
 
+/// Lists the range's days in order and fetches their objects through one window of
+/// `concurrency` GETs that runs across day boundaries, sending each day when its last object
+/// is in. A sparse log (a few small objects per day, as a long all-history export reads) then
+/// keeps the window full instead of waiting on each day's LIST and its last GET in turn; the
+/// next day's LIST runs while the current day's GETs are in flight. Memory: the day being
+/// assembled, up to `concurrency` objects past it, and [`DAYS_AHEAD`] days in the channel.
+async fn prefetch(loader: DayLoader, tx: &tokio::sync::mpsc::Sender<Result<Day>>) -> Result<()> {
+    let reader = loader.reader.clone();
+    let keys = futures::stream::try_unfold(loader, |mut loader| async move {
+        Ok::<_, crate::LogError>(loader.next_day_keys().await?.map(|day| (day, loader)))
+    })
+    .map_ok(|(day, wanted)| {
+        futures::stream::iter(
+            wanted
+                .into_iter()
+                .map(move |(hour, key)| Ok::<_, crate::LogError>((day, hour, key))),
+        )
+    })
+    .try_flatten();
+    let fetched = keys
+        .map_ok(|(day, hour, key)| {
+            let store = Arc::clone(&reader.store);
+            async move {
+                let bytes = store.get(&key).await?;
+                let (_, records) = format::decode(&key, &bytes)?;
+                Ok::<_, crate::LogError>((day, hour, records))
+            }
+        })
+        .try_buffered(reader.concurrency);
+    let mut fetched = std::pin::pin!(fetched);
+    let mut assembling: Option<Day> = None;
+    while let Some((day, hour, records)) = fetched.try_next().await? {
+        match &mut assembling {
+            Some((current, hours)) if *current == day => match hours.last_mut() {
+                Some((last, pending)) if *last == hour => pending.extend(records),
+                _ => hours.push((hour, records)),
+            },
+            _ => {
+                if let Some(done) = assembling.replace((day, vec![(hour, records)]))
+                    && tx.send(Ok(done)).await.is_err()
+                {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    if let Some(done) = assembling {
+        let _ = tx.send(Ok(done)).await;
+    }
+    Ok(())
+}
+
 impl DayLoader {
-    /// The next day with objects in the range, read; `None` when there is none.
-    async fn next_day(&mut self) -> Result<Option<Day>> {
+    /// The next day with objects in the range and the keys to read from it, by hour; `None`
+    /// when there is none.
+    async fn next_day_keys(&mut self) -> Result<Option<(NaiveDate, Vec<(DateTime<Utc>, String)>)>> {
         if self.from >= self.to || self.next_day > self.last_day {
             return Ok(None);
         }
@@ -243,7 +292,7 @@ impl DayLoader {
             return Ok(None);
         }
         self.next_day = day.succ_opt().unwrap_or(NaiveDate::MAX);
-        Ok(Some((day, self.read_day(day).await?)))
+        Ok(Some((day, self.day_keys(day).await?)))
     }
 
     /// The first day on or after `next_day` that has any object.
@@ -262,10 +311,8 @@ impl DayLoader {
         }))
     }
 
-    /// Lists one day and fetches its objects in the range's hours, `concurrency` at a time
-    /// across the whole day (a sparse log has one small object per hour, so fetching hour by
-    /// hour would wait on one GET at a time).
-    async fn read_day(&self, day: NaiveDate) -> Result<Vec<(DateTime<Utc>, Vec<LogRecord>)>> {
+    /// Lists one day: the keys of its objects in the range's hours, in key (so hour) order.
+    async fn day_keys(&self, day: NaiveDate) -> Result<Vec<(DateTime<Utc>, String)>> {
         let prefix = format::events_day_prefix(&self.company_id, day);
         let objects = list_all(self.reader.store.as_ref(), &prefix).await?;
         let Some(midnight) = day.and_hms_opt(0, 0, 0).map(|t| t.and_utc()) else {
@@ -283,19 +330,7 @@ impl DayLoader {
                 wanted.push((start, object.key));
             }
         }
-        let hours: Vec<DateTime<Utc>> = wanted.iter().map(|(h, _)| *h).collect();
-        let fetched = self
-            .reader
-            .fetch_each(wanted.into_iter().map(|(_, k)| k).collect())
-            .await?;
-        let mut by_hour: Vec<(DateTime<Utc>, Vec<LogRecord>)> = Vec::new();
-        for (start, records) in hours.into_iter().zip(fetched) {
-            match by_hour.last_mut() {
-                Some((last, pending)) if *last == start => pending.extend(records),
-                _ => by_hour.push((start, records)),
-            }
-        }
-        Ok(by_hour)
+        Ok(wanted)
     }
 }
 

@@ -165,7 +165,8 @@ async fn main() -> anyhow::Result<()> {
          \x20 baseline: deflate of the same bytes, same level, one core    {baseline_mbps:>8.1} MB/s\n\
          \x20 ratio export / baseline                                      {:>8.2}\n\
          \x20 peak RSS, same density, 10x the size: small ({:.1} MB JSON, 90 days) {small:.0} MiB, long ({:.1} MB JSON, 900 days) {long_rss:.0} MiB ({:+.0} %)\n\
-         \x20 peak RSS, 10x denser days: large ({:.1} MB JSON, 90 days) {large_rss:.0} MiB ({:+.0} % over small)",
+         \x20 peak RSS, 10x denser days: large ({:.1} MB JSON, 90 days) {large_rss:.0} MiB ({:+.0} % over small)\n\
+         \x20 peak RSS of the long export after 25 / 50 / 75 / 100 % of its range: {} MiB",
         f(large, "json_bytes") / 1e6,
         large["files"],
         f(large, "size") / 1e6,
@@ -176,6 +177,14 @@ async fn main() -> anyhow::Result<()> {
         (long_rss / small - 1.0) * 100.0,
         f(large, "json_bytes") / 1e6,
         (large_rss / small - 1.0) * 100.0,
+        long["peak_rss_mib_at_quarters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| format!("{:.0}", v.as_f64().unwrap_or(0.0)))
+            .chain([format!("{long_rss:.0}")])
+            .collect::<Vec<_>>()
+            .join(" / "),
     );
     println!(
         "{}",

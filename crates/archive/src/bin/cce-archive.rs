@@ -107,6 +107,9 @@ async fn main() -> anyhow::Result<()> {
             let store = Arc::new(storage::S3Store::connect(&s3).await);
             let started = Instant::now();
             let mut last = Instant::now();
+            // Peak RSS when the export has read a quarter, half and three quarters of the range:
+            // flat from the first to the last means memory does not grow with the export.
+            let mut peak_by_quarter: Vec<Option<f64>> = Vec::new();
             let stored = export_to_s3(
                 &request,
                 store.clone(),
@@ -114,6 +117,11 @@ async fn main() -> anyhow::Result<()> {
                 &key,
                 &archive::CancellationToken::new(),
                 |p: Progress| {
+                    while peak_by_quarter.len() < 3
+                        && p.percent >= 25 * (peak_by_quarter.len() as u32 + 1)
+                    {
+                        peak_by_quarter.push(peak_rss_mib());
+                    }
                     if last.elapsed().as_millis() >= 500 || p.percent == 100 {
                         eprintln!(
                             "[export] {:>3}% {} events read, {} files, {:.1} MB written",
@@ -133,7 +141,7 @@ async fn main() -> anyhow::Result<()> {
                 serde_json::json!({"key": stored.key, "size": stored.size, "sha256": stored.sha256,
                     "json_bytes": stored.summary.json_bytes, "files": stored.summary.files + 1,
                     "events": stored.summary.totals.events, "seconds": started.elapsed().as_secs_f64(),
-                    "peak_rss_mib": peak_rss_mib()})
+                    "peak_rss_mib": peak_rss_mib(), "peak_rss_mib_at_quarters": peak_by_quarter})
             );
             eprintln!(
                 "[export] s3://{}/{} {} bytes sha256 {} in {:.1}s: {} files, {} events",
