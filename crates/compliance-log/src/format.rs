@@ -19,6 +19,7 @@ use chrono::{DateTime, NaiveDate, Timelike, Utc};
 use event_model::Event;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::{LogError, Result};
@@ -54,16 +55,30 @@ pub struct SourceRange {
 }
 
 /// One event as the log holds it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct LogRecord {
     pub partition: i32,
     pub offset: i64,
     pub event: Event,
-    /// The event's JSON as received, unknown fields included.
-    pub raw: Value,
+    /// The event's JSON as the log holds it, verbatim, unknown fields included. Kept as text:
+    /// readers that need only the typed event never build a tree of it.
+    pub raw: Box<RawValue>,
+}
+
+impl PartialEq for LogRecord {
+    fn eq(&self, other: &Self) -> bool {
+        (self.partition, self.offset, &self.event, self.raw.get())
+            == (other.partition, other.offset, &other.event, other.raw.get())
+    }
 }
 
 impl LogRecord {
+    /// The event's JSON as a tree, unknown fields included.
+    pub fn raw_value(&self) -> Value {
+        // The log's lines were checked against their checksum and parsed once already.
+        serde_json::from_str(self.raw.get()).unwrap_or(Value::Null)
+    }
+
     /// The log's total order: time, then `event_id`.
     pub fn sort_key(&self) -> (DateTime<Utc>, &str) {
         (
@@ -87,11 +102,22 @@ pub struct Header {
     pub body_sha256: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct RecordLine {
+/// One line of an object's body, as written: the event by reference, never copied.
+#[derive(Debug, Serialize)]
+struct RecordLineOut<'a> {
     partition: i32,
     offset: i64,
-    event: Value,
+    event: &'a Value,
+}
+
+/// One line of an object's body, as read: the event's text borrowed from the body, parsed once
+/// into the typed event and copied once as the raw text.
+#[derive(Debug, Deserialize)]
+struct RecordLineIn<'a> {
+    partition: i32,
+    offset: i64,
+    #[serde(borrow)]
+    event: &'a RawValue,
 }
 
 pub fn company_prefix(company_id: &str) -> String {
@@ -165,10 +191,10 @@ pub fn encode(
     };
     let mut body = Vec::new();
     for (partition, offset, event) in records {
-        let line = RecordLine {
+        let line = RecordLineOut {
             partition: *partition,
             offset: *offset,
-            event: (*event).clone(),
+            event,
         };
         serde_json::to_writer(&mut body, &line).map_err(encode_error)?;
         body.push(b'\n');
@@ -221,16 +247,15 @@ pub fn decode(key: &str, bytes: &[u8]) -> Result<(Header, Vec<LogRecord>)> {
         .filter(|l| !l.is_empty())
         .enumerate()
     {
-        let record: RecordLine =
+        let record: RecordLineIn =
             serde_json::from_slice(line).map_err(|e| corrupt(format!("record {index}: {e}")))?;
-        // Deserialised from the parsed tree by reference: no copy of it.
-        let event = <Event as serde::Deserialize>::deserialize(&record.event)
+        let event: Event = serde_json::from_str(record.event.get())
             .map_err(|e| corrupt(format!("record {index} is not a valid event: {e}")))?;
         records.push(LogRecord {
             partition: record.partition,
             offset: record.offset,
             event,
-            raw: record.event,
+            raw: record.event.to_owned(),
         });
     }
     if records.len() != header.records {
@@ -287,7 +312,7 @@ mod tests {
         assert_eq!(header.records, 2);
         assert_eq!(header.hour.as_deref(), Some("2026-11-25T10"));
         assert_eq!(decoded[1].offset, 150);
-        assert_eq!(decoded[0].raw, a);
+        assert_eq!(decoded[0].raw_value(), a);
         assert_eq!(decoded[0].event.event_id, "e1");
     }
 

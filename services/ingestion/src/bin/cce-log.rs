@@ -56,7 +56,7 @@ async fn main() -> anyhow::Result<()> {
             );
             while let Some(hour) = cursor.next_hour().await? {
                 for record in hour {
-                    serde_json::to_writer(&mut out, &record.raw)?;
+                    out.write_all(record.raw.get().as_bytes())?;
                     out.write_all(b"\n")?;
                 }
             }
