@@ -150,6 +150,10 @@ impl Sink for MultipartSink {
     async fn write(&mut self, bytes: Bytes) -> Result<(), ArchiveError> {
         self.size += bytes.len() as u64;
         self.sha256.update(&bytes);
+        if self.buffer.capacity() == 0 {
+            // One allocation per part, not a series of doublings and copies.
+            self.buffer.reserve(self.current_part_size());
+        }
         self.buffer.extend_from_slice(&bytes);
         while self.buffer.len() >= self.current_part_size() {
             let part = self.buffer.split_to(self.current_part_size()).freeze();

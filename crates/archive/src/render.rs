@@ -451,12 +451,20 @@ impl<'a, S: Sink> Renderer<'a, S> {
                 } else {
                     format!("{date}_part-{}.json", part + 1)
                 };
-                let body = json!({
-                    "conversation": {"id": conversation_id, "kind": kind_name(kind), "name": name},
-                    "date": date, "time_zone": self.tz.name(), "part": part + 1, "parts": chunks.len(),
-                    "items": chunk.iter().map(|i| &i.value).collect::<Vec<_>>(),
-                });
-                let bytes = serde_json::to_vec_pretty(&body)
+                let body = DayFileOut {
+                    conversation: ConversationOut {
+                        id: &conversation_id,
+                        kind: kind_name(kind),
+                        name: name.as_deref(),
+                    },
+                    date: &date,
+                    items: chunk.iter().map(|i| &i.value).collect(),
+                    part: part + 1,
+                    parts: chunks.len(),
+                    time_zone: self.tz.name(),
+                };
+                let mut bytes = Vec::with_capacity(chunk.len() * 768 + 256);
+                serde_json::to_writer_pretty(&mut bytes, &body)
                     .map_err(|e| ArchiveError::Internal(e.to_string()))?;
                 self.zip
                     .add(
@@ -577,6 +585,25 @@ impl<'a, S: Sink> Renderer<'a, S> {
             Part::Bytes(Bytes::from_static(b"\n  ]\n}\n")),
         ])
     }
+}
+
+/// A day file, serialised from borrowed items (building it as one `Value` would copy every
+/// item). Fields in alphabetical order, as the format has always had them.
+#[derive(serde::Serialize)]
+struct DayFileOut<'a> {
+    conversation: ConversationOut<'a>,
+    date: &'a str,
+    items: Vec<&'a Value>,
+    part: usize,
+    parts: usize,
+    time_zone: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct ConversationOut<'a> {
+    id: &'a str,
+    kind: &'a str,
+    name: Option<&'a str>,
 }
 
 /// An item first seen through a later change: it was created before the range (or before the
