@@ -163,11 +163,26 @@ impl<'a, S: Sink> Renderer<'a, S> {
             json_bytes: self.json_bytes,
         };
         let name = format!("{}/manifest.json", self.root);
-        let parts = self.manifest_parts()?;
-        self.zip.add_parts(name, parts).await?;
-        let (sink, size, entries) = self.zip.finish().await?;
+        let head = self.manifest_head()?;
+        let events_read = self.events_read;
+        let Self {
+            mut zip,
+            manifest_days,
+            manifest_files,
+            ..
+        } = self;
+        // The head, then the spilled `days` and `files` lines (`docs/export-format.md`).
+        let parts = vec![
+            Part::Bytes(head),
+            Part::Spill(manifest_days.spill),
+            Part::Bytes(Bytes::from_static(b"\n  ],\n  \"files\": [\n")),
+            Part::Spill(manifest_files.spill),
+            Part::Bytes(Bytes::from_static(b"\n  ]\n}\n")),
+        ];
+        zip.add_parts(name, parts).await?;
+        let (sink, size, entries) = zip.finish().await?;
         progress(Progress {
-            events_read: self.events_read,
+            events_read,
             files_written: entries,
             bytes_written: size,
             percent: 100,
@@ -533,9 +548,9 @@ impl<'a, S: Sink> Renderer<'a, S> {
         totals
     }
 
-    /// `manifest.json` as parts: its head, serialised now, then the spilled `days` and `files`
-    /// lines (`docs/export-format.md`).
-    fn manifest_parts(&mut self) -> Result<Vec<Part>, ArchiveError> {
+    /// The start of `manifest.json`: everything but the `days` and `files` lines, left open for
+    /// them.
+    fn manifest_head(&self) -> Result<Bytes, ArchiveError> {
         let conversations = self
             .conversation_counts
             .iter()
@@ -575,15 +590,7 @@ impl<'a, S: Sink> Renderer<'a, S> {
         // An object pretty-printed ends with "\n}": reopen it for the two lists.
         head.truncate(head.trim_end_matches('}').trim_end().len());
         head.push_str(",\n  \"days\": [\n");
-        let days = std::mem::replace(&mut self.manifest_days, ManifestLines::new()?);
-        let files = std::mem::replace(&mut self.manifest_files, ManifestLines::new()?);
-        Ok(vec![
-            Part::Bytes(Bytes::from(head)),
-            Part::Spill(days.spill),
-            Part::Bytes(Bytes::from_static(b"\n  ],\n  \"files\": [\n")),
-            Part::Spill(files.spill),
-            Part::Bytes(Bytes::from_static(b"\n  ]\n}\n")),
-        ])
+        Ok(Bytes::from(head))
     }
 }
 

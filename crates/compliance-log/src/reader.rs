@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use event_model::directory::Directory;
-use futures::{StreamExt, TryStreamExt};
+use futures::{StreamExt, TryFutureExt, TryStreamExt};
 use storage::{ObjectStore, list_all};
 
 use crate::Result;
@@ -75,27 +75,22 @@ impl LogReader {
         Ok(directory)
     }
 
-    /// Fetches and decodes objects, `concurrency` at a time.
+    /// Fetches and decodes objects, `concurrency` at a time, in the order of `keys`.
     async fn fetch(&self, keys: Vec<String>) -> Result<Vec<LogRecord>> {
-        Ok(self.fetch_each(keys).await?.into_iter().flatten().collect())
-    }
-
-    /// Fetches and decodes objects, `concurrency` at a time, keeping each object's records
-    /// apart and in the order of `keys`.
-    async fn fetch_each(&self, keys: Vec<String>) -> Result<Vec<Vec<LogRecord>>> {
-        futures::stream::iter(keys)
-            .map(|key| {
-                let store = Arc::clone(&self.store);
-                async move {
-                    let bytes = store.get(&key).await?;
-                    let (_, records) = format::decode(&key, &bytes)?;
-                    Ok::<_, crate::LogError>(records)
-                }
-            })
+        let objects: Vec<Vec<LogRecord>> = futures::stream::iter(keys)
+            .map(|key| read_object(Arc::clone(&self.store), key))
             .buffered(self.concurrency)
             .try_collect()
-            .await
+            .await?;
+        Ok(objects.into_iter().flatten().collect())
     }
+}
+
+/// One log object, fetched and decoded.
+async fn read_object(store: Arc<dyn ObjectStore>, key: String) -> Result<Vec<LogRecord>> {
+    let bytes = store.get(&key).await?;
+    let (_, records) = format::decode(&key, &bytes)?;
+    Ok(records)
 }
 
 /// Keeps the records `keep` accepts, collapses duplicates of one `event_id` (keeping the copy
@@ -245,12 +240,7 @@ async fn prefetch(loader: DayLoader, tx: &tokio::sync::mpsc::Sender<Result<Day>>
     .try_flatten();
     let fetched = keys
         .map_ok(|(day, hour, key)| {
-            let store = Arc::clone(&reader.store);
-            async move {
-                let bytes = store.get(&key).await?;
-                let (_, records) = format::decode(&key, &bytes)?;
-                Ok::<_, crate::LogError>((day, hour, records))
-            }
+            read_object(Arc::clone(&reader.store), key).map_ok(move |records| (day, hour, records))
         })
         .try_buffered(reader.concurrency);
     let mut fetched = std::pin::pin!(fetched);
