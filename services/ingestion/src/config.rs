@@ -44,6 +44,15 @@ pub struct Config {
     /// left uncommitted, for the next owner to replay.
     #[arg(long, env = "CCE_DRAIN_DEADLINE_MS", default_value_t = 10_000)]
     pub drain_deadline_ms: u64,
+    /// A partition whose flush (log write or dead letter) has failed for this long, in seconds,
+    /// counts as stalled: `/readyz` fails and `cce_ingest_partition_stalled` shows it. Other
+    /// partitions go on meanwhile.
+    #[arg(long, env = "CCE_PARTITION_STALL_SECS", default_value_t = 20)]
+    pub stall_after_secs: u64,
+    /// How long, in seconds, to retry a dead letter while the dead-letter topic is missing or
+    /// refuses us, before keeping the letter on the object store only (under `dead-letters/`).
+    #[arg(long, env = "CCE_DEAD_LETTER_TOPIC_WAIT_SECS", default_value_t = 30)]
+    pub dead_letter_topic_wait_secs: u64,
     #[command(flatten)]
     pub s3: S3Config,
     /// Address of the health (`/healthz`, `/readyz`) and metrics (`/metrics`) endpoint.
@@ -85,6 +94,14 @@ impl Config {
 
     pub fn flush_interval(&self) -> Duration {
         Duration::from_millis(self.flush_interval_ms)
+    }
+
+    pub fn stall_after(&self) -> Duration {
+        Duration::from_secs(self.stall_after_secs)
+    }
+
+    pub fn dead_letter_topic_wait(&self) -> Duration {
+        Duration::from_secs(self.dead_letter_topic_wait_secs)
     }
 
     pub fn drain_deadline(&self) -> Duration {

@@ -1,15 +1,23 @@
 //! The consumer loop: Kafka → validation → per-partition buffers → log objects → offsets.
 //!
 //! Offsets are stored (and then committed by librdkafka's auto-commit) only after everything
-//! before them is durable in the log, in order: `enable.auto.offset.store=false`, and a
-//! partition's offset is stored only after its flushed range is written. A crash at any point
-//! replays from the last committed offset; the log's deterministic keys and the reader's dedup
-//! by `event_id` keep a replay from showing twice.
+//! before them is durable, in order: `enable.auto.offset.store=false`, and a partition's offset
+//! is stored only after its flushed range is written to the log and its dead letters are
+//! delivered. A crash at any point replays from the last committed offset; the log's
+//! deterministic keys and the reader's dedup by `event_id` keep a replay from showing twice.
 //!
-//! On revoke, the revoked partitions' buffers are flushed and committed inside the rebalance
-//! callback, within the drain deadline (shorter than the session timeout), and then forgotten:
-//! a revoked partition's writer never writes again. If the assignment was lost (the group
-//! already moved on), the buffers are dropped unwritten for the new owner to replay.
+//! **One partition never holds up another.** Each partition's flush runs on a task of its own
+//! (at most one at a time per partition, so its ranges become durable in order) while the loop
+//! keeps polling: a partition whose store writes or dead letters keep failing retries on its own,
+//! is paused once it has buffered [`Config::flush_max_bytes`](crate::Config) behind its flush,
+//! and shows as stalled (metric and `/readyz`) after [`Config::stall_after`](crate::Config);
+//! every other partition goes on, and the consumer stays in its group.
+//!
+//! On revoke, the revoked partitions' flushes are awaited and their buffers flushed and
+//! committed inside the rebalance callback, within the drain deadline (shorter than the session
+//! timeout), and then forgotten: a revoked partition's writer never writes again. If the
+//! assignment was lost (the group already moved on), flushes are cancelled and buffers dropped
+//! unwritten for the new owner to replay.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,13 +30,17 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use telemetry::{CancellationToken, Health};
+use tokio::task::JoinHandle;
 
 use crate::Config;
-use crate::dead_letter::DeadLetters;
+use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::metrics::Metrics;
+use crate::retry::Backoff;
+
+/// How often the loop looks at every partition (finished flushes, due flushes, pauses, stalls).
+const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(20);
 
 /// What one partition has consumed and not yet made durable.
 #[derive(Debug)]
@@ -36,8 +48,26 @@ struct PartitionBuffer {
     first_offset: i64,
     last_offset: i64,
     records: Vec<PendingRecord>,
+    dead_letters: Vec<DeadLetter>,
     bytes: usize,
     since: Instant,
+}
+
+/// A partition's flush, running on its own task. Yields the offset to store once durable, or
+/// `None` when stopped first.
+#[derive(Debug)]
+struct InFlight {
+    stop: CancellationToken,
+    task: JoinHandle<Option<i64>>,
+}
+
+/// An assigned partition.
+#[derive(Debug, Default)]
+struct Assigned {
+    /// The next offset to accept: an earlier one is a re-fetch (after a resume) of a message
+    /// already buffered.
+    next: Option<i64>,
+    paused: bool,
 }
 
 /// State the consumer loop and the rebalance callback share. They never run at the same time
@@ -45,7 +75,8 @@ struct PartitionBuffer {
 #[derive(Debug, Default)]
 struct Shared {
     buffers: Mutex<BTreeMap<i32, PartitionBuffer>>,
-    assigned: Mutex<HashSet<i32>>,
+    inflight: Mutex<BTreeMap<i32, InFlight>>,
+    assigned: Mutex<BTreeMap<i32, Assigned>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -54,32 +85,98 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Writes a partition's buffer to the log, retrying store errors with backoff.
+/// Since when, and why, each partition's flush has been failing (absent: not failing).
+pub type Retrying = Arc<Mutex<BTreeMap<i32, (Instant, String)>>>;
+
+/// Makes a partition's buffer durable: log objects, then dead letters, retrying failures.
 #[derive(Debug, Clone)]
 struct Flusher {
     writer: LogWriter,
+    dead_letters: DeadLetters,
     topic: String,
     metrics: Metrics,
-    health: Health,
+    retrying: Retrying,
 }
 
 impl Flusher {
+    fn report(&self, partition: i32, failing: Option<String>) {
+        let mut retrying = lock(&self.retrying);
+        match failing {
+            Some(reason) => {
+                retrying
+                    .entry(partition)
+                    .and_modify(|(_, why)| why.clone_from(&reason))
+                    .or_insert_with(|| (Instant::now(), reason));
+            }
+            None => {
+                retrying.remove(&partition);
+            }
+        }
+    }
+
     /// Makes `buffer` durable and returns the offset to store (the next one to consume).
-    /// Gives up only when `stop` fires.
+    /// Gives up only when `stop` fires; the buffer is gone either way.
     async fn flush(
         &self,
         partition: i32,
         buffer: PartitionBuffer,
         stop: &CancellationToken,
     ) -> Option<i64> {
+        let done = self.flush_inner(partition, &buffer, stop).await;
+        self.metrics
+            .buffered_events
+            .sub(buffer.records.len() as i64);
+        if done.is_some() {
+            self.report(partition, None);
+        }
+        done
+    }
+
+    async fn flush_inner(
+        &self,
+        partition: i32,
+        buffer: &PartitionBuffer,
+        stop: &CancellationToken,
+    ) -> Option<i64> {
+        let started = Instant::now();
+        if !buffer.records.is_empty() {
+            self.write_log(partition, buffer, stop).await?;
+        }
+        for letter in &buffer.dead_letters {
+            let report = |failing: Option<String>| self.report(partition, failing);
+            let delivery = self
+                .dead_letters
+                .deliver(letter, &report, stop)
+                .await
+                .ok()?;
+            self.metrics
+                .dead_lettered
+                .with_label_values(&[letter.reason])
+                .inc();
+            self.metrics
+                .dead_letter_deliveries
+                .with_label_values(&[delivery.as_str()])
+                .inc();
+        }
+        self.metrics
+            .flush_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Some(buffer.last_offset + 1)
+    }
+
+    async fn write_log(
+        &self,
+        partition: i32,
+        buffer: &PartitionBuffer,
+        stop: &CancellationToken,
+    ) -> Option<()> {
         let source = SourceRange {
             topic: self.topic.clone(),
             partition,
             first_offset: buffer.first_offset,
             last_offset: buffer.last_offset,
         };
-        let started = Instant::now();
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             let attempt = tokio::select! {
                 written = self.writer.write(&source, &buffer.records) => written,
@@ -95,50 +192,97 @@ impl Flusher {
                             .with_label_values(&[kind])
                             .inc_by(count);
                     }
-                    self.metrics
-                        .flush_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                    self.metrics
-                        .buffered_events
-                        .sub(buffer.records.len() as i64);
-                    self.health.set_ready(true);
-                    return Some(buffer.last_offset + 1);
+                    return Some(());
                 }
                 Err(error) => {
-                    self.health.set_ready(false);
                     self.metrics.write_retries.inc();
+                    self.report(
+                        partition,
+                        Some(format!("writing to the compliance log: {error}")),
+                    );
                     tracing::warn!(
                         partition, first_offset = source.first_offset,
                         last_offset = source.last_offset, %error,
                         "failed to write to the compliance log; retrying"
                     );
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = stop.cancelled() => return None,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff.wait(stop).await.ok()?;
                 }
             }
         }
     }
 
-    /// Flushes several partitions concurrently; returns the offsets to store for those that
-    /// became durable before `stop` fired.
-    async fn flush_all(
+    /// Finishes a partition being given up (revoke, shutdown): awaits its running flush, then
+    /// flushes what is buffered, until `deadline`. Returns the offset to store, if any.
+    async fn drain(
         &self,
-        buffers: BTreeMap<i32, PartitionBuffer>,
-        stop: &CancellationToken,
+        partition: i32,
+        inflight: Option<InFlight>,
+        buffer: Option<PartitionBuffer>,
+        deadline: &CancellationToken,
+    ) -> Option<i64> {
+        let mut durable = None;
+        if let Some(InFlight { stop, mut task }) = inflight {
+            let done = tokio::select! {
+                done = &mut task => done,
+                _ = deadline.cancelled() => {
+                    stop.cancel();
+                    task.await
+                }
+            };
+            match done {
+                Ok(Some(next)) => durable = Some(next),
+                // Not durable: nothing after it may be stored either.
+                Ok(None) | Err(_) => {
+                    if let Some(buffer) = buffer {
+                        self.metrics
+                            .buffered_events
+                            .sub(buffer.records.len() as i64);
+                    }
+                    return None;
+                }
+            }
+        }
+        if let Some(buffer) = buffer
+            && let Some(next) = self.flush(partition, buffer, deadline).await
+        {
+            durable = Some(next);
+        }
+        durable
+    }
+
+    /// Drains several partitions concurrently; returns the offsets to store.
+    async fn drain_all(
+        &self,
+        mut inflight: BTreeMap<i32, InFlight>,
+        mut buffers: BTreeMap<i32, PartitionBuffer>,
+        deadline: &CancellationToken,
     ) -> Vec<(i32, i64)> {
-        let flushes = buffers.into_iter().map(|(partition, buffer)| async move {
-            self.flush(partition, buffer, stop)
-                .await
-                .map(|next| (partition, next))
+        let partitions: HashSet<i32> = inflight.keys().chain(buffers.keys()).copied().collect();
+        let drains = partitions.into_iter().map(|partition| {
+            let flight = inflight.remove(&partition);
+            let buffer = buffers.remove(&partition);
+            async move {
+                self.drain(partition, flight, buffer, deadline)
+                    .await
+                    .map(|next| (partition, next))
+            }
         });
-        join_all(flushes).await.into_iter().flatten().collect()
+        join_all(drains).await.into_iter().flatten().collect()
     }
 }
 
-/// The consumer's context: rebalance handling and statistics.
+/// Cancels the returned token after `after`.
+fn deadline_in(after: Duration) -> (CancellationToken, JoinHandle<()>) {
+    let deadline = CancellationToken::new();
+    let timer = deadline.clone();
+    let guard = tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        timer.cancel();
+    });
+    (deadline, guard)
+}
+
+/// The consumer's context: rebalance handling.
 struct IngestContext {
     shared: Arc<Shared>,
     flusher: Flusher,
@@ -146,22 +290,7 @@ struct IngestContext {
     drain_deadline: Duration,
 }
 
-impl ClientContext for IngestContext {
-    fn stats(&self, statistics: Statistics) {
-        let assigned = lock(&self.shared.assigned).clone();
-        if let Some(topic) = statistics.topics.get(&self.flusher.topic) {
-            for (partition, stats) in &topic.partitions {
-                if assigned.contains(partition) && stats.consumer_lag >= 0 {
-                    self.flusher
-                        .metrics
-                        .consumer_lag
-                        .with_label_values(&[&partition.to_string()])
-                        .set(stats.consumer_lag);
-                }
-            }
-        }
-    }
-}
+impl ClientContext for IngestContext {}
 
 impl ConsumerContext for IngestContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -173,27 +302,34 @@ impl ConsumerContext for IngestContext {
             .iter()
             .map(|e| e.partition())
             .collect();
-        let taken: BTreeMap<i32, PartitionBuffer> = {
+        let (inflight, buffers) = {
             let mut assigned = lock(&self.shared.assigned);
             let mut buffers = lock(&self.shared.buffers);
-            partitions
-                .iter()
-                .filter_map(|p| {
-                    assigned.remove(p);
-                    buffers.remove(p).map(|b| (*p, b))
-                })
-                .collect()
+            let mut inflight = lock(&self.shared.inflight);
+            let mut taken_flights = BTreeMap::new();
+            let mut taken_buffers = BTreeMap::new();
+            for p in &partitions {
+                assigned.remove(p);
+                if let Some(f) = inflight.remove(p) {
+                    taken_flights.insert(*p, f);
+                }
+                if let Some(b) = buffers.remove(p) {
+                    taken_buffers.insert(*p, b);
+                }
+            }
+            (taken_flights, taken_buffers)
         };
-        for partition in &partitions {
-            let _ = self
-                .flusher
-                .metrics
-                .consumer_lag
-                .remove_label_values(&[&partition.to_string()]);
-        }
         if consumer.assignment_lost() {
-            let dropped: usize = taken.values().map(|b| b.records.len()).sum();
+            for flight in inflight.values() {
+                flight.stop.cancel();
+                flight.task.abort();
+            }
+            let dropped: usize = buffers.values().map(|b| b.records.len()).sum();
             self.flusher.metrics.buffered_events.sub(dropped as i64);
+            let mut retrying = lock(&self.flusher.retrying);
+            for p in &partitions {
+                retrying.remove(p);
+            }
             tracing::warn!(
                 ?partitions,
                 dropped,
@@ -201,26 +337,27 @@ impl ConsumerContext for IngestContext {
             );
             return;
         }
-        if taken.is_empty() {
+        if inflight.is_empty() && buffers.is_empty() {
             return;
         }
-        let deadline = CancellationToken::new();
         let flusher = self.flusher.clone();
         let drain_deadline = self.drain_deadline;
         // The callback runs inside `recv` on a runtime worker; `block_in_place` lets the other
         // workers drive the S3 requests while this one waits (needs the multi-thread runtime).
         let stored = tokio::task::block_in_place(|| {
             self.runtime.block_on(async {
-                let timer = deadline.clone();
-                let guard = tokio::spawn(async move {
-                    tokio::time::sleep(drain_deadline).await;
-                    timer.cancel();
-                });
-                let stored = flusher.flush_all(taken, &deadline).await;
+                let (deadline, guard) = deadline_in(drain_deadline);
+                let stored = flusher.drain_all(inflight, buffers, &deadline).await;
                 guard.abort();
                 stored
             })
         });
+        {
+            let mut retrying = lock(&self.flusher.retrying);
+            for p in &partitions {
+                retrying.remove(p);
+            }
+        }
         store_offsets(consumer, &self.flusher.topic, &stored);
         if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::warn!(%error, "commit on revoke failed; the next owner may replay (safely)");
@@ -239,7 +376,10 @@ impl ConsumerContext for IngestContext {
                 .iter()
                 .map(|e| e.partition())
                 .collect();
-            lock(&self.shared.assigned).extend(partitions.iter().copied());
+            let mut state = lock(&self.shared.assigned);
+            for p in &partitions {
+                state.entry(*p).or_default();
+            }
             tracing::info!(?partitions, "partitions assigned");
         }
     }
@@ -268,20 +408,31 @@ fn store_offsets<C: Consumer<X>, X: ConsumerContext>(
     }
 }
 
+/// The services a consumer loop needs, built by the caller.
+#[derive(Debug)]
+pub struct Parts {
+    pub writer: LogWriter,
+    pub dead_letters: DeadLetters,
+    pub metrics: Metrics,
+    pub health: Health,
+}
+
 /// Consumes until `shutdown` fires, then drains and commits within the drain deadline.
-pub async fn run(
-    config: &Config,
-    writer: LogWriter,
-    metrics: Metrics,
-    health: Health,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(config: &Config, parts: Parts, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let Parts {
+        writer,
+        dead_letters,
+        metrics,
+        health,
+    } = parts;
     let shared = Arc::new(Shared::default());
+    let retrying: Retrying = Arc::default();
     let flusher = Flusher {
         writer,
+        dead_letters,
         topic: config.events_topic.clone(),
         metrics: metrics.clone(),
-        health: health.clone(),
+        retrying: Arc::clone(&retrying),
     };
     let context = IngestContext {
         shared: Arc::clone(&shared),
@@ -298,59 +449,46 @@ pub async fn run(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", config.session_timeout_ms.to_string())
-        .set("statistics.interval.ms", "5000")
         .create_with_context(context)?;
     consumer.subscribe(&[&config.events_topic])?;
-    let dead_letters = DeadLetters::new(&config.kafka_brokers, &config.dead_letter_topic)?;
     health.set_ready(true);
     tracing::info!(topic = %config.events_topic, group = %config.group_id, "consuming");
 
     let limits = config.limits();
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let never = CancellationToken::new();
-    loop {
+    let mut stalled_before: HashSet<i32> = HashSet::new();
+    let mut last_housekeeping = Instant::now();
+    let outcome = loop {
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => break Ok(()),
             received = consumer.recv() => match received {
-                Ok(message) => {
-                    let accepted = accept(&message, &shared, &dead_letters, &limits, &metrics, &shutdown).await;
-                    if accepted.is_err() {
-                        break; // shutting down mid dead-letter: that offset stays unstored
-                    }
-                }
+                Ok(message) => accept(&message, &shared, &limits, &metrics),
                 Err(error) => tracing::warn!(%error, "kafka consumer error"),
             },
             _ = ticker.tick() => {}
         }
-        let due = {
-            let buffers = lock(&shared.buffers);
-            let bytes: usize = buffers.values().map(|b| b.bytes).sum();
-            bytes >= config.flush_max_bytes
-                || buffers
-                    .values()
-                    .any(|b| b.since.elapsed() >= config.flush_interval())
-        };
-        if due {
-            let taken = std::mem::take(&mut *lock(&shared.buffers));
-            // Normal flushes retry until they succeed: skipping would lose data.
-            let stored = flusher.flush_all(taken, &never).await;
-            store_offsets(&consumer, &config.events_topic, &stored);
+        // Housekeeping walks every partition: at most every few milliseconds, not per message.
+        if last_housekeeping.elapsed() < HOUSEKEEPING_EVERY {
+            continue;
         }
-    }
+        last_housekeeping = Instant::now();
+        if let Err(error) = collect_finished(&consumer, &shared, &config.events_topic).await {
+            break Err(error);
+        }
+        start_due_flushes(config, &shared, &flusher);
+        apply_backpressure(&consumer, &shared, config);
+        stalled_before = report_stalls(&retrying, config, &metrics, &health, &stalled_before);
+    };
 
-    // Shutdown: drain what is buffered within the deadline, commit, leave the group.
-    let taken = std::mem::take(&mut *lock(&shared.buffers));
-    let deadline = CancellationToken::new();
-    let timer = deadline.clone();
-    let drain = config.drain_deadline();
-    let guard = tokio::spawn(async move {
-        tokio::time::sleep(drain).await;
-        timer.cancel();
-    });
-    let pending = taken.len();
-    let stored = flusher.flush_all(taken, &deadline).await;
+    // Shutdown: finish running flushes and drain what is buffered within the deadline, commit,
+    // leave the group.
+    let inflight = std::mem::take(&mut *lock(&shared.inflight));
+    let buffers = std::mem::take(&mut *lock(&shared.buffers));
+    let pending = inflight.len().max(buffers.len());
+    let (deadline, guard) = deadline_in(config.drain_deadline());
+    let stored = flusher.drain_all(inflight, buffers, &deadline).await;
     guard.abort();
     store_offsets(&consumer, &config.events_topic, &stored);
     if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
@@ -372,40 +510,188 @@ pub async fn run(
     {
         tracing::warn!("the Kafka consumer did not close within the drain deadline; leaving it");
     }
+    outcome
+}
+
+/// Stores the offsets of flushes that finished. A flush task that panicked leaves a range that
+/// is not durable and cannot be skipped: stop, so that a restart replays it.
+async fn collect_finished<C: Consumer<X>, X: ConsumerContext>(
+    consumer: &C,
+    shared: &Shared,
+    topic: &str,
+) -> anyhow::Result<()> {
+    let finished: Vec<(i32, InFlight)> = {
+        let mut inflight = lock(&shared.inflight);
+        let done: Vec<i32> = inflight
+            .iter()
+            .filter(|(_, f)| f.task.is_finished())
+            .map(|(p, _)| *p)
+            .collect();
+        done.into_iter()
+            .filter_map(|p| inflight.remove(&p).map(|f| (p, f)))
+            .collect()
+    };
+    for (partition, flight) in finished {
+        match flight.task.await {
+            Ok(Some(next)) => store_offsets(consumer, topic, &[(partition, next)]),
+            Ok(None) => {}
+            Err(error) => {
+                anyhow::bail!(
+                    "the flush task of partition {partition} failed ({error}); stopping so that \
+                     a restart replays the partition from its last committed offset"
+                )
+            }
+        }
+    }
     Ok(())
 }
 
-/// Validates one message and buffers it, or dead-letters it. Either way its offset joins the
-/// partition's range, to be stored once everything before it is durable.
-async fn accept(
+/// Hands each due buffer whose partition has no flush running to a flush task of its own.
+fn start_due_flushes(config: &Config, shared: &Shared, flusher: &Flusher) {
+    let mut buffers = lock(&shared.buffers);
+    let mut inflight = lock(&shared.inflight);
+    let total: usize = buffers.values().map(|b| b.bytes).sum();
+    let due: Vec<i32> = buffers
+        .iter()
+        .filter(|(p, b)| {
+            !inflight.contains_key(p)
+                && (total >= config.flush_max_bytes
+                    || b.bytes >= config.flush_max_bytes
+                    || b.since.elapsed() >= config.flush_interval())
+        })
+        .map(|(p, _)| *p)
+        .collect();
+    for partition in due {
+        let Some(buffer) = buffers.remove(&partition) else {
+            continue;
+        };
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let flusher = flusher.clone();
+            let stop = stop.clone();
+            async move { flusher.flush(partition, buffer, &stop).await }
+        });
+        inflight.insert(partition, InFlight { stop, task });
+    }
+}
+
+/// Pauses a partition that has a full buffer waiting behind a running flush (its store or dead
+/// letters are failing), and resumes it once the flush is through. Polling goes on meanwhile,
+/// so the other partitions keep flowing and the consumer keeps its place in the group.
+fn apply_backpressure<C: Consumer<X>, X: ConsumerContext>(
+    consumer: &C,
+    shared: &Shared,
+    config: &Config,
+) {
+    let buffers = lock(&shared.buffers);
+    let inflight = lock(&shared.inflight);
+    let mut assigned = lock(&shared.assigned);
+    for (partition, state) in assigned.iter_mut() {
+        let full = inflight.contains_key(partition)
+            && buffers
+                .get(partition)
+                .is_some_and(|b| b.bytes >= config.flush_max_bytes);
+        if full == state.paused {
+            continue;
+        }
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&config.events_topic, *partition);
+        let done = if full {
+            consumer.pause(&list)
+        } else {
+            consumer.resume(&list)
+        };
+        match done {
+            Ok(()) => {
+                state.paused = full;
+                tracing::info!(
+                    partition,
+                    paused = full,
+                    "partition {}",
+                    if full {
+                        "paused behind its flush"
+                    } else {
+                        "resumed"
+                    }
+                );
+            }
+            Err(error) => tracing::warn!(partition, %error, "cannot pause or resume"),
+        }
+    }
+}
+
+/// Publishes which partitions cannot make progress, and readiness: not ready while any
+/// partition has failed to flush for longer than the stall threshold.
+fn report_stalls(
+    retrying: &Retrying,
+    config: &Config,
+    metrics: &Metrics,
+    health: &Health,
+    before: &HashSet<i32>,
+) -> HashSet<i32> {
+    let stalled: BTreeMap<i32, (Duration, String)> = lock(retrying)
+        .iter()
+        .filter(|(_, (since, _))| since.elapsed() >= config.stall_after())
+        .map(|(p, (since, why))| (*p, (since.elapsed(), why.clone())))
+        .collect();
+    for (partition, (for_how_long, why)) in &stalled {
+        if !before.contains(partition) {
+            tracing::error!(
+                partition, stalled_secs = for_how_long.as_secs(), reason = %why,
+                "partition cannot make progress; other partitions continue"
+            );
+        }
+        metrics
+            .partition_stalled
+            .with_label_values(&[&partition.to_string()])
+            .set(1);
+    }
+    for partition in before {
+        if !stalled.contains_key(partition) {
+            tracing::info!(partition, "partition making progress again");
+            metrics
+                .partition_stalled
+                .with_label_values(&[&partition.to_string()])
+                .set(0);
+        }
+    }
+    metrics.stalled_partitions.set(stalled.len() as i64);
+    health.set_ready(stalled.is_empty());
+    stalled.into_keys().collect()
+}
+
+/// Validates one message and buffers it, or keeps it as a dead letter. Either way its offset
+/// joins the partition's range, to be stored once everything before it is durable.
+fn accept(
     message: &BorrowedMessage<'_>,
     shared: &Shared,
-    dead_letters: &DeadLetters,
     limits: &event_model::Limits,
     metrics: &Metrics,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
+) {
     metrics.consumed.inc();
     let partition = message.partition();
     let offset = message.offset();
-    if !lock(&shared.assigned).contains(&partition) {
-        // A message fetched before its partition was revoked: the new owner consumes it.
-        return Ok(());
+    {
+        let mut assigned = lock(&shared.assigned);
+        let Some(state) = assigned.get_mut(&partition) else {
+            // A message fetched before its partition was revoked: the new owner consumes it.
+            return;
+        };
+        if state.next.is_some_and(|next| offset < next) {
+            // Fetched again after a pause: already buffered.
+            return;
+        }
+        state.next = Some(offset + 1);
     }
     let payload = message.payload().unwrap_or_default();
-    let record = match event_model::parse_event(payload, limits, Utc::now()) {
-        Ok((event, raw)) => Some(PendingRecord { offset, event, raw }),
+    let (record, letter) = match event_model::parse_event(payload, limits, Utc::now()) {
+        Ok((event, raw)) => (Some(PendingRecord { offset, event, raw }), None),
         Err(rejection) => {
             tracing::info!(
                 partition, offset, reason = rejection.reason.as_str(), detail = %rejection.detail,
                 "dead-lettering a message"
             );
-            dead_letters.send(message, &rejection, shutdown).await?;
-            metrics
-                .dead_lettered
-                .with_label_values(&[rejection.reason.as_str()])
-                .inc();
-            None
+            (None, Some(DeadLetter::new(message, &rejection)))
         }
     };
     let mut buffers = lock(&shared.buffers);
@@ -413,6 +699,7 @@ async fn accept(
         first_offset: offset,
         last_offset: offset,
         records: Vec::new(),
+        dead_letters: Vec::new(),
         bytes: 0,
         since: Instant::now(),
     });
@@ -422,7 +709,9 @@ async fn accept(
         buffer.records.push(record);
         metrics.buffered_events.inc();
     }
-    Ok(())
+    if let Some(letter) = letter {
+        buffer.dead_letters.push(letter);
+    }
 }
 
 /// Where a group's committed offsets stand, for tests and tools: `Offset::Invalid` when none.

@@ -7,13 +7,16 @@
 mod config;
 pub mod consumer;
 pub mod dead_letter;
+pub mod lag;
 mod metrics;
+mod retry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
 use compliance_log::LogWriter;
+use dead_letter::DeadLetters;
 use telemetry::{CancellationToken, Health, OpsServer};
 
 pub use config::Config;
@@ -43,10 +46,34 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         ops_shutdown.clone(),
     )
     .await?;
-    let store = Arc::new(storage::S3Store::connect(&config.s3).await);
-    let writer = LogWriter::new(store);
+    let store: Arc<dyn storage::ObjectStore> =
+        Arc::new(storage::S3Store::connect(&config.s3).await);
+    let dead_letters = DeadLetters::new(
+        &config.kafka_brokers,
+        &config.dead_letter_topic,
+        Arc::clone(&store),
+        &config.s3.bucket,
+        config.dead_letter_topic_wait(),
+    )
+    .context("creating the dead-letter producer")?;
+    let lag = lag::LagReader::new(
+        &config.kafka_brokers,
+        &config.group_id,
+        &config.events_topic,
+    )
+    .context("creating the lag reader")?;
+    let lag_stop = CancellationToken::new();
+    let lag_task = lag::spawn_monitor(lag, metrics.clone(), lag_stop.clone());
+    let parts = consumer::Parts {
+        writer: LogWriter::new(store),
+        dead_letters,
+        metrics,
+        health: health.clone(),
+    };
     let task = tokio::spawn(async move {
-        let result = consumer::run(&config, writer, metrics, health.clone(), shutdown).await;
+        let result = consumer::run(&config, parts, shutdown).await;
+        lag_stop.cancel();
+        let _ = lag_task.await;
         health.set_ready(false);
         ops_shutdown.cancel();
         ops.task.await.context("joining the ops endpoint")?;

@@ -16,6 +16,10 @@ pub struct Metrics {
     pub write_retries: IntCounter,
     pub consumer_lag: IntGaugeVec,
     pub buffered_events: IntGauge,
+    pub dead_letter_deliveries: IntCounterVec,
+    pub partition_stalled: IntGaugeVec,
+    pub stalled_partitions: IntGauge,
+    pub lag_checks_failed: IntCounter,
 }
 
 impl Metrics {
@@ -61,13 +65,35 @@ impl Metrics {
             consumer_lag: IntGaugeVec::new(
                 Opts::new(
                     "cce_ingest_consumer_lag",
-                    "Messages behind the high watermark",
+                    "Messages between the group's committed offset and the broker's high watermark, per partition of the events topic (read from the broker every 5 s, whoever owns the partition)",
                 ),
                 &["partition"],
             )?,
             buffered_events: IntGauge::new(
                 "cce_ingest_buffered_events",
                 "Events consumed and not yet durable in the log",
+            )?,
+            dead_letter_deliveries: IntCounterVec::new(
+                Opts::new(
+                    "cce_ingest_dead_letter_deliveries_total",
+                    "Dead letters delivered, by how: topic (whole message), pointer (bytes on the object store, pointer on the topic), store_only (the topic could not take even a pointer)",
+                ),
+                &["delivery"],
+            )?,
+            partition_stalled: IntGaugeVec::new(
+                Opts::new(
+                    "cce_ingest_partition_stalled",
+                    "1 while a partition's flush has been failing for longer than the stall threshold",
+                ),
+                &["partition"],
+            )?,
+            stalled_partitions: IntGauge::new(
+                "cce_ingest_stalled_partitions",
+                "Partitions that cannot make progress (their flush failing past the stall threshold)",
+            )?,
+            lag_checks_failed: IntCounter::new(
+                "cce_ingest_lag_checks_failed_total",
+                "Reads of the broker's watermarks and the group's committed offsets that failed",
             )?,
         };
         registry.register(Box::new(metrics.consumed.clone()))?;
@@ -79,9 +105,18 @@ impl Metrics {
         registry.register(Box::new(metrics.write_retries.clone()))?;
         registry.register(Box::new(metrics.consumer_lag.clone()))?;
         registry.register(Box::new(metrics.buffered_events.clone()))?;
+        registry.register(Box::new(metrics.dead_letter_deliveries.clone()))?;
+        registry.register(Box::new(metrics.partition_stalled.clone()))?;
+        registry.register(Box::new(metrics.stalled_partitions.clone()))?;
+        registry.register(Box::new(metrics.lag_checks_failed.clone()))?;
         // Every reason shows from the start, at zero, so alerts need no "absent" special case.
         for reason in RejectReason::ALL {
             metrics.dead_lettered.with_label_values(&[reason.as_str()]);
+        }
+        for delivery in crate::dead_letter::Delivery::ALL {
+            metrics
+                .dead_letter_deliveries
+                .with_label_values(&[delivery.as_str()]);
         }
         Ok(metrics)
     }
