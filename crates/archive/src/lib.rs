@@ -9,6 +9,7 @@
 //! - [`names`]: safe, unique folder names.
 //! - [`verify`]: reading an archive back and checking it against its manifest.
 
+mod items;
 pub mod manifest;
 pub mod multipart;
 pub mod names;
