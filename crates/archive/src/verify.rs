@@ -187,6 +187,8 @@ pub fn read_entries(bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, ArchiveError
 pub struct Report {
     pub files_checked: usize,
     pub bytes_checked: u64,
+    /// Day files recounted and reconciled with the manifest's counts.
+    pub day_files_counted: usize,
     pub problems: Vec<String>,
 }
 
@@ -214,6 +216,7 @@ pub fn verify<R: Read + Seek>(reader: &mut R) -> Result<Report, ArchiveError> {
     let mut report = Report {
         files_checked: 0,
         bytes_checked: 0,
+        day_files_counted: 0,
         problems: Vec::new(),
     };
     let mut reconciler = Reconciler::new(&manifest);
@@ -228,6 +231,7 @@ pub fn verify<R: Read + Seek>(reader: &mut R) -> Result<Report, ArchiveError> {
         });
         if read.is_ok() && day_file {
             reconciler.add(path, &content, &mut report.problems);
+            report.day_files_counted += 1;
         }
         match read {
             Err(error) => report.problems.push(error.to_string()),

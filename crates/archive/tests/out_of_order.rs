@@ -9,7 +9,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
-use support::{ev, export};
+use support::{ev, export, export_bytes};
 
 fn create(id: &str, at: &str, text: &str) -> Value {
     ev(
@@ -263,4 +263,62 @@ async fn a_note_edited_before_its_creation_shows_the_edit() {
     assert_eq!(second["changed_before_creation_on"], json!(["2026-02-01"]));
     assert_eq!(second["deleted"]["at"], "2026-02-02T00:02:00Z");
     assert!(second["deleted"].get("out_of_order").is_none());
+}
+
+/// The reported archive, made again by hand: the day file shows `deleted: null` while the
+/// manifest counts the deletion, and the manifest's size and hash of that file are updated so
+/// that only the counts can tell. `verify` must fail, naming the file and both counts.
+#[tokio::test]
+async fn verify_fails_when_a_day_file_does_not_hold_what_the_manifest_counts() {
+    use sha2::Digest;
+    let bytes = export_bytes(
+        &[
+            delete("e1", "2026-02-01T10:00:00Z"),
+            create("e2", "2026-02-01T10:05:00Z", "hello"),
+        ],
+        "",
+    )
+    .await;
+    let day_path = format!("{}/2026-02-01.json", support::FOLDER);
+    let mut entries = archive::verify::read_entries(&bytes).unwrap();
+    let mut day: Option<Vec<u8>> = None;
+    for (name, body) in &mut entries {
+        if name.ends_with(&day_path) {
+            let mut file: Value = serde_json::from_slice(body).unwrap();
+            file["items"][0]["deleted"] = Value::Null;
+            *body = serde_json::to_vec_pretty(&file).unwrap();
+            day = Some(body.clone());
+        }
+    }
+    let day = day.unwrap();
+    for (name, body) in &mut entries {
+        if name.ends_with("/manifest.json") {
+            let mut manifest: Value = serde_json::from_slice(body).unwrap();
+            for file in manifest["files"].as_array_mut().unwrap() {
+                if file["path"] == day_path.as_str() {
+                    file["size"] = json!(day.len());
+                    file["sha256"] = json!(hex::encode(sha2::Sha256::digest(&day)));
+                }
+            }
+            *body = serde_json::to_vec_pretty(&manifest).unwrap();
+        }
+    }
+    let mut zip = archive::ZipWriter::new(Vec::new(), 6, 1);
+    for (name, body) in entries {
+        zip.add(name, body.into()).await.unwrap();
+    }
+    let (doctored, _, _) = zip.finish().await.unwrap();
+
+    let report = archive::verify::verify(&mut std::io::Cursor::new(&doctored)).unwrap();
+    assert_eq!(
+        report.problems,
+        [format!(
+            "{day_path}: manifest.json counts events 2, posts 1, edits 0, deletes 1, notes 0, \
+             files_shared 0 but the file holds events 1, posts 1, edits 0, deletes 0, notes 0, \
+             files_shared 0"
+        )]
+    );
+    // users.json, teams.json and the day file all match their sizes and hashes.
+    assert_eq!(report.files_checked, 3);
+    assert_eq!(report.day_files_counted, 1);
 }

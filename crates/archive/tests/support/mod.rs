@@ -70,12 +70,18 @@ pub fn request(tz: &str) -> ExportRequest {
     }
 }
 
-/// The archive's day files of the team by date, and its manifest; fails unless it verifies.
-pub async fn export(events: &[Value], tz: &str) -> (BTreeMap<String, Value>, Value) {
+/// The archive of `events` for the range, as bytes.
+pub async fn export_bytes(events: &[Value], tz: &str) -> Vec<u8> {
     let reader = log_of(events).await;
     let (bytes, _, _) = export_to_sink(&request(tz), &reader, Vec::new(), |_| {})
         .await
         .unwrap();
+    bytes
+}
+
+/// The archive's day files of the team by date, and its manifest; fails unless it verifies.
+pub async fn export(events: &[Value], tz: &str) -> (BTreeMap<String, Value>, Value) {
+    let bytes = export_bytes(events, tz).await;
     let report = archive::verify::verify(&mut std::io::Cursor::new(&bytes)).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     let mut days = BTreeMap::new();
