@@ -272,7 +272,7 @@ impl<'a, S: Sink> Renderer<'a, S> {
             _ => None,
         };
         let person = |id: &str| self.person(id);
-        let (kind, id, change, count): (ItemKind, &str, Change, fn(&mut Counts)) = match &record
+        let (kind, id, mut change, count): (ItemKind, &str, Change, fn(&mut Counts)) = match &record
             .event
             .body
         {
@@ -378,7 +378,6 @@ impl<'a, S: Sink> Renderer<'a, S> {
             ),
             _ => return Ok(()),
         };
-        let mut change = change;
         if let Change::Create(created) = &mut change
             && kind != ItemKind::File
         {
