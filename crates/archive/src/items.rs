@@ -85,7 +85,12 @@ impl DayFile {
             self.create(key, created);
             return;
         }
-        let index = match self.by_key.get(&key) {
+        // A second deletion of an item (a producer's mistake) starts an item of its own, like a
+        // second creation, so neither deletion is lost.
+        let deleted_again = |index: &usize| {
+            matches!(change, Change::Delete(_)) && self.items[*index]["deleted"].is_object()
+        };
+        let index = match self.by_key.get(&key).filter(|i| !deleted_again(i)) {
             Some(&index) => index,
             None => {
                 self.by_key.insert(key, self.items.len());
@@ -283,6 +288,18 @@ mod tests {
             }
             assert_eq!(file.items, vec![want], "{name}");
         }
+    }
+
+    #[test]
+    fn a_second_deletion_is_an_item_of_its_own() {
+        let mut file = DayFile::default();
+        file.apply(ItemKind::Post, "p", post("p", "10", "a"));
+        file.apply(ItemKind::Post, "p", delete("11"));
+        file.apply(ItemKind::Post, "p", delete("12"));
+        assert_eq!(file.items.len(), 2);
+        assert_eq!(file.items[0]["deleted"]["at"], "11");
+        assert_eq!(file.items[1]["deleted"]["at"], "12");
+        assert_eq!(file.items[1]["created_elsewhere"], true);
     }
 
     #[test]
