@@ -5,9 +5,10 @@
 //! directory, one count per conversation, recent post texts (for "text before" on edits and
 //! deletes; older texts move to disk, `texts.rs`), and recent keys of items that a day file held
 //! without their creation (so a creation read later can name those days; older keys move to
-//! disk the same way). How each event changes its item, in or out of order: `items.rs`. Everything else the end of the archive needs
-//! — the manifest's per-day and per-file lines, the ZIP central directory — is spilled to
-//! temporary files as it is made, so memory does not grow with the range or the number of files.
+//! disk the same way). Everything else the end of the archive needs — the manifest's per-day
+//! and per-file lines, the ZIP central directory — is spilled to temporary files as it is made,
+//! so memory does not grow with the range or the number of files. How each event changes its
+//! item, in or out of order: `items.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
