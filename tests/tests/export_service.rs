@@ -149,7 +149,7 @@ fn archived_post_ids(bytes: &[u8]) -> BTreeSet<String> {
         }
         let day: serde_json::Value = serde_json::from_slice(&content).unwrap();
         for item in day["items"].as_array().unwrap() {
-            if item["kind"] == "post" && item.get("created_before_range").is_none() {
+            if item["kind"] == "post" && item.get("created_elsewhere").is_none() {
                 ids.insert(item["id"].as_str().unwrap().to_owned());
             }
         }

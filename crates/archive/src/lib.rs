@@ -7,11 +7,14 @@
 //! - [`spill`]: temporary files for what the end of an archive needs, so memory stays flat.
 //! - [`multipart`]: the S3 multipart sink with growing part sizes.
 //! - [`names`]: safe, unique folder names.
-//! - [`verify`]: reading an archive back and checking it against its manifest.
+//! - [`verify`]: reading an archive back and checking it against its manifest, whose counts
+//!   `reconcile` recounts from the day files.
 
+mod items;
 pub mod manifest;
 pub mod multipart;
 pub mod names;
+mod reconcile;
 pub mod render;
 pub mod spill;
 mod texts;

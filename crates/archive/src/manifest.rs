@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 pub const EXPORT_FORMAT: &str = "cce-export-json";
 /// 2: per-day counts moved from each conversation to the flat `days` list, so the manifest can
 /// be written while the archive streams; conversations carry their totals.
-pub const EXPORT_FORMAT_VERSION: u32 = 2;
+/// 3: events out of order (a change timed before its item's creation) are kept and flagged;
+/// `created_before_range` became `created_elsewhere`; notes carry `edit_count`
+/// (`docs/export-format.md`, "Events out of order").
+pub const EXPORT_FORMAT_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {

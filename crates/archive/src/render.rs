@@ -2,12 +2,15 @@
 //!
 //! One pass, in log order (time, then id), one local day at a time: a day's files are written
 //! when the next day starts. Memory holds one day of the company's items, the company's
-//! directory, one count per conversation, and recent post texts (for "text before" on edits and
-//! deletes; older texts move to disk, `texts.rs`). Everything else the end of the archive needs
-//! — the manifest's per-day and per-file lines, the ZIP central directory — is spilled to
-//! temporary files as it is made, so memory does not grow with the range or the number of files.
+//! directory, one count per conversation, recent post texts (for "text before" on edits and
+//! deletes; older texts move to disk, `texts.rs`), and recent keys of items that a day file held
+//! without their creation (so a creation read later can name those days; older keys move to
+//! disk the same way). Everything else the end of the archive needs — the manifest's per-day
+//! and per-file lines, the ZIP central directory — is spilled to temporary files as it is made,
+//! so memory does not grow with the range or the number of files. How each event changes its
+//! item, in or out of order: `items.rs`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use chrono::{NaiveDate, Utc};
@@ -17,6 +20,7 @@ use event_model::directory::{ConversationState, Directory};
 use event_model::{ConversationKind, EventBody};
 use serde_json::{Value, json};
 
+use crate::items::{Change, DayFile, ItemKind, item_key};
 use crate::manifest::{
     ConversationCounts, Counts, DayCounts, EXPORT_FORMAT, EXPORT_FORMAT_VERSION, ExportSummary,
     FileRecord, LogPosition, ManifestHead, RequestRecord,
@@ -31,18 +35,8 @@ use crate::{ArchiveError, ExportRequest, Progress};
 pub const MAX_ITEMS_PER_FILE: usize = 10_000;
 /// Bytes of post texts held in memory per generation before older ones move to disk.
 const TEXT_MEMORY_BUDGET: usize = 4 << 20;
-
-/// One item of a day file, as it stood at the end of that day.
-#[derive(Debug)]
-struct Item {
-    value: Value,
-}
-
-#[derive(Debug, Default)]
-struct DayFile {
-    items: Vec<Item>,
-    by_id: HashMap<String, usize>,
-}
+/// Bytes of placeholder keys held in memory per generation before older ones move to disk.
+const UNBORN_MEMORY_BUDGET: usize = 1 << 20;
 
 pub(crate) struct Renderer<'a, S: Sink> {
     request: &'a ExportRequest,
@@ -53,6 +47,10 @@ pub(crate) struct Renderer<'a, S: Sink> {
     day: Option<NaiveDate>,
     open: BTreeMap<String, DayFile>,
     texts: PostTexts,
+    /// Items with a change in a flushed day file whose creation that file did not hold, keyed
+    /// by [`unborn_key`], with the dates of those files (comma-separated): when a creation
+    /// comes later, its item names those dates (`changed_before_creation_on`).
+    unborn: PostTexts,
     /// The open day's counts, per conversation.
     day_counts: BTreeMap<String, Counts>,
     /// Per conversation, over the whole archive.
@@ -113,6 +111,7 @@ impl<'a, S: Sink> Renderer<'a, S> {
             day: None,
             open: BTreeMap::new(),
             texts: PostTexts::new(TEXT_MEMORY_BUDGET),
+            unborn: PostTexts::new(UNBORN_MEMORY_BUDGET),
             day_counts: BTreeMap::new(),
             conversation_counts: BTreeMap::new(),
             seen_conversations: BTreeSet::new(),
@@ -274,118 +273,92 @@ impl<'a, S: Sink> Renderer<'a, S> {
             _ => None,
         };
         let person = |id: &str| self.person(id);
-        type Update = Box<dyn FnOnce(Option<&mut Value>) -> Value>;
-        let (item_id, update, count): (String, Update, fn(&mut Counts)) = match &record.event.body {
+        let (kind, id, mut change, count): (ItemKind, &str, Change, fn(&mut Counts)) = match &record
+            .event
+            .body
+        {
             EventBody::PostCreated {
                 post_id,
                 author_id,
                 text,
                 parent_post_id,
                 ..
-            } => {
-                let value = json!({"kind": "post", "id": post_id, "author": person(author_id), "created_at": at,
-                    "parent_post_id": parent_post_id, "text": text, "edits": [], "deleted": null});
-                (format!("post:{post_id}"), Box::new(move |_| value), |c| {
-                    c.posts += 1
-                })
-            }
+            } => (
+                ItemKind::Post,
+                post_id,
+                Change::Create(json!({"kind": "post", "id": post_id,
+                        "author": person(author_id), "created_at": at,
+                        "parent_post_id": parent_post_id, "text": text, "edits": [],
+                        "deleted": null})),
+                |c| c.posts += 1,
+            ),
             EventBody::PostEdited {
                 post_id,
                 editor_id,
                 text,
                 ..
-            } => {
-                let edit = json!({"at": at, "editor": person(editor_id), "text_before": before, "text": text});
-                let (post_id, text) = (post_id.clone(), text.clone());
-                (
-                    format!("post:{post_id}"),
-                    Box::new(move |existing: Option<&mut Value>| {
-                        let mut item = existing
-                            .map(|v| v.take())
-                            .unwrap_or_else(|| earlier_item("post", &post_id));
-                        item["text"] = json!(text);
-                        if let Some(edits) = item["edits"].as_array_mut() {
-                            edits.push(edit);
-                        }
-                        item
-                    }),
-                    |c| c.edits += 1,
-                )
-            }
+            } => (
+                ItemKind::Post,
+                post_id,
+                Change::PostEdit {
+                    edit: json!({"at": at, "editor": person(editor_id),
+                            "text_before": before, "text": text}),
+                    text: text.clone(),
+                },
+                |c| c.edits += 1,
+            ),
             EventBody::PostDeleted {
                 post_id,
                 deleted_by,
                 ..
-            } => {
-                let deleted = json!({"at": at, "by": person(deleted_by), "text_before": before});
-                let post_id = post_id.clone();
-                (
-                    format!("post:{post_id}"),
-                    Box::new(move |existing: Option<&mut Value>| {
-                        let mut item = existing
-                            .map(|v| v.take())
-                            .unwrap_or_else(|| earlier_item("post", &post_id));
-                        item["deleted"] = deleted;
-                        item
-                    }),
-                    |c| c.deletes += 1,
-                )
-            }
+            } => (
+                ItemKind::Post,
+                post_id,
+                Change::Delete(json!({"at": at, "by": person(deleted_by), "text_before": before})),
+                |c| c.deletes += 1,
+            ),
             EventBody::NoteCreated {
                 note_id,
                 author_id,
                 title,
                 text,
                 ..
-            } => {
-                let value = json!({"kind": "note", "id": note_id, "author": person(author_id), "created_at": at,
-                    "title": title, "text": text, "deleted": null});
-                (format!("note:{note_id}"), Box::new(move |_| value), |c| {
-                    c.notes += 1
-                })
-            }
+            } => (
+                ItemKind::Note,
+                note_id,
+                Change::Create(json!({"kind": "note", "id": note_id,
+                        "author": person(author_id), "created_at": at, "title": title,
+                        "text": text, "last_edited_at": null, "edit_count": 0,
+                        "deleted": null})),
+                |c| c.notes += 1,
+            ),
+            // Notes are exported in their final state without an edit log (the seed's
+            // rule); `edit_count` says how many edits the day had.
             EventBody::NoteEdited {
                 note_id,
                 title,
                 text,
                 ..
-            } => {
-                // Notes are exported in their final state without an edit log (the seed's rule).
-                let (note_id, title, text, at) =
-                    (note_id.clone(), title.clone(), text.clone(), at.clone());
-                (
-                    format!("note:{note_id}"),
-                    Box::new(move |existing: Option<&mut Value>| {
-                        let mut item = existing
-                            .map(|v| v.take())
-                            .unwrap_or_else(|| earlier_item("note", &note_id));
-                        item["title"] = json!(title);
-                        item["text"] = json!(text);
-                        item["last_edited_at"] = json!(at);
-                        item
-                    }),
-                    |c| c.notes += 1,
-                )
-            }
+            } => (
+                ItemKind::Note,
+                note_id,
+                Change::NoteEdit {
+                    title: title.clone(),
+                    text: text.clone(),
+                    at,
+                },
+                |c| c.notes += 1,
+            ),
             EventBody::NoteDeleted {
                 note_id,
                 deleted_by,
                 ..
-            } => {
-                let deleted = json!({"at": at, "by": person(deleted_by)});
-                let note_id = note_id.clone();
-                (
-                    format!("note:{note_id}"),
-                    Box::new(move |existing: Option<&mut Value>| {
-                        let mut item = existing
-                            .map(|v| v.take())
-                            .unwrap_or_else(|| earlier_item("note", &note_id));
-                        item["deleted"] = deleted;
-                        item
-                    }),
-                    |c| c.notes += 1,
-                )
-            }
+            } => (
+                ItemKind::Note,
+                note_id,
+                Change::Delete(json!({"at": at, "by": person(deleted_by)})),
+                |c| c.notes += 1,
+            ),
             EventBody::FileShared {
                 file_id,
                 author_id,
@@ -395,32 +368,34 @@ impl<'a, S: Sink> Renderer<'a, S> {
                 sha256,
                 post_id,
                 ..
-            } => {
-                let value = json!({"kind": "file", "id": file_id, "author": person(author_id), "shared_at": at,
-                    "name": name, "size": size, "content_type": content_type, "sha256": sha256,
-                    "post_id": post_id, "content_included": false});
-                (format!("file:{file_id}"), Box::new(move |_| value), |c| {
-                    c.files_shared += 1
-                })
-            }
+            } => (
+                ItemKind::File,
+                file_id,
+                Change::Create(json!({"kind": "file", "id": file_id,
+                        "author": person(author_id), "shared_at": at, "name": name,
+                        "size": size, "content_type": content_type, "sha256": sha256,
+                        "post_id": post_id, "content_included": false})),
+                |c| c.files_shared += 1,
+            ),
             _ => return Ok(()),
         };
+        if let Change::Create(created) = &mut change
+            && kind != ItemKind::File
+        {
+            // Changes of this item on earlier days, timed before this creation (clocks that
+            // disagree): those days' files hold them on placeholders.
+            let key = unborn_key(&conversation_id, &item_key(kind, id));
+            if let Some(dates) = self.unborn.take(&key)? {
+                created["changed_before_creation_on"] = json!(dates.split(',').collect::<Vec<_>>());
+            }
+        }
         let counts = self.day_counts.entry(conversation_id.clone()).or_default();
         counts.events += 1;
         count(counts);
-        let file = self.open.entry(conversation_id).or_default();
-        match file.by_id.get(&item_id) {
-            Some(&index) => {
-                let value = update(Some(&mut file.items[index].value));
-                file.items[index].value = value;
-            }
-            None => {
-                file.by_id.insert(item_id, file.items.len());
-                file.items.push(Item {
-                    value: update(None),
-                });
-            }
-        }
+        self.open
+            .entry(conversation_id)
+            .or_default()
+            .apply(kind, id, change);
         Ok(())
     }
 
@@ -459,7 +434,17 @@ impl<'a, S: Sink> Renderer<'a, S> {
                 .conversations
                 .get(&conversation_id)
                 .and_then(|c| c.name.clone());
-            let chunks: Vec<&[Item]> = file.items.chunks(MAX_ITEMS_PER_FILE).collect();
+            // Remember the items this file holds without their creation, in case it comes on a
+            // later day (clocks that disagree).
+            let mut keys: Vec<&str> = file.placeholders().collect();
+            keys.sort_unstable();
+            for key in keys {
+                let key = unborn_key(&conversation_id, key);
+                if let Some(dates) = self.unborn.replace(&key, date.clone()).await? {
+                    self.unborn.replace(&key, format!("{dates},{date}")).await?;
+                }
+            }
+            let chunks: Vec<&[Value]> = file.items.chunks(MAX_ITEMS_PER_FILE).collect();
             for (part, chunk) in chunks.iter().enumerate() {
                 let file_name = if part == 0 {
                     format!("{date}.json")
@@ -473,7 +458,7 @@ impl<'a, S: Sink> Renderer<'a, S> {
                         name: name.as_deref(),
                     },
                     date: &date,
-                    items: chunk.iter().map(|i| &i.value).collect(),
+                    items: chunk.iter().collect(),
                     part: part + 1,
                     parts: chunks.len(),
                     time_zone: self.tz.name(),
@@ -613,11 +598,9 @@ struct ConversationOut<'a> {
     name: Option<&'a str>,
 }
 
-/// An item first seen through a later change: it was created before the range (or before the
-/// filters let it in), so its creation is not in this archive.
-fn earlier_item(kind: &str, id: &str) -> Value {
-    json!({"kind": kind, "id": id, "created_before_range": true, "author": null, "created_at": null,
-           "text": null, "edits": [], "deleted": null})
+/// The key of an item in [`Renderer::unborn`]; ids never hold control characters.
+fn unborn_key(conversation_id: &str, item_key: &str) -> String {
+    format!("{conversation_id}\u{1f}{item_key}")
 }
 
 fn kind_name(kind: ConversationKind) -> &'static str {

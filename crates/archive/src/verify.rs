@@ -1,5 +1,6 @@
 //! Reading an archive back and checking it against its `manifest.json`: every listed file
-//! present with its size and SHA-256, nothing unlisted, every CRC right.
+//! present with its size and SHA-256, nothing unlisted, every CRC right, and the manifest's
+//! counts borne out by the day files' content (`reconcile.rs`).
 //!
 //! The reader handles what [`crate::zip`] writes (deflated or stored entries, sizes in the
 //! central directory, ZIP64 where present); it reads entry by entry from a file, so verifying
@@ -13,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::ArchiveError;
 use crate::manifest::Manifest;
+use crate::reconcile::{Reconciler, is_day_file};
 
 /// One central-directory entry.
 #[derive(Debug, Clone)]
@@ -185,10 +187,13 @@ pub fn read_entries(bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, ArchiveError
 pub struct Report {
     pub files_checked: usize,
     pub bytes_checked: u64,
+    /// Day files recounted and reconciled with the manifest's counts.
+    pub day_files_counted: usize,
     pub problems: Vec<String>,
 }
 
-/// Checks an archive against the `manifest.json` inside it.
+/// Checks an archive against the `manifest.json` inside it: files, sizes, hashes, CRCs, and
+/// that each day file holds the events the manifest counts for it.
 pub fn verify<R: Read + Seek>(reader: &mut R) -> Result<Report, ArchiveError> {
     let all = entries(reader)?;
     let manifest_entry = all
@@ -211,10 +216,24 @@ pub fn verify<R: Read + Seek>(reader: &mut R) -> Result<Report, ArchiveError> {
     let mut report = Report {
         files_checked: 0,
         bytes_checked: 0,
+        day_files_counted: 0,
         problems: Vec::new(),
     };
+    let mut reconciler = Reconciler::new(&manifest);
     for entry in all.iter().filter(|e| e.name != manifest_entry.name) {
-        match read_entry(reader, entry, |_| {}) {
+        let path = entry.name.strip_prefix(root).unwrap_or(&entry.name);
+        let day_file = is_day_file(path);
+        let mut content = Vec::new();
+        let read = read_entry(reader, entry, |b| {
+            if day_file {
+                content.extend_from_slice(b);
+            }
+        });
+        if read.is_ok() && day_file {
+            reconciler.add(path, &content, &mut report.problems);
+            report.day_files_counted += 1;
+        }
+        match read {
             Err(error) => report.problems.push(error.to_string()),
             Ok((size, sha)) => match listed.remove(&entry.name) {
                 None => report
@@ -238,5 +257,6 @@ pub fn verify<R: Read + Seek>(reader: &mut R) -> Result<Report, ArchiveError> {
             .problems
             .push(format!("{missing}: listed in the manifest but missing"));
     }
+    reconciler.finish(&manifest, &mut report.problems);
     Ok(report)
 }

@@ -257,7 +257,7 @@ async fn layout_scope_history_notes_and_files() {
     let day2 = items(&files["Team_Chats/Trading_Desk__team1/2026-02-02.json"]);
     let old = day2.iter().find(|i| i["id"] == "old").unwrap();
     assert_eq!(
-        old["created_before_range"], true,
+        old["created_elsewhere"], true,
         "an edit of a post created before the range"
     );
     assert_eq!(old["edits"][0]["text"], "old text, edited");
@@ -286,7 +286,7 @@ async fn layout_scope_history_notes_and_files() {
     assert_eq!(manifest["files"].as_array().unwrap().len(), files.len() - 1);
     assert_eq!(manifest["totals"]["edits"], 2);
     assert_eq!(manifest["totals"]["deletes"], 1);
-    assert_eq!(manifest["format_version"], 2);
+    assert_eq!(manifest["format_version"], 3);
     // `days` has one line per day file, in date order, and adds up to each conversation's
     // counts, which add up to the totals.
     let days = manifest["days"].as_array().unwrap();

@@ -213,10 +213,12 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
             eprintln!(
-                "[verify] {}: OK, {} files ({} bytes) match manifest.json",
+                "[verify] {}: OK, {} files ({} bytes) match manifest.json, whose counts {} day \
+                 files bear out",
                 path.display(),
                 report.files_checked,
-                report.bytes_checked
+                report.bytes_checked,
+                report.day_files_counted
             );
         }
     }
