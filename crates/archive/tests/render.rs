@@ -2,14 +2,13 @@
 //! files, time zones, equal timestamps at day and range boundaries, filters, determinism.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+mod support;
+
+use std::collections::BTreeMap;
 
 use archive::{ExportRequest, export_to_sink};
-use compliance_log::{LogReader, LogWriter, PendingRecord, SourceRange};
-use event_model::{Limits, parse_event};
+use compliance_log::LogReader;
 use serde_json::{Value, json};
-use storage::MemoryStore;
 
 const ACME_GLOBEX_DM: &str = r#"{"id": "dm1", "kind": "direct", "owner_company_id": "globex", "member_company_ids": ["acme", "globex"]}"#;
 const ACME_TEAM: &str = r#"{"id": "team1", "kind": "team", "owner_company_id": "acme"}"#;
@@ -155,44 +154,10 @@ fn history() -> Vec<Value> {
 }
 
 async fn log() -> LogReader {
-    let store = Arc::new(MemoryStore::new());
-    let now = "2026-12-01T00:00:00Z".parse().unwrap();
-    let records: Vec<PendingRecord> = history()
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let (event, raw) =
-                parse_event(&serde_json::to_vec(&v).unwrap(), &Limits::default(), now).unwrap();
-            PendingRecord {
-                offset: i as i64,
-                event,
-                raw,
-            }
-        })
-        .collect();
-    let source = SourceRange {
-        topic: "t".into(),
-        partition: 0,
-        first_offset: 0,
-        last_offset: records.len() as i64 - 1,
-    };
-    LogWriter::new(store.clone())
-        .write(&source, &records)
-        .await
-        .unwrap();
-    LogReader::new(store)
+    support::log_of_exactly(&history()).await
 }
 
-fn request(tz: &str) -> ExportRequest {
-    ExportRequest {
-        company_id: "acme".into(),
-        from: Some("2026-02-01T00:00:00Z".parse().unwrap()),
-        to: "2026-02-03T00:00:00Z".parse().unwrap(),
-        person_ids: BTreeSet::new(),
-        conversation_ids: BTreeSet::new(),
-        time_zone: tz.into(),
-    }
-}
+use support::request;
 
 async fn export(request: &ExportRequest) -> (Vec<u8>, BTreeMap<String, Value>) {
     let reader = log().await;

@@ -24,8 +24,6 @@ pub fn ev(id: &str, at: &str, ty: &str, fields: Value) -> Value {
 }
 
 pub async fn log_of(events: &[Value]) -> LogReader {
-    let store = Arc::new(MemoryStore::new());
-    let now = "2026-12-01T00:00:00Z".parse().unwrap();
     let mut all = vec![ev(
         "c1",
         "2026-01-01T00:00:00Z",
@@ -33,7 +31,14 @@ pub async fn log_of(events: &[Value]) -> LogReader {
         json!({"created_by": "ann", "members": [{"person_id": "ann", "company_id": "acme"}]}),
     )];
     all.extend(events.iter().cloned());
-    let records: Vec<PendingRecord> = all
+    log_of_exactly(&all).await
+}
+
+/// A log in memory holding exactly `events`, at offsets 0.. of one source partition.
+pub async fn log_of_exactly(events: &[Value]) -> LogReader {
+    let store = Arc::new(MemoryStore::new());
+    let now = "2026-12-01T00:00:00Z".parse().unwrap();
+    let records: Vec<PendingRecord> = events
         .iter()
         .enumerate()
         .map(|(i, v)| {
