@@ -18,9 +18,11 @@ use tonic::{Request, Response, Status};
 
 use crate::access::{AccessState, Action, Denied};
 use crate::auth::{Caller, Verifier};
+use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::state::{
-    Command, CompanyState, Job, JobSpec, JobStatus, Outcome, RETENTION_DAYS, status_word,
+    Command, CompanyState, Job, JobProgress, JobSpec, JobStatus, Outcome, RETENTION_DAYS,
+    status_word,
 };
 use crate::statelog::StateLog;
 
@@ -33,6 +35,8 @@ const DEFAULT_PAGE_SIZE: u32 = 50;
 #[derive(Debug, Clone)]
 pub struct Api {
     pub(crate) log: StateLog,
+    /// Running jobs' progress, as their workers report it.
+    pub(crate) liveness: Liveness,
     pub(crate) verifier: Verifier,
     /// Presigns download links (with the public endpoint when one is configured).
     pub(crate) link_store: Arc<dyn ObjectStore>,
@@ -83,10 +87,24 @@ impl Api {
     fn job(&self, caller: &Caller, id: &str) -> Result<pb::ExportJob, Status> {
         let now = self.now();
         self.with_company(&caller.company_id, |company| {
-            company.job(id).map(|job| job_to_proto(company, job, now))
+            company
+                .job(id)
+                .map(|job| job_to_proto(company, job, self.progress(job), now))
         })
         .flatten()
         .ok_or_else(|| not_found(id))
+    }
+
+    /// A job's progress: for a running job, the newest its worker reported on the liveness
+    /// channel; otherwise the one recorded when it finished.
+    fn progress(&self, job: &Job) -> JobProgress {
+        if job.stored_status() == JobStatus::InProgress {
+            self.liveness
+                .progress(&job.id, job.attempts)
+                .unwrap_or(job.progress)
+        } else {
+            job.progress
+        }
     }
 
     fn settings(&self, company_id: &str) -> pb::Settings {
@@ -148,7 +166,12 @@ pub(crate) fn status_to_proto(status: JobStatus) -> pb::ExportStatus {
     }
 }
 
-pub(crate) fn job_to_proto(company: &CompanyState, job: &Job, now: DateTime<Utc>) -> pb::ExportJob {
+pub(crate) fn job_to_proto(
+    company: &CompanyState,
+    job: &Job,
+    progress: JobProgress,
+    now: DateTime<Utc>,
+) -> pb::ExportJob {
     let status = job.status_at(now);
     pb::ExportJob {
         id: job.id.clone(),
@@ -168,10 +191,10 @@ pub(crate) fn job_to_proto(company: &CompanyState, job: &Job, now: DateTime<Utc>
             all_history: job.spec.from.is_none(),
         }),
         progress: Some(pb::Progress {
-            events_read: job.progress.events_read,
-            files_written: job.progress.files_written,
-            bytes_written: job.progress.bytes_written,
-            percent: job.progress.percent,
+            events_read: progress.events_read,
+            files_written: progress.files_written,
+            bytes_written: progress.bytes_written,
+            percent: progress.percent,
         }),
         archive_size: job.archive.as_ref().map_or(0, |a| a.size),
         archive_sha256: job
@@ -486,7 +509,7 @@ impl ComplianceExportService for Api {
                             break;
                         }
                         last_seq = job.seq;
-                        page.push(job_to_proto(company, job, now));
+                        page.push(job_to_proto(company, job, self.progress(job), now));
                     }
                     (page, next)
                 })
@@ -531,6 +554,7 @@ impl ComplianceExportService for Api {
             let api = self.clone();
             tokio::spawn(async move {
                 let mut changes = api.log.subscribe();
+                let mut beats = api.liveness.subscribe();
                 let mut last: Option<pb::ExportJob> = None;
                 let send = |item: Result<pb::ExportJob, Status>| {
                     let (tx, shutdown) = (tx.clone(), api.shutdown.clone());
@@ -567,6 +591,7 @@ impl ComplianceExportService for Api {
                     }
                     tokio::select! {
                         changed = changes.changed() => if changed.is_err() { return },
+                        changed = beats.changed() => if changed.is_err() { return },
                         () = tokio::time::sleep(Duration::from_secs(5)) => {}
                         () = tx.closed() => return,
                         () = api.shutdown.cancelled() => {
