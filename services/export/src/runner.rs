@@ -570,3 +570,213 @@ impl Runner {
 fn chrono_lease(lease: Duration) -> chrono::Duration {
     chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::seconds(15))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+    use storage::MemoryStore;
+
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::liveness::MemoryLiveness;
+    use crate::state::JobSpec;
+    use crate::statelog::{MemoryLog, RecordLog};
+
+    struct Replicas {
+        log: MemoryLog,
+        channel: MemoryLiveness,
+        store: Arc<dyn ObjectStore>,
+        stop: CancellationToken,
+    }
+
+    impl Replicas {
+        fn new() -> Self {
+            Self {
+                log: MemoryLog::new("export-state"),
+                channel: MemoryLiveness::default(),
+                store: Arc::new(MemoryStore::new()),
+                stop: CancellationToken::new(),
+            }
+        }
+
+        async fn state_log(&self) -> StateLog {
+            let log: Arc<dyn RecordLog> = Arc::new(self.log.clone());
+            let state = StateLog::open(log, None, Arc::new(SystemClock), self.stop.clone())
+                .await
+                .unwrap();
+            state.caught_up().await.unwrap();
+            state
+        }
+
+        /// A replica's runner, started. Each may run 8 exports at once (only the fold's limit of
+        /// 2 per company binds): a finished export's task holds its local slot while its
+        /// notification (to a broker that is not there) times out.
+        async fn runner(&self, worker: &str, lease: Duration) -> Runner {
+            // Nothing listens there: notifications fail and are retried, which these tests
+            // do not look at.
+            let config = crate::Config::try_parse_from([
+                "cce-export",
+                "--token-signing-key",
+                "k",
+                "--kafka-brokers",
+                "127.0.0.1:9",
+                "--s3-bucket",
+                "unused",
+            ])
+            .unwrap();
+            let metrics = Metrics::register(&prometheus::Registry::new()).unwrap();
+            let runner = Runner {
+                log: self.state_log().await,
+                liveness: Liveness::start(Arc::new(self.channel.clone()), self.stop.clone()),
+                log_store: self.store.clone(),
+                archive_store: self.store.clone(),
+                notifier: Notifier::new(&config, metrics.clone()).unwrap(),
+                worker: worker.to_owned(),
+                lease,
+                max_jobs: 8,
+                metrics,
+            };
+            tokio::spawn(runner.clone().run(self.stop.clone()));
+            runner
+        }
+    }
+
+    async fn create(log: &StateLog, job_id: &str) {
+        let create = Command::CreateExport {
+            job_id: job_id.into(),
+            spec: JobSpec {
+                from: None,
+                to: chrono::Utc::now(),
+                person_ids: vec![],
+                conversation_ids: vec![],
+                time_zone: String::new(),
+                format: "json".into(),
+            },
+            requester_email: None,
+            request_id: None,
+        };
+        assert_eq!(
+            log.submit("acme", "ann", create).await.unwrap(),
+            Outcome::Applied
+        );
+    }
+
+    /// Waits (on the fold's changes, with a deadline) until `f` holds for the job.
+    async fn wait_job(log: &StateLog, job_id: &str, what: &str, f: impl Fn(&Job) -> bool) -> Job {
+        let mut changes = log.subscribe();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let job = log.read(|s| s.company("acme").and_then(|c| c.job(job_id).cloned()));
+            if let Some(job) = job.filter(|j| f(j)) {
+                return job;
+            }
+            let changed = tokio::time::timeout_at(deadline, changes.changed()).await;
+            assert!(changed.is_ok(), "export {job_id} not {what} within 30 s");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_silent_workers_export_is_taken_over_and_a_beating_one_is_not() {
+        let replicas = Replicas::new();
+        let admin = replicas.state_log().await;
+        admin.submit("acme", "ann", Command::Enable).await.unwrap();
+        create(&admin, "j1").await;
+        // A worker claims j1 and then only beats (as a live worker stuck on a slow log would).
+        let claim = Command::Claim {
+            job_id: "j1".into(),
+            worker: "ghost".into(),
+            lease_until: None,
+            takes_over: None,
+        };
+        assert_eq!(
+            admin.submit("acme", SERVICE_ACTOR, claim).await.unwrap(),
+            Outcome::Applied
+        );
+        let lease = Duration::from_millis(400);
+        let b = replicas.runner("b", lease).await;
+        let ghost = Liveness::start(Arc::new(replicas.channel.clone()), replicas.stop.clone());
+        let beat = |events| Beat {
+            v: BEAT_VERSION,
+            company_id: "acme".into(),
+            job_id: "j1".into(),
+            worker: "ghost".into(),
+            attempt: 1,
+            at: chrono::Utc::now(),
+            progress: JobProgress {
+                events_read: events,
+                ..JobProgress::default()
+            },
+        };
+        // Beating for five leases: never taken over, and its progress reaches other replicas.
+        let beating = tokio::time::Instant::now();
+        let mut events = 0;
+        while beating.elapsed() < lease * 5 {
+            events += 1;
+            ghost.publish(&beat(events)).await.unwrap();
+            tokio::time::sleep(lease / 4).await; // the beat interval, not a synchronisation
+        }
+        let job = admin.read(|s| s.company("acme").unwrap().job("j1").cloned().unwrap());
+        assert_eq!((job.owner.as_deref(), job.attempts), (Some("ghost"), 1));
+        assert!(b.liveness.progress("j1", 1).unwrap().events_read >= events - 1);
+        // Silent: b takes it over (attempt 2) and completes it under its own attempt's key.
+        let done = wait_job(&admin, "j1", "completed", |j| {
+            j.stored_status() == JobStatus::Completed
+        })
+        .await;
+        assert_eq!(done.attempts, 2);
+        assert!(done.archive.unwrap().key.contains("/j1/attempt-2/"));
+        // The ghost's late result is refused.
+        let late = Command::Finish {
+            job_id: "j1".into(),
+            worker: "ghost".into(),
+            result: JobResult::Failed {
+                error: "late".into(),
+            },
+        };
+        assert!(matches!(
+            admin.submit("acme", SERVICE_ACTOR, late).await.unwrap(),
+            Outcome::Rejected(_)
+        ));
+        replicas.stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn two_replicas_run_every_job_once_and_never_more_than_two_at_a_time() {
+        let replicas = Replicas::new();
+        let admin = replicas.state_log().await;
+        admin.submit("acme", "ann", Command::Enable).await.unwrap();
+        let _a = replicas.runner("a", Duration::from_secs(5)).await;
+        let _b = replicas.runner("b", Duration::from_secs(5)).await;
+        let mut most = 0;
+        let mut changes = admin.subscribe();
+        for i in 0..6 {
+            create(&admin, &format!("j{i}")).await;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let (running, completed) = admin.read(|s| {
+                let company = s.company("acme").unwrap();
+                let completed = company
+                    .jobs()
+                    .filter(|j| j.stored_status() == JobStatus::Completed)
+                    .count();
+                (company.running(), completed)
+            });
+            most = most.max(running);
+            if completed == 6 {
+                break;
+            }
+            let changed = tokio::time::timeout_at(deadline, changes.changed()).await;
+            assert!(changed.is_ok(), "6 exports not completed within 60 s");
+        }
+        assert!(most <= 2, "{most} ran at once");
+        admin.read(|s| {
+            for job in s.company("acme").unwrap().jobs() {
+                assert_eq!(job.attempts, 1, "{job:?}");
+            }
+        });
+        replicas.stop.cancel();
+    }
+}

@@ -573,17 +573,17 @@ mod tests {
         let store: Arc<dyn storage::ObjectStore> = Arc::new(storage::MemoryStore::new());
         let policy = SnapshotPolicy {
             snapshots: Snapshots::new(store.clone(), "state-snapshots/", "export-state"),
-            every: 3,
+            every: 1,
             interval: Duration::from_millis(20),
         };
         let a = open(&log, Some(policy.clone())).await;
         enable_and_create(&a, 4).await;
         let wanted = a.read(State::clone);
-        // The snapshot task writes one at offset 5 (the end), identical for any replica.
+        // The snapshot task gets to offset 5 (the end); any replica would write the same bytes.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while policy.snapshots.newest().await.unwrap().is_none() {
-            assert!(tokio::time::Instant::now() < deadline, "no snapshot written");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        while policy.snapshots.newest().await.unwrap().map(|s| s.0) != Some(5) {
+            assert!(tokio::time::Instant::now() < deadline, "no snapshot at offset 5");
+            tokio::time::sleep(Duration::from_millis(20)).await; // polling a condition
         }
         let (offset, state) = policy.snapshots.newest().await.unwrap().unwrap();
         assert_eq!((offset, &state), (5, &wanted));
