@@ -42,12 +42,7 @@ async fn a_replica_starts_from_the_newest_snapshot_with_the_same_state() {
     let state_topic = unique("state");
     create_topics(&stack, &state_topic).await;
     let store: Arc<dyn ObjectStore> = Arc::new(stack.s3_store().await);
-    let snapshot_flags = [
-        "--snapshot-every",
-        "1",
-        "--snapshot-interval-secs",
-        "1",
-    ];
+    let snapshot_flags = ["--snapshot-every", "1", "--snapshot-interval-secs", "1"];
     let a = Replica::start(&stack, &state_topic, Arc::new(SystemClock), &snapshot_flags).await;
     let company = unique("snap");
     let ann = TokenSpec::admin(&stack, &company, "ann").sign();
@@ -68,14 +63,18 @@ async fn a_replica_starts_from_the_newest_snapshot_with_the_same_state() {
             .unwrap();
     }
     let snapshots = Snapshots::new(store.clone(), "state-snapshots/", &state_topic);
-    let covered = wait_for("a snapshot of all 3 records", Duration::from_secs(60), || async {
-        snapshots
-            .newest()
-            .await
-            .unwrap()
-            .filter(|(offset, _)| *offset == 3)
-            .map(|(offset, _)| offset)
-    })
+    let covered = wait_for(
+        "a snapshot of all 3 records",
+        Duration::from_secs(60),
+        || async {
+            snapshots
+                .newest()
+                .await
+                .unwrap()
+                .filter(|(offset, _)| *offset == 3)
+                .map(|(offset, _)| offset)
+        },
+    )
     .await;
     assert_eq!(covered, 3);
     let audit = |replica: &Replica| {
@@ -139,7 +138,10 @@ async fn a_state_topic_that_would_drop_history_is_refused_with_what_to_do() {
         .await
         .unwrap_err();
     let message = format!("{error:#}");
-    assert!(message.contains(&short) && message.contains("retention"), "{message}");
+    assert!(
+        message.contains(&short) && message.contains("retention"),
+        "{message}"
+    );
     // A topic that does not exist is named too.
     let missing = KafkaLog::connect(stack.kafka_brokers(), &unique("no-such-topic"))
         .await
@@ -170,7 +172,10 @@ async fn a_record_of_an_unknown_version_stops_the_fold_and_readiness() {
         .await
         .unwrap();
     let offset = log
-        .append(&company, br#"{"v":99,"id":"x","command":{"type":"new_thing"}}"#.to_vec())
+        .append(
+            &company,
+            br#"{"v":99,"id":"x","command":{"type":"new_thing"}}"#.to_vec(),
+        )
         .await
         .unwrap();
     wait_for("not ready", Duration::from_secs(60), || async {

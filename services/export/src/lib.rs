@@ -65,7 +65,11 @@ pub async fn start_with_clock(
         format!(
             "installing the bucket's lifecycle rules (is the object store at {} reachable, and \
              are the bucket and credentials right?)",
-            config.s3.endpoint.as_deref().unwrap_or("the AWS default endpoint")
+            config
+                .s3
+                .endpoint
+                .as_deref()
+                .unwrap_or("the AWS default endpoint")
         )
     })?;
     let link_store: Arc<dyn ObjectStore> = match &config.s3_public_endpoint {

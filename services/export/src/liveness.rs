@@ -177,15 +177,13 @@ async fn listen(
             message = consumer.recv() => message,
         };
         match message {
-            Ok(message) => {
-                match serde_json::from_slice::<Beat>(message.payload().unwrap_or(&[])) {
-                    Ok(beat) if beat.v == BEAT_VERSION => {
-                        let _ = sender.send(beat);
-                    }
-                    Ok(beat) => tracing::debug!(version = beat.v, "a beat of another version"),
-                    Err(error) => tracing::debug!(%error, "an unreadable beat"),
+            Ok(message) => match serde_json::from_slice::<Beat>(message.payload().unwrap_or(&[])) {
+                Ok(beat) if beat.v == BEAT_VERSION => {
+                    let _ = sender.send(beat);
                 }
-            }
+                Ok(beat) => tracing::debug!(version = beat.v, "a beat of another version"),
+                Err(error) => tracing::debug!(%error, "an unreadable beat"),
+            },
             Err(error) => {
                 tracing::warn!(%error, "reading the liveness topic; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -197,7 +195,8 @@ async fn listen(
 #[async_trait]
 impl LivenessChannel for KafkaLiveness {
     async fn publish(&self, beat: &Beat) -> Result<(), LogError> {
-        let payload = serde_json::to_vec(beat).map_err(|e| LogError::Misconfigured(e.to_string()))?;
+        let payload =
+            serde_json::to_vec(beat).map_err(|e| LogError::Misconfigured(e.to_string()))?;
         self.producer
             .send(
                 FutureRecord::to(&self.topic)

@@ -221,12 +221,7 @@ impl Runner {
             .read(|s| s.company(company).and_then(|c| c.job(job_id).cloned()))
     }
 
-    async fn run_job(
-        &self,
-        company: &str,
-        job_id: &str,
-        shutdown: &CancellationToken,
-    ) {
+    async fn run_job(&self, company: &str, job_id: &str, shutdown: &CancellationToken) {
         let Some(job) = self.job(company, job_id) else {
             return;
         };

@@ -312,8 +312,7 @@ impl CompanyState {
 
     /// Jobs that are running: the ones a replica may take over when it judges their worker dead.
     pub fn in_progress(&self) -> impl Iterator<Item = &Job> {
-        self.jobs()
-            .filter(|j| j.status == JobStatus::InProgress)
+        self.jobs().filter(|j| j.status == JobStatus::InProgress)
     }
 
     /// Version 1: jobs whose lease is live at `at`; the claimable ones in order.
@@ -522,9 +521,9 @@ fn apply(company: &mut CompanyState, record: &Record) -> Result<Outcome, Denied>
                 company.claimable_v1(at).first().map(|j| &j.id) == Some(job_id)
             } else if let Some(attempt) = takes_over {
                 // The first takeover of this attempt wins; the job keeps its slot.
-                company.job(job_id).is_some_and(|j| {
-                    j.status == JobStatus::InProgress && j.attempts == *attempt
-                })
+                company
+                    .job(job_id)
+                    .is_some_and(|j| j.status == JobStatus::InProgress && j.attempts == *attempt)
             } else {
                 company.claimable().first().map(|j| &j.id) == Some(job_id)
             };
@@ -564,7 +563,11 @@ fn apply(company: &mut CompanyState, record: &Record) -> Result<Outcome, Denied>
         Command::Release { job_id, worker } => {
             let v1 = record.v == RECORD_VERSION_LEASES;
             let job = company.job_mut(job_id)?;
-            if !(if v1 { job.owned_by_v1(worker, at) } else { job.owned_by(worker) }) {
+            if !(if v1 {
+                job.owned_by_v1(worker, at)
+            } else {
+                job.owned_by(worker)
+            }) {
                 return Err(lost_lease(job_id));
             }
             // Waiting again (it keeps its place: it is older than every waiting job).
@@ -580,7 +583,11 @@ fn apply(company: &mut CompanyState, record: &Record) -> Result<Outcome, Denied>
         } => {
             let v1 = record.v == RECORD_VERSION_LEASES;
             let job = company.job_mut(job_id)?;
-            if !(if v1 { job.owned_by_v1(worker, at) } else { job.owned_by(worker) }) {
+            if !(if v1 {
+                job.owned_by_v1(worker, at)
+            } else {
+                job.owned_by(worker)
+            }) {
                 return Err(lost_lease(job_id));
             }
             job.finished_at = Some(at);
@@ -831,10 +838,7 @@ mod tests {
         assert!(rejected(&state.apply(&claim(100_000, "j3", "b"))));
         assert!(rejected(&state.apply(&claim(100_000, "j1", "b"))));
         // Two replicas judge a dead and race to take j1 over: the log's first wins.
-        assert_eq!(
-            state.apply(&take_over(10, "j1", "b", 1)),
-            Outcome::Applied
-        );
+        assert_eq!(state.apply(&take_over(10, "j1", "b", 1)), Outcome::Applied);
         assert!(rejected(&state.apply(&take_over(10, "j1", "c", 1))));
         let job = state.company("acme").unwrap().job("j1").unwrap();
         assert_eq!((job.attempts, job.owner.as_deref()), (2, Some("b")));

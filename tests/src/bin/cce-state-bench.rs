@@ -151,11 +151,7 @@ impl History {
 
 /// Produces `n` records to `topic` and folds them; returns the state after all but `tail`
 /// records, the next offset it covers, and the fill time.
-async fn fill(
-    args: &Args,
-    topic: &str,
-    n: u64,
-) -> anyhow::Result<(State, u64, Duration)> {
+async fn fill(args: &Args, topic: &str, n: u64) -> anyhow::Result<(State, u64, Duration)> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &args.kafka_brokers)
         .set("acks", "all")
@@ -213,7 +209,9 @@ async fn fill(
                 Ok(delivery) => break delivery,
                 Err((_, _)) => {
                     // The local queue is full: wait for the oldest delivery.
-                    let (_, oldest) = in_flight.pop_front().context("queue full, none in flight")?;
+                    let (_, oldest) = in_flight
+                        .pop_front()
+                        .context("queue full, none in flight")?;
                     last_offset = delivered(oldest).await?;
                 }
             }
@@ -231,7 +229,7 @@ async fn fill(
             let (_, oldest) = in_flight.pop_front().expect("non-empty");
             last_offset = delivered(oldest).await?;
         }
-        if written % 1_000_000 == 0 {
+        if written.is_multiple_of(1_000_000) {
             println!(
                 "  … {written} records produced ({:.0}/s)",
                 written as f64 / started.elapsed().as_secs_f64()
@@ -337,8 +335,13 @@ async fn main() -> anyhow::Result<()> {
         let bytes = snapshot::encode(&topic, next, &state)?;
         let size = bytes.len();
         snapshots.write(next, bytes).await?;
-        let with = time_to_ready(&args, &topic, &prefix, &logs.path().join(format!("{n}-snap.log")))
-            .await?;
+        let with = time_to_ready(
+            &args,
+            &topic,
+            &prefix,
+            &logs.path().join(format!("{n}-snap.log")),
+        )
+        .await?;
         let without = if n <= args.no_snapshot_max {
             let empty = format!("bench-snapshots-{run}-none/");
             let seconds = time_to_ready(

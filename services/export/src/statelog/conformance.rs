@@ -16,7 +16,10 @@ pub async fn run(log: &dyn RecordLog, other: &dyn RecordLog) {
     let mut offsets = Vec::new();
     for i in 0..5u8 {
         let offset = log
-            .append(&format!("company-{}", i % 2), vec![b'a' + i; usize::from(i) + 1])
+            .append(
+                &format!("company-{}", i % 2),
+                vec![b'a' + i; usize::from(i) + 1],
+            )
             .await
             .unwrap();
         offsets.push(offset);
@@ -25,7 +28,11 @@ pub async fn run(log: &dyn RecordLog, other: &dyn RecordLog) {
     assert_eq!(offsets[0], 0, "the first record is at offset 0");
     let end = log.end().await.unwrap();
     assert_eq!(end, offsets[4] + 1);
-    assert_eq!(other.end().await.unwrap(), end, "another handle sees the same end");
+    assert_eq!(
+        other.end().await.unwrap(),
+        end,
+        "another handle sees the same end"
+    );
 
     // Reading from the start gives every record, in order, with its offset and bytes.
     let mut reader = other.reader(0).await.unwrap();
@@ -69,7 +76,11 @@ pub async fn run(log: &dyn RecordLog, other: &dyn RecordLog) {
     let many: Vec<u64> = {
         let mut offsets = Vec::new();
         for i in 0..200u32 {
-            offsets.push(log.append("company-1", i.to_be_bytes().to_vec()).await.unwrap());
+            offsets.push(
+                log.append("company-1", i.to_be_bytes().to_vec())
+                    .await
+                    .unwrap(),
+            );
         }
         offsets
     };

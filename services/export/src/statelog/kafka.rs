@@ -191,12 +191,11 @@ impl RecordLog for KafkaLog {
 
     async fn end(&self) -> Result<u64, LogError> {
         let (meta, topic) = (self.meta.clone(), self.topic.clone());
-        let (_, high) = tokio::task::spawn_blocking(move || {
-            meta.fetch_watermarks(&topic, PARTITION, TIMEOUT)
-        })
-        .await
-        .map_err(|e| LogError::Unavailable(e.to_string()))?
-        .map_err(|e| unavailable(&self.brokers, "reading the end of the state topic", e))?;
+        let (_, high) =
+            tokio::task::spawn_blocking(move || meta.fetch_watermarks(&topic, PARTITION, TIMEOUT))
+                .await
+                .map_err(|e| LogError::Unavailable(e.to_string()))?
+                .map_err(|e| unavailable(&self.brokers, "reading the end of the state topic", e))?;
         Ok(u64::try_from(high).unwrap_or(0))
     }
 
@@ -266,12 +265,13 @@ mod tests {
 
     #[test]
     fn retention_that_would_drop_history_is_named() {
-        let cases: &[(&[(&str, &str)], Option<&str>)] = &[
-            (&[("retention.ms", "-1"), ("cleanup.policy", "delete")], None),
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+        let cases: &[Case] = &[
             (
-                &[("retention.ms", "-1"), ("retention.bytes", "-1")],
+                &[("retention.ms", "-1"), ("cleanup.policy", "delete")],
                 None,
             ),
+            (&[("retention.ms", "-1"), ("retention.bytes", "-1")], None),
             (&[], None),
             (
                 &[("retention.ms", "604800000")],

@@ -159,7 +159,11 @@ impl StateLog {
                 log.name(),
                 policy.snapshots.prefix()
             );
-            tracing::info!(topic = log.name(), offset = next, "starting from a state snapshot");
+            tracing::info!(
+                topic = log.name(),
+                offset = next,
+                "starting from a state snapshot"
+            );
             folded = Folded { state, next };
         }
         let from = folded.next;
@@ -341,10 +345,7 @@ impl StateLog {
     }
 
     fn folded(&self) -> std::sync::RwLockReadGuard<'_, Folded> {
-        self.shared
-            .folded
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        self.shared.folded.read().unwrap_or_else(|e| e.into_inner())
     }
 
     fn waiters(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Outcome>>> {
@@ -363,7 +364,10 @@ enum Decoded {
     UnknownVersion(u32),
     /// A record of a known version that does not parse: also stop (a newer writer that forgot
     /// to bump the version, or a bug) — skipping it could make replicas diverge.
-    Unreadable { version: u32, error: String },
+    Unreadable {
+        version: u32,
+        error: String,
+    },
     /// Not a record of ours at all (no version): every replica skips it alike.
     Foreign(String),
 }
@@ -386,7 +390,12 @@ fn decode(payload: &[u8]) -> Decoded {
     }
 }
 
-async fn fold(log: Arc<dyn RecordLog>, shared: Arc<Shared>, from: u64, shutdown: CancellationToken) {
+async fn fold(
+    log: Arc<dyn RecordLog>,
+    shared: Arc<Shared>,
+    from: u64,
+    shutdown: CancellationToken,
+) {
     let mut reader = loop {
         match log.reader(from).await {
             Ok(reader) => break reader,
@@ -503,7 +512,9 @@ async fn write_snapshots(
         let (next, bytes) = encoded;
         match policy.snapshots.write(next, bytes).await {
             Ok(()) => last = next,
-            Err(error) => tracing::warn!(%topic, offset = next, error = format!("{error:#}"), "writing a state snapshot; will retry"),
+            Err(error) => {
+                tracing::warn!(%topic, offset = next, error = format!("{error:#}"), "writing a state snapshot; will retry")
+            }
         }
     }
 }
@@ -519,9 +530,14 @@ mod tests {
     fn open(log: &MemoryLog, snapshots: Option<SnapshotPolicy>) -> impl Future<Output = StateLog> {
         let log: Arc<dyn RecordLog> = Arc::new(log.clone());
         async move {
-            let state = StateLog::open(log, snapshots, Arc::new(SystemClock), CancellationToken::new())
-                .await
-                .unwrap();
+            let state = StateLog::open(
+                log,
+                snapshots,
+                Arc::new(SystemClock),
+                CancellationToken::new(),
+            )
+            .await
+            .unwrap();
             state.caught_up().await.unwrap();
             state
         }
@@ -582,7 +598,10 @@ mod tests {
         // The snapshot task gets to offset 5 (the end); any replica would write the same bytes.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while policy.snapshots.newest().await.unwrap().map(|s| s.0) != Some(5) {
-            assert!(tokio::time::Instant::now() < deadline, "no snapshot at offset 5");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no snapshot at offset 5"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await; // polling a condition
         }
         let (offset, state) = policy.snapshots.newest().await.unwrap().unwrap();
@@ -591,7 +610,10 @@ mod tests {
         // replaced by garbage a fold would stop at.
         let tampered = MemoryLog::new("export-state");
         for _ in 0..5 {
-            tampered.append("acme", br#"{"v":99}"#.to_vec()).await.unwrap();
+            tampered
+                .append("acme", br#"{"v":99}"#.to_vec())
+                .await
+                .unwrap();
         }
         let b = open(&tampered, Some(policy.clone())).await;
         assert_eq!(b.read(State::clone), wanted);
@@ -651,6 +673,9 @@ mod tests {
     fn records_decode_by_version() {
         assert!(matches!(decode(b"not json"), Decoded::Foreign(_)));
         assert!(matches!(decode(br#"{"v":7}"#), Decoded::UnknownVersion(7)));
-        assert!(matches!(decode(br#"{"v":1}"#), Decoded::Unreadable { version: 1, .. }));
+        assert!(matches!(
+            decode(br#"{"v":1}"#),
+            Decoded::Unreadable { version: 1, .. }
+        ));
     }
 }
