@@ -134,31 +134,34 @@ impl RecordLog for KafkaLog {
             .set("bootstrap.servers", &self.brokers)
             .create()
             .map_err(|e| LogError::Misconfigured(e.to_string()))?;
+        // The broker answered the metadata request a moment ago: a failure here means it does
+        // not describe settings (or not this way), which is reported, not treated as "unsafe".
         let described = admin
             .describe_configs(
                 &[ResourceSpecifier::Topic(&self.topic)],
                 &AdminOptions::new().request_timeout(Some(TIMEOUT)),
             )
-            .await
-            .map_err(|e| unavailable(&self.brokers, "describing the state topic", e))?;
-        let configs: Vec<(String, Option<String>)> = match described.into_iter().next() {
-            Some(Ok(resource)) => resource
-                .entries
-                .into_iter()
-                .map(|entry| (entry.name, entry.value))
-                .collect(),
-            Some(Err(error)) => {
-                return Err(unavailable(
-                    &self.brokers,
-                    "describing the state topic",
-                    error,
-                ));
+            .await;
+        let configs: Vec<(String, Option<String>)> = match described {
+            Ok(described) => match described.into_iter().next() {
+                Some(Ok(resource)) => resource
+                    .entries
+                    .into_iter()
+                    .map(|entry| (entry.name, entry.value))
+                    .collect(),
+                Some(Err(error)) => {
+                    tracing::warn!(topic = %self.topic, %error, "the broker does not describe the state topic's settings; cannot check that it keeps its records forever");
+                    Vec::new()
+                }
+                None => Vec::new(),
+            },
+            Err(error) => {
+                tracing::warn!(topic = %self.topic, %error, "the broker does not describe the state topic's settings; cannot check that it keeps its records forever");
+                Vec::new()
             }
-            None => Vec::new(),
         };
         if configs.is_empty() {
-            // Some brokers describe no settings at all: say so, since it cannot be checked.
-            tracing::warn!(topic = %self.topic, "the broker does not describe the state topic's settings; cannot check that it keeps its records forever");
+            tracing::warn!(topic = %self.topic, "no settings described for the state topic; cannot check that it keeps its records forever");
         }
         match drops_history(&configs) {
             None => Ok(()),
