@@ -118,8 +118,6 @@ async fn a_replica_starts_from_the_newest_snapshot_with_the_same_state() {
 #[tokio::test]
 async fn a_state_topic_that_would_drop_history_is_refused_with_what_to_do() {
     let stack = Stack::from_env();
-    let state_topic = unique("state");
-    create_topics(&stack, &state_topic).await;
     let short = unique("state-short");
     kafka::create_topic_with(&stack, &short, 1, &[("retention.ms", "604800000")]).await;
     let log = KafkaLog::connect(stack.kafka_brokers(), &short)
@@ -131,8 +129,7 @@ async fn a_state_topic_that_would_drop_history_is_refused_with_what_to_do() {
     // The service refuses to start on it, naming the topic and the fix.
     use clap::Parser;
     let mut argv = vec!["cce-export".to_owned()];
-    argv.extend(tests::exports::args(&stack, &state_topic, 0, &[]));
-    argv.extend(["--state-topic".to_owned(), short.clone()]);
+    argv.extend(tests::exports::args(&stack, &short, 0, &[]));
     let config = export::Config::try_parse_from(argv).unwrap();
     let error = export::start(config, telemetry::CancellationToken::new())
         .await
