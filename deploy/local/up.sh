@@ -97,8 +97,11 @@ create_topic() { # name partitions [config]; an existing topic (a reused DATA_DI
 for topic in chat-events:4 chat-events-dlq:1 export-notifications:1; do
   wait_for "topic ${topic%%:*}" 30 create_topic "${topic%%:*}" "${topic##*:}"
 done
-# The export service's state (settings, access, jobs, audit): one partition, kept forever.
+# The export service's state (settings, access, jobs, audit): one partition, kept forever (the
+# service refuses a state topic whose retention would drop records).
 wait_for "topic export-state" 30 create_topic export-state 1 retention.ms=-1
+# Running exports' liveness and progress: read from its end, never replayed, so an hour is plenty.
+wait_for "topic export-liveness" 30 create_topic export-liveness 1 retention.ms=3600000
 
 # --- the env file the services, the demo and the tests read ------------------------------------
 # A fresh signing key for this stack's admin tokens (the admin portal's key in production).
@@ -109,6 +112,7 @@ CCE_KAFKA_BROKERS=127.0.0.1:$kafka_port
 CCE_EVENTS_TOPIC=chat-events
 CCE_DEAD_LETTER_TOPIC=chat-events-dlq
 CCE_STATE_TOPIC=export-state
+CCE_LIVENESS_TOPIC=export-liveness
 CCE_NOTIFICATIONS_TOPIC=export-notifications
 CCE_TOKEN_SIGNING_KEY=$token_key
 CCE_S3_ENDPOINT=http://127.0.0.1:$s3_port

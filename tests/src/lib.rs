@@ -140,13 +140,27 @@ pub mod kafka {
     use super::Stack;
 
     pub async fn create_topic(stack: &Stack, name: &str, partitions: i32) {
+        create_topic_with(stack, name, partitions, &[]).await;
+    }
+
+    /// Creates a topic with settings (e.g. `retention.ms`).
+    pub async fn create_topic_with(
+        stack: &Stack,
+        name: &str,
+        partitions: i32,
+        settings: &[(&str, &str)],
+    ) {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", stack.kafka_brokers())
             .create()
             .expect("admin client");
+        let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        for (key, value) in settings {
+            topic = topic.set(key, value);
+        }
         let created = admin
             .create_topics(
-                &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+                &[topic],
                 &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
             )
             .await
@@ -403,6 +417,8 @@ pub mod exports {
             state_topic.into(),
             "--notifications-topic".into(),
             format!("{state_topic}-notifications"),
+            "--liveness-topic".into(),
+            format!("{state_topic}-liveness"),
             "--token-signing-key".into(),
             signing_key(stack),
             "--grpc-addr".into(),
@@ -419,9 +435,11 @@ pub mod exports {
         args
     }
 
-    /// Creates a test's state topic (one partition) and notification topic.
+    /// Creates a test's state topic (one partition, kept forever), liveness topic and
+    /// notification topic.
     pub async fn create_topics(stack: &Stack, state_topic: &str) {
-        super::kafka::create_topic(stack, state_topic, 1).await;
+        super::kafka::create_topic_with(stack, state_topic, 1, &[("retention.ms", "-1")]).await;
+        super::kafka::create_topic(stack, &format!("{state_topic}-liveness"), 1).await;
         super::kafka::create_topic(stack, &format!("{state_topic}-notifications"), 1).await;
     }
 

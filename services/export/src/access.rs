@@ -51,13 +51,13 @@ impl Denied {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Enabled {
     pub by: String,
     pub at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Grant {
     pub by: String,
     pub at: DateTime<Utc>,
@@ -83,7 +83,7 @@ pub enum AccessCommand {
 }
 
 /// One company's access state.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AccessState {
     pub enabled: Option<Enabled>,
     /// Admins with access, by admin id.

@@ -19,6 +19,25 @@ pub struct Config {
     /// One partition, kept forever; every replica reads all of it.
     #[arg(long, env = "CCE_STATE_TOPIC", default_value = "export-state")]
     pub state_topic: String,
+    /// Kafka topic where running exports report liveness and progress every second. Not history:
+    /// read from its end, so a short retention (an hour) and compaction by job key suit it.
+    #[arg(long, env = "CCE_LIVENESS_TOPIC", default_value = "export-liveness")]
+    pub liveness_topic: String,
+    /// Where snapshots of the folded state go in the bucket: `<prefix><state topic>/<offset>.json`.
+    #[arg(
+        long,
+        env = "CCE_STATE_SNAPSHOT_PREFIX",
+        default_value = "state-snapshots/"
+    )]
+    pub snapshot_prefix: String,
+    /// A replica writes a snapshot once its fold is this many records past the newest one.
+    #[arg(long, env = "CCE_STATE_SNAPSHOT_EVERY", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_every: u64,
+    /// How often, in seconds, a replica checks whether a snapshot is due.
+    #[arg(long, env = "CCE_STATE_SNAPSHOT_INTERVAL_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub snapshot_interval_secs: u64,
     /// Kafka topic for the platform's "export finished" events.
     #[arg(
         long,
@@ -77,7 +96,8 @@ pub struct Config {
     /// This replica's name in job leases. Unset: host name and a random suffix.
     #[arg(long, env = "CCE_EXPORT_WORKER_ID")]
     pub worker_id: Option<String>,
-    /// How long a worker's claim on a job lasts without a heartbeat, in seconds.
+    /// How long a running export may go unheard on the liveness topic, in seconds, before
+    /// another replica takes it over.
     #[arg(long, env = "CCE_EXPORT_LEASE_SECS", default_value_t = 15,
           value_parser = clap::value_parser!(u64).range(2..=600))]
     pub lease_secs: u64,

@@ -2,7 +2,8 @@
 //!
 //! - [`auth`]: the portal's tokens; [`access`]: who may do what.
 //! - [`state`]: settings, access, jobs and the audit trail as a pure fold over commands;
-//!   [`statelog`]: those commands on a Kafka topic, folded by every replica.
+//!   [`statelog`]: those commands on a Kafka topic kept forever, folded by every replica from
+//!   the newest snapshot; [`liveness`]: running exports' heartbeats and progress, not kept.
 //! - [`service`]: the RPCs; [`runner`]: claiming and running jobs with the export engine;
 //!   [`notify`]: mail and a Kafka event when a job finishes; [`lifecycle`]: the bucket's rules.
 
@@ -11,6 +12,7 @@ pub mod auth;
 pub mod clock;
 mod config;
 pub mod lifecycle;
+pub mod liveness;
 mod metrics;
 pub mod notify;
 pub mod runner;
@@ -59,7 +61,17 @@ pub async fn start_with_clock(
     let ops = OpsServer::start(config.ops_addr, health.clone(), registry, shutdown.clone()).await?;
 
     let store = S3Store::connect(&config.s3).await;
-    lifecycle::install(&store).await?;
+    lifecycle::install(&store).await.with_context(|| {
+        format!(
+            "installing the bucket's lifecycle rules (is the object store at {} reachable, and \
+             are the bucket and credentials right?)",
+            config
+                .s3
+                .endpoint
+                .as_deref()
+                .unwrap_or("the AWS default endpoint")
+        )
+    })?;
     let link_store: Arc<dyn ObjectStore> = match &config.s3_public_endpoint {
         Some(endpoint) => Arc::new(
             S3Store::connect(&S3Config {
@@ -74,14 +86,35 @@ pub async fn start_with_clock(
 
     // The fold outlives the API and the runner, which still write (releases) while stopping.
     let fold_stop = CancellationToken::new();
-    let log = statelog::StateLog::open(
-        &config.kafka_brokers,
-        &config.state_topic,
-        clock,
+    let state_topic: Arc<dyn statelog::RecordLog> = Arc::new(
+        statelog::KafkaLog::connect(&config.kafka_brokers, &config.state_topic)
+            .await
+            .context("opening the export state topic")?,
+    );
+    let snapshots = statelog::SnapshotPolicy {
+        snapshots: statelog::Snapshots::new(
+            store.clone(),
+            &config.snapshot_prefix,
+            &config.state_topic,
+        ),
+        every: config.snapshot_every,
+        interval: Duration::from_secs(config.snapshot_interval_secs),
+    };
+    let log = statelog::StateLog::open(state_topic, Some(snapshots), clock, fold_stop.clone())
+        .await
+        .context("opening the export state topic")?;
+    let liveness = liveness::Liveness::start(
+        Arc::new(
+            liveness::KafkaLiveness::connect(
+                &config.kafka_brokers,
+                &config.liveness_topic,
+                fold_stop.clone(),
+            )
+            .await
+            .context("opening the export liveness topic")?,
+        ),
         fold_stop.clone(),
-    )
-    .await
-    .context("opening the export state topic")?;
+    );
     let notifier = notify::Notifier::new(&config, metrics.clone())?;
     let worker = config.worker_id.clone().unwrap_or_else(|| {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "export".into());
@@ -89,6 +122,7 @@ pub async fn start_with_clock(
     });
     let runner = runner::Runner {
         log: log.clone(),
+        liveness: liveness.clone(),
         log_store: store.clone(),
         archive_store: store,
         notifier,
@@ -99,7 +133,8 @@ pub async fn start_with_clock(
     };
     let runner_task = tokio::spawn(runner.run(shutdown.clone()));
     let api = service::Api {
-        log,
+        log: log.clone(),
+        liveness,
         verifier: auth::Verifier::hs256(
             config.token_signing_key.as_bytes(),
             &config.token_issuer,
@@ -126,7 +161,8 @@ pub async fn start_with_clock(
         .with_context(|| format!("binding the gRPC address {}", config.grpc_addr))?;
     let grpc_addr = listener.local_addr()?;
     tracing::info!(%grpc_addr, %worker, "gRPC listening");
-    health.set_ready(true);
+    // Ready once the fold has caught up, however long that takes; not ready again if it halts.
+    tokio::spawn(readiness(log, health, shutdown.clone()));
 
     let task = tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
@@ -154,6 +190,23 @@ pub async fn start_with_clock(
         ops_addr: ops.local_addr,
         task,
     })
+}
+
+/// Sets `/readyz` from the fold: ready once caught up, not ready once halted.
+async fn readiness(log: statelog::StateLog, health: Health, shutdown: CancellationToken) {
+    tokio::select! {
+        () = shutdown.cancelled() => return,
+        caught_up = log.caught_up() => if caught_up.is_err() { return },
+    }
+    health.set_ready(true);
+    let mut changes = log.subscribe();
+    while log.halted().is_none() {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = changes.changed() => if changed.is_err() { return },
+        }
+    }
+    health.set_ready(false);
 }
 
 /// Runs the service until `shutdown` is cancelled.

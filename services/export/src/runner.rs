@@ -1,10 +1,13 @@
 //! The job runner: every replica claims the jobs the state allows to start, runs them with the
 //! export engine, renews its lease while they run, and records their results.
 //!
-//! A claim, a heartbeat or a result is only a request to the state log; the fold decides (see
-//! [`crate::state`]). A worker stops its export — aborting the upload, so no partial object is
-//! ever visible — when the job is cancelled, when its lease is lost, or on shutdown (where it
-//! releases the job for another replica). Each attempt uploads to its own key, so a late worker
+//! A claim or a result is only a request to the state log; the fold decides (see
+//! [`crate::state`]). While it runs a job, a worker reports liveness and progress every second on
+//! the liveness channel ([`Runner::report_progress`]), which is not kept forever; a replica that
+//! hears nothing of an attempt for a whole lease appends a claim taking it over. A worker stops
+//! its export — aborting the upload, so no partial object is ever visible — when the job is
+//! cancelled, when it is taken over (or it cannot report for a whole lease), or on shutdown
+//! (where it releases the job for another replica). Each attempt uploads to its own key, so a late worker
 //! can never overwrite the archive a job's accepted result names; a refused result's object is
 //! deleted.
 
@@ -17,6 +20,7 @@ use storage::ObjectStore;
 use tokio::task::JoinSet;
 
 use crate::lifecycle::EXPORTS_PREFIX;
+use crate::liveness::{BEAT_VERSION, Beat, Liveness};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::state::{
@@ -56,6 +60,7 @@ pub fn archive_key(
 #[derive(Debug, Clone)]
 pub struct Runner {
     pub log: StateLog,
+    pub liveness: Liveness,
     pub log_store: Arc<dyn ObjectStore>,
     pub archive_store: Arc<dyn ObjectStore>,
     pub notifier: Notifier,
@@ -102,8 +107,15 @@ enum Recorded {
 }
 
 impl Runner {
-    /// Claims and runs jobs until `shutdown`; then stops running exports and releases them.
+    /// Once the state is caught up, claims and runs jobs until `shutdown`; then stops running
+    /// exports and releases them.
     pub async fn run(self, shutdown: CancellationToken) {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            caught_up = self.log.caught_up() => if caught_up.is_err() {
+                return; // the fold halted and said why; claiming on a stale state would be wrong
+            },
+        }
         let running: Arc<Mutex<HashSet<String>>> = Arc::default();
         let mut tasks = JoinSet::new();
         // Notifications retried in their own task, so a slow mail relay never delays claims.
@@ -135,19 +147,32 @@ impl Runner {
         tasks: &mut JoinSet<()>,
         shutdown: &CancellationToken,
     ) {
-        let now = self.log.clock().now();
-        // Only each company's oldest claimable job: the fold refuses any other claim.
-        let candidates: Vec<(String, String)> = self.log.read(|state| {
+        // Each company's oldest waiting job (the fold refuses any other fresh claim), and every
+        // running attempt not heard of for a whole lease (taken over: the first claim wins).
+        let candidates: Vec<(String, String, Option<u32>)> = self.log.read(|state| {
             state
                 .companies()
-                .filter_map(|(company, cs)| {
-                    cs.claimable(now)
+                .flat_map(|(company, cs)| {
+                    let fresh = cs
+                        .claimable()
                         .first()
-                        .map(|job| (company.clone(), job.id.clone()))
+                        .map(|job| (company.clone(), job.id.clone(), None));
+                    let dead = cs
+                        .in_progress()
+                        .filter(|job| self.liveness.silent_for(&job.id, job.attempts) >= self.lease)
+                        .map(|job| (company.clone(), job.id.clone(), Some(job.attempts)));
+                    dead.chain(fresh).collect::<Vec<_>>()
                 })
                 .collect()
         });
-        for (company, job_id) in candidates {
+        let in_progress: HashSet<String> = self.log.read(|state| {
+            state
+                .companies()
+                .flat_map(|(_, cs)| cs.in_progress().map(|j| j.id.clone()))
+                .collect()
+        });
+        self.liveness.retain(|job| in_progress.contains(job));
+        for (company, job_id, takes_over) in candidates {
             {
                 let running = running.lock().unwrap_or_else(|e| e.into_inner());
                 if running.len() >= self.max_jobs || running.contains(&job_id) {
@@ -157,11 +182,14 @@ impl Runner {
             if shutdown.is_cancelled() {
                 return;
             }
-            let lease_until = self.log.clock().now() + chrono_lease(self.lease);
+            if let Some(attempt) = takes_over {
+                tracing::warn!(%company, job = %job_id, attempt, lease = ?self.lease, "taking over an export whose worker has been silent for a whole lease");
+            }
             let claim = Command::Claim {
                 job_id: job_id.clone(),
                 worker: self.worker.clone(),
-                lease_until,
+                lease_until: None,
+                takes_over,
             };
             match self.log.submit(&company, SERVICE_ACTOR, claim).await {
                 Ok(Outcome::Applied) => {
@@ -179,9 +207,7 @@ impl Runner {
                     let shutdown = shutdown.clone();
                     tasks.spawn(async move {
                         let _slot = slot;
-                        runner
-                            .run_job(&company, &job_id, lease_until, &shutdown)
-                            .await;
+                        runner.run_job(&company, &job_id, &shutdown).await;
                     });
                 }
                 Ok(_) => tracing::debug!(%job_id, "claim lost to another worker"),
@@ -195,13 +221,7 @@ impl Runner {
             .read(|s| s.company(company).and_then(|c| c.job(job_id).cloned()))
     }
 
-    async fn run_job(
-        &self,
-        company: &str,
-        job_id: &str,
-        lease_until: chrono::DateTime<chrono::Utc>,
-        shutdown: &CancellationToken,
-    ) {
+    async fn run_job(&self, company: &str, job_id: &str, shutdown: &CancellationToken) {
         let Some(job) = self.job(company, job_id) else {
             return;
         };
@@ -225,7 +245,7 @@ impl Runner {
         let heartbeats = tokio::spawn(self.clone().heartbeats(
             company.to_owned(),
             job_id.to_owned(),
-            lease_until,
+            job.attempts,
             progress.clone(),
             stop.clone(),
             cancel.clone(),
@@ -263,6 +283,7 @@ impl Runner {
                     let still_ours = self.job(company, job_id).is_some_and(|j| {
                         j.stored_status() == JobStatus::InProgress
                             && j.owner.as_deref() == Some(self.worker.as_str())
+                            && j.attempts == job.attempts
                     });
                     if !still_ours {
                         set_stop(self.why_stopped(company, job_id));
@@ -321,54 +342,63 @@ impl Runner {
         }
     }
 
-    /// Renews the lease every second (a third of the lease at most) with the latest progress;
-    /// stops the export when the lease is lost or runs out unrenewed.
+    /// Reports the attempt alive, with its progress, to every replica (the liveness channel).
+    /// The one way a running job's progress is published.
+    pub async fn report_progress(
+        &self,
+        company: &str,
+        job_id: &str,
+        attempt: u32,
+        progress: JobProgress,
+    ) -> Result<(), crate::statelog::LogError> {
+        let beat = Beat {
+            v: BEAT_VERSION,
+            company_id: company.to_owned(),
+            job_id: job_id.to_owned(),
+            worker: self.worker.clone(),
+            attempt,
+            at: self.log.clock().now(),
+            progress,
+        };
+        self.liveness.publish(&beat).await
+    }
+
+    /// Reports progress every second (a third of the lease at most); stops the export when it
+    /// could not report for a whole lease (other replicas will have judged it dead).
     async fn heartbeats(
         self,
         company: String,
         job_id: String,
-        mut lease_until: chrono::DateTime<chrono::Utc>,
+        attempt: u32,
         progress: Arc<Mutex<JobProgress>>,
         stop: Arc<Mutex<Option<Stop>>>,
         cancel: CancellationToken,
     ) {
         let every = (self.lease / 3).min(Duration::from_secs(1));
-        let stop_with = |why: Stop| {
-            stop.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get_or_insert(why);
-            cancel.cancel();
-        };
+        let mut reported = tokio::time::Instant::now();
         loop {
+            let current = *progress.lock().unwrap_or_else(|e| e.into_inner());
+            let left = self.lease.saturating_sub(reported.elapsed());
+            if left.is_zero() {
+                stop.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert(Stop::LostLease);
+                cancel.cancel();
+                return;
+            }
+            match tokio::time::timeout(
+                left,
+                self.report_progress(&company, &job_id, attempt, current),
+            )
+            .await
+            {
+                Ok(Ok(())) => reported = tokio::time::Instant::now(),
+                Ok(Err(error)) => tracing::warn!(job = %job_id, %error, "reporting progress"),
+                Err(_) => tracing::warn!(job = %job_id, "reporting progress timed out"),
+            }
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = tokio::time::sleep(every) => {}
-            }
-            let left = (lease_until - self.log.clock().now())
-                .to_std()
-                .unwrap_or(Duration::ZERO);
-            if left.is_zero() {
-                stop_with(Stop::LostLease);
-                return;
-            }
-            let until = self.log.clock().now() + chrono_lease(self.lease);
-            let heartbeat = Command::Heartbeat {
-                job_id: job_id.clone(),
-                worker: self.worker.clone(),
-                lease_until: until,
-                progress: *progress.lock().unwrap_or_else(|e| e.into_inner()),
-            };
-            // Never wait past the lease: an unrenewed lease means stop.
-            match tokio::time::timeout(left, self.log.submit(&company, SERVICE_ACTOR, heartbeat))
-                .await
-            {
-                Ok(Ok(Outcome::Applied)) => lease_until = until,
-                Ok(Ok(_)) => {
-                    stop_with(self.why_stopped(&company, &job_id));
-                    return;
-                }
-                Ok(Err(error)) => tracing::warn!(job = %job_id, %error, "renewing the lease"),
-                Err(_) => tracing::warn!(job = %job_id, "renewing the lease timed out"),
             }
         }
     }
@@ -534,4 +564,214 @@ impl Runner {
 
 fn chrono_lease(lease: Duration) -> chrono::Duration {
     chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::seconds(15))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+    use storage::MemoryStore;
+
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::liveness::MemoryLiveness;
+    use crate::state::JobSpec;
+    use crate::statelog::{MemoryLog, RecordLog};
+
+    struct Replicas {
+        log: MemoryLog,
+        channel: MemoryLiveness,
+        store: Arc<dyn ObjectStore>,
+        stop: CancellationToken,
+    }
+
+    impl Replicas {
+        fn new() -> Self {
+            Self {
+                log: MemoryLog::new("export-state"),
+                channel: MemoryLiveness::default(),
+                store: Arc::new(MemoryStore::new()),
+                stop: CancellationToken::new(),
+            }
+        }
+
+        async fn state_log(&self) -> StateLog {
+            let log: Arc<dyn RecordLog> = Arc::new(self.log.clone());
+            let state = StateLog::open(log, None, Arc::new(SystemClock), self.stop.clone())
+                .await
+                .unwrap();
+            state.caught_up().await.unwrap();
+            state
+        }
+
+        /// A replica's runner, started. Each may run 8 exports at once (only the fold's limit of
+        /// 2 per company binds): a finished export's task holds its local slot while its
+        /// notification (to a broker that is not there) times out.
+        async fn runner(&self, worker: &str, lease: Duration) -> Runner {
+            // Nothing listens there: notifications fail and are retried, which these tests
+            // do not look at.
+            let config = crate::Config::try_parse_from([
+                "cce-export",
+                "--token-signing-key",
+                "k",
+                "--kafka-brokers",
+                "127.0.0.1:9",
+                "--s3-bucket",
+                "unused",
+            ])
+            .unwrap();
+            let metrics = Metrics::register(&prometheus::Registry::new()).unwrap();
+            let runner = Runner {
+                log: self.state_log().await,
+                liveness: Liveness::start(Arc::new(self.channel.clone()), self.stop.clone()),
+                log_store: self.store.clone(),
+                archive_store: self.store.clone(),
+                notifier: Notifier::new(&config, metrics.clone()).unwrap(),
+                worker: worker.to_owned(),
+                lease,
+                max_jobs: 8,
+                metrics,
+            };
+            tokio::spawn(runner.clone().run(self.stop.clone()));
+            runner
+        }
+    }
+
+    async fn create(log: &StateLog, job_id: &str) {
+        let create = Command::CreateExport {
+            job_id: job_id.into(),
+            spec: JobSpec {
+                from: None,
+                to: chrono::Utc::now(),
+                person_ids: vec![],
+                conversation_ids: vec![],
+                time_zone: String::new(),
+                format: "json".into(),
+            },
+            requester_email: None,
+            request_id: None,
+        };
+        assert_eq!(
+            log.submit("acme", "ann", create).await.unwrap(),
+            Outcome::Applied
+        );
+    }
+
+    /// Waits (on the fold's changes, with a deadline) until `f` holds for the job.
+    async fn wait_job(log: &StateLog, job_id: &str, what: &str, f: impl Fn(&Job) -> bool) -> Job {
+        let mut changes = log.subscribe();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let job = log.read(|s| s.company("acme").and_then(|c| c.job(job_id).cloned()));
+            if let Some(job) = job.filter(|j| f(j)) {
+                return job;
+            }
+            let changed = tokio::time::timeout_at(deadline, changes.changed()).await;
+            assert!(changed.is_ok(), "export {job_id} not {what} within 30 s");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_silent_workers_export_is_taken_over_and_a_beating_one_is_not() {
+        let replicas = Replicas::new();
+        let admin = replicas.state_log().await;
+        admin.submit("acme", "ann", Command::Enable).await.unwrap();
+        create(&admin, "j1").await;
+        // A worker claims j1 and then only beats (as a live worker stuck on a slow log would).
+        let claim = Command::Claim {
+            job_id: "j1".into(),
+            worker: "ghost".into(),
+            lease_until: None,
+            takes_over: None,
+        };
+        assert_eq!(
+            admin.submit("acme", SERVICE_ACTOR, claim).await.unwrap(),
+            Outcome::Applied
+        );
+        let lease = Duration::from_millis(400);
+        let b = replicas.runner("b", lease).await;
+        let ghost = Liveness::start(Arc::new(replicas.channel.clone()), replicas.stop.clone());
+        let beat = |events| Beat {
+            v: BEAT_VERSION,
+            company_id: "acme".into(),
+            job_id: "j1".into(),
+            worker: "ghost".into(),
+            attempt: 1,
+            at: chrono::Utc::now(),
+            progress: JobProgress {
+                events_read: events,
+                ..JobProgress::default()
+            },
+        };
+        // Beating for five leases: never taken over, and its progress reaches other replicas.
+        let beating = tokio::time::Instant::now();
+        let mut events = 0;
+        while beating.elapsed() < lease * 5 {
+            events += 1;
+            ghost.publish(&beat(events)).await.unwrap();
+            tokio::time::sleep(lease / 4).await; // the beat interval, not a synchronisation
+        }
+        let job = admin.read(|s| s.company("acme").unwrap().job("j1").cloned().unwrap());
+        assert_eq!((job.owner.as_deref(), job.attempts), (Some("ghost"), 1));
+        assert!(b.liveness.progress("j1", 1).unwrap().events_read >= events - 1);
+        // Silent: b takes it over (attempt 2) and completes it under its own attempt's key.
+        let done = wait_job(&admin, "j1", "completed", |j| {
+            j.stored_status() == JobStatus::Completed
+        })
+        .await;
+        assert_eq!(done.attempts, 2);
+        assert!(done.archive.unwrap().key.contains("/j1/attempt-2/"));
+        // The ghost's late result is refused.
+        let late = Command::Finish {
+            job_id: "j1".into(),
+            worker: "ghost".into(),
+            result: JobResult::Failed {
+                error: "late".into(),
+            },
+        };
+        assert!(matches!(
+            admin.submit("acme", SERVICE_ACTOR, late).await.unwrap(),
+            Outcome::Rejected(_)
+        ));
+        replicas.stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn two_replicas_run_every_job_once_and_never_more_than_two_at_a_time() {
+        let replicas = Replicas::new();
+        let admin = replicas.state_log().await;
+        admin.submit("acme", "ann", Command::Enable).await.unwrap();
+        let _a = replicas.runner("a", Duration::from_secs(5)).await;
+        let _b = replicas.runner("b", Duration::from_secs(5)).await;
+        let mut most = 0;
+        let mut changes = admin.subscribe();
+        for i in 0..6 {
+            create(&admin, &format!("j{i}")).await;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let (running, completed) = admin.read(|s| {
+                let company = s.company("acme").unwrap();
+                let completed = company
+                    .jobs()
+                    .filter(|j| j.stored_status() == JobStatus::Completed)
+                    .count();
+                (company.running(), completed)
+            });
+            most = most.max(running);
+            if completed == 6 {
+                break;
+            }
+            let changed = tokio::time::timeout_at(deadline, changes.changed()).await;
+            assert!(changed.is_ok(), "6 exports not completed within 60 s");
+        }
+        assert!(most <= 2, "{most} ran at once");
+        admin.read(|s| {
+            for job in s.company("acme").unwrap().jobs() {
+                assert_eq!(job.attempts, 1, "{job:?}");
+            }
+        });
+        replicas.stop.cancel();
+    }
 }

@@ -18,9 +18,11 @@ use tonic::{Request, Response, Status};
 
 use crate::access::{AccessState, Action, Denied};
 use crate::auth::{Caller, Verifier};
+use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::state::{
-    Command, CompanyState, Job, JobSpec, JobStatus, Outcome, RETENTION_DAYS, status_word,
+    Command, CompanyState, Job, JobProgress, JobSpec, JobStatus, Outcome, RETENTION_DAYS,
+    status_word,
 };
 use crate::statelog::StateLog;
 
@@ -33,6 +35,8 @@ const DEFAULT_PAGE_SIZE: u32 = 50;
 #[derive(Debug, Clone)]
 pub struct Api {
     pub(crate) log: StateLog,
+    /// Running jobs' progress, as their workers report it.
+    pub(crate) liveness: Liveness,
     pub(crate) verifier: Verifier,
     /// Presigns download links (with the public endpoint when one is configured).
     pub(crate) link_store: Arc<dyn ObjectStore>,
@@ -83,10 +87,24 @@ impl Api {
     fn job(&self, caller: &Caller, id: &str) -> Result<pb::ExportJob, Status> {
         let now = self.now();
         self.with_company(&caller.company_id, |company| {
-            company.job(id).map(|job| job_to_proto(company, job, now))
+            company
+                .job(id)
+                .map(|job| job_to_proto(company, job, self.progress(job), now))
         })
         .flatten()
         .ok_or_else(|| not_found(id))
+    }
+
+    /// A job's progress: for a running job, the newest its worker reported on the liveness
+    /// channel; otherwise the one recorded when it finished.
+    fn progress(&self, job: &Job) -> JobProgress {
+        if job.stored_status() == JobStatus::InProgress {
+            self.liveness
+                .progress(&job.id, job.attempts)
+                .unwrap_or(job.progress)
+        } else {
+            job.progress
+        }
     }
 
     fn settings(&self, company_id: &str) -> pb::Settings {
@@ -148,7 +166,12 @@ pub(crate) fn status_to_proto(status: JobStatus) -> pb::ExportStatus {
     }
 }
 
-pub(crate) fn job_to_proto(company: &CompanyState, job: &Job, now: DateTime<Utc>) -> pb::ExportJob {
+pub(crate) fn job_to_proto(
+    company: &CompanyState,
+    job: &Job,
+    progress: JobProgress,
+    now: DateTime<Utc>,
+) -> pb::ExportJob {
     let status = job.status_at(now);
     pb::ExportJob {
         id: job.id.clone(),
@@ -168,10 +191,10 @@ pub(crate) fn job_to_proto(company: &CompanyState, job: &Job, now: DateTime<Utc>
             all_history: job.spec.from.is_none(),
         }),
         progress: Some(pb::Progress {
-            events_read: job.progress.events_read,
-            files_written: job.progress.files_written,
-            bytes_written: job.progress.bytes_written,
-            percent: job.progress.percent,
+            events_read: progress.events_read,
+            files_written: progress.files_written,
+            bytes_written: progress.bytes_written,
+            percent: progress.percent,
         }),
         archive_size: job.archive.as_ref().map_or(0, |a| a.size),
         archive_sha256: job
@@ -486,7 +509,7 @@ impl ComplianceExportService for Api {
                             break;
                         }
                         last_seq = job.seq;
-                        page.push(job_to_proto(company, job, now));
+                        page.push(job_to_proto(company, job, self.progress(job), now));
                     }
                     (page, next)
                 })
@@ -531,6 +554,7 @@ impl ComplianceExportService for Api {
             let api = self.clone();
             tokio::spawn(async move {
                 let mut changes = api.log.subscribe();
+                let mut beats = api.liveness.subscribe();
                 let mut last: Option<pb::ExportJob> = None;
                 let send = |item: Result<pb::ExportJob, Status>| {
                     let (tx, shutdown) = (tx.clone(), api.shutdown.clone());
@@ -567,6 +591,7 @@ impl ComplianceExportService for Api {
                     }
                     tokio::select! {
                         changed = changes.changed() => if changed.is_err() { return },
+                        changed = beats.changed() => if changed.is_err() { return },
                         () = tokio::time::sleep(Duration::from_secs(5)) => {}
                         () = tx.closed() => return,
                         () = api.shutdown.cancelled() => {
@@ -700,6 +725,129 @@ impl ComplianceExportService for Api {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    mod on_the_memory_log {
+        use std::sync::Arc;
+
+        use jsonwebtoken::{EncodingKey, Header, encode};
+        use storage::MemoryStore;
+        use telemetry::CancellationToken;
+
+        use super::*;
+        use crate::auth::Claims;
+        use crate::clock::SystemClock;
+        use crate::liveness::{BEAT_VERSION, Beat, LivenessChannel, MemoryLiveness};
+        use crate::state::SERVICE_ACTOR;
+        use crate::statelog::{MemoryLog, RecordLog};
+
+        const KEY: &[u8] = b"key-for-unit-tests";
+
+        /// A replica's API on the shared in-memory state log and liveness channel.
+        async fn replica(log: &MemoryLog, channel: &MemoryLiveness) -> Api {
+            let stop = CancellationToken::new();
+            let records: Arc<dyn RecordLog> = Arc::new(log.clone());
+            let state = StateLog::open(records, None, Arc::new(SystemClock), stop.clone())
+                .await
+                .unwrap();
+            state.caught_up().await.unwrap();
+            let channel: Arc<dyn LivenessChannel> = Arc::new(channel.clone());
+            Api {
+                log: state,
+                liveness: Liveness::start(channel, stop.clone()),
+                verifier: Verifier::hs256(KEY, "admin-portal", "compliance-exports"),
+                link_store: Arc::new(MemoryStore::new()),
+                link_ttl: Duration::from_secs(3600),
+                metrics: Metrics::register(&prometheus::Registry::new()).unwrap(),
+                shutdown: stop,
+            }
+        }
+
+        fn authed<T>(body: T) -> Request<T> {
+            let claims = Claims {
+                sub: "ann".into(),
+                company_id: "acme".into(),
+                role: "admin".into(),
+                exp: u64::try_from(Utc::now().timestamp()).unwrap() + 600,
+                iss: "admin-portal".into(),
+                aud: "compliance-exports".into(),
+                email: None,
+            };
+            let token =
+                encode(&Header::default(), &claims, &EncodingKey::from_secret(KEY)).unwrap();
+            let mut request = Request::new(body);
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            request
+        }
+
+        #[tokio::test]
+        async fn a_running_exports_progress_reaches_every_replica() {
+            let (log, channel) = (MemoryLog::new("export-state"), MemoryLiveness::default());
+            let a = replica(&log, &channel).await;
+            let b = replica(&log, &channel).await;
+            a.enable_exports(authed(pb::EnableExportsRequest {}))
+                .await
+                .unwrap();
+            let id = a
+                .create_export(authed(pb::CreateExportRequest::default()))
+                .await
+                .unwrap()
+                .into_inner()
+                .id;
+            let job = b
+                .get_export(authed(pb::GetExportRequest { id: id.clone() }))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(job.status, pb::ExportStatus::Accepted as i32);
+            assert_eq!(job.queue_position, 1);
+            // A worker (on a) claims it and reports progress on the liveness channel.
+            let claim = Command::Claim {
+                job_id: id.clone(),
+                worker: "w".into(),
+                lease_until: None,
+                takes_over: None,
+            };
+            assert_eq!(
+                a.log.submit("acme", SERVICE_ACTOR, claim).await.unwrap(),
+                Outcome::Applied
+            );
+            let mut beats = b.liveness.subscribe();
+            let beat = Beat {
+                v: BEAT_VERSION,
+                company_id: "acme".into(),
+                job_id: id.clone(),
+                worker: "w".into(),
+                attempt: 1,
+                at: Utc::now(),
+                progress: JobProgress {
+                    events_read: 1234,
+                    files_written: 5,
+                    bytes_written: 678,
+                    percent: 40,
+                },
+            };
+            a.liveness.publish(&beat).await.unwrap();
+            while b.liveness.progress(&id, 1).is_none() {
+                beats.changed().await.unwrap();
+            }
+            // b shows it, though neither the beat nor its progress is in the state log.
+            let job = b
+                .get_export(authed(pb::GetExportRequest { id: id.clone() }))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(job.status, pb::ExportStatus::InProgress as i32);
+            let progress = job.progress.unwrap();
+            assert_eq!((progress.events_read, progress.percent), (1234, 40));
+            assert_eq!(
+                log.end().await.unwrap(),
+                3,
+                "enable, create, claim: no heartbeat"
+            );
+        }
+    }
 
     fn now() -> DateTime<Utc> {
         "2026-11-25T12:00:00Z".parse().unwrap()

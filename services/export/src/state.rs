@@ -8,11 +8,21 @@
 //! claims sent at the same instant are ordered by the log, and the second sees the first.
 //!
 //! Time inside the fold is the record's own `at` (the appending replica's clock), never the
-//! folding replica's clock, so every replica reaches the same decisions. Leases: a worker owns a
-//! job while its lease is live; it renews it with heartbeats; once the lease has passed, the job
-//! can be claimed again (taken over) and the old owner's heartbeats and results are refused.
+//! folding replica's clock, so every replica reaches the same decisions.
+//!
+//! Ownership (record version 2): a claimed job runs until it is finished, released, cancelled or
+//! taken over — the fold never lets it lapse by time, so a running job holds one of its company's
+//! two slots for exactly that long. Whether its worker is still alive is judged by each replica
+//! from the liveness channel (`crate::liveness`), which is not kept forever; a replica that judges
+//! it dead appends a claim naming the attempt it takes over, and the first such claim in the log
+//! wins (the attempt counter moves on, so the others are refused). The old worker's results are
+//! refused once it no longer owns the job.
+//!
+//! Version 1 records (written before liveness moved out of this topic) are folded with their own
+//! rules: leases with an expiry, renewed by heartbeat records. A topic written by version 1 keeps
+//! those records forever, so the rules stay.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -24,8 +34,16 @@ pub const MAX_RUNNING_PER_COMPANY: usize = 2;
 /// A finished archive can be downloaded for this long after its upload started (the bucket's
 /// lifecycle rule deletes it after the same time, counted from the object's creation).
 pub const RETENTION_DAYS: i64 = 30;
-/// The version of the record format below.
-pub const RECORD_VERSION: u32 = 1;
+/// The version of the record format this build writes. It reads every version from 1 to this one;
+/// a record of a later version stops the fold (see `crate::statelog`).
+pub const RECORD_VERSION: u32 = 2;
+/// The first record version: leases renewed by heartbeat records in the state topic.
+pub const RECORD_VERSION_LEASES: u32 = 1;
+
+/// Whether this build can fold records of version `v`.
+pub fn is_known_version(v: u32) -> bool {
+    (RECORD_VERSION_LEASES..=RECORD_VERSION).contains(&v)
+}
 
 /// One record of the state topic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,18 +85,27 @@ pub enum Command {
     CancelExport {
         job_id: String,
     },
+    /// A worker starts a job: a waiting one (`takes_over` unset), or a running one whose worker
+    /// it judges dead (`takes_over`: the attempt it replaces).
     Claim {
         job_id: String,
         worker: String,
-        lease_until: DateTime<Utc>,
+        /// Version 1 only: when the lease ends unless renewed by a heartbeat.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lease_until: Option<DateTime<Utc>>,
+        /// Version 2: the attempt this claim takes over; the first such claim in the log wins.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        takes_over: Option<u32>,
     },
+    /// Version 1 only: renews a lease and records progress. Version 2 sends liveness and
+    /// progress to the liveness channel instead, which is not kept forever.
     Heartbeat {
         job_id: String,
         worker: String,
         lease_until: DateTime<Utc>,
         progress: JobProgress,
     },
-    /// The owner gives the job back (graceful shutdown); it can be claimed at once.
+    /// The owner gives the job back (graceful shutdown); it waits again and can be claimed at once.
     Release {
         job_id: String,
         worker: String,
@@ -160,7 +187,7 @@ impl JobStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Archive {
     pub key: String,
     pub size: u64,
@@ -169,7 +196,7 @@ pub struct Archive {
 }
 
 /// One export job.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
     pub id: String,
     /// Creation order within the company (0, 1, 2, …).
@@ -183,9 +210,12 @@ pub struct Job {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub owner: Option<String>,
+    /// Version 1 records only: when the owner's lease ends unless renewed.
     pub lease_until: Option<DateTime<Utc>>,
     /// How many times a worker has claimed it.
     pub attempts: u32,
+    /// The final progress of a finished job (and, from version 1 records, the last heartbeat's);
+    /// a running job's live progress is on the liveness channel.
     pub progress: JobProgress,
     pub archive: Option<Archive>,
     pub error: Option<String>,
@@ -208,37 +238,44 @@ impl Job {
         self.status
     }
 
-    fn lease_live(&self, at: DateTime<Utc>) -> bool {
+    /// Version 1: whether the lease is live at `at`.
+    fn lease_live_v1(&self, at: DateTime<Utc>) -> bool {
         self.status == JobStatus::InProgress && self.lease_until.is_some_and(|l| l > at)
     }
 
-    fn claimable(&self, at: DateTime<Utc>) -> bool {
+    /// Version 1: a waiting job, or a running one whose lease has passed.
+    fn claimable_v1(&self, at: DateTime<Utc>) -> bool {
         self.status == JobStatus::Accepted
-            || (self.status == JobStatus::InProgress && !self.lease_live(at))
+            || (self.status == JobStatus::InProgress && !self.lease_live_v1(at))
     }
 
-    fn owned_by(&self, worker: &str, at: DateTime<Utc>) -> bool {
-        self.lease_live(at) && self.owner.as_deref() == Some(worker)
+    fn owned_by_v1(&self, worker: &str, at: DateTime<Utc>) -> bool {
+        self.lease_live_v1(at) && self.owner.as_deref() == Some(worker)
+    }
+
+    fn owned_by(&self, worker: &str) -> bool {
+        self.status == JobStatus::InProgress && self.owner.as_deref() == Some(worker)
     }
 }
 
 /// One line of a company's audit trail.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
     /// The record's id.
     pub id: String,
     pub at: DateTime<Utc>,
     pub actor: String,
-    pub action: &'static str,
+    pub action: String,
     pub subject: String,
     pub details: BTreeMap<String, String>,
 }
 
 /// One company's state.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CompanyState {
     pub access: AccessState,
-    jobs: HashMap<String, Job>,
+    /// Ordered maps throughout, so that a snapshot of the same state is the same bytes.
+    jobs: BTreeMap<String, Job>,
     /// Job ids in creation order.
     order: Vec<String>,
     /// Oldest first.
@@ -255,16 +292,37 @@ impl CompanyState {
         self.order.iter().filter_map(|id| self.jobs.get(id))
     }
 
-    /// Jobs whose worker's lease is live at `at`.
-    pub fn running(&self, at: DateTime<Utc>) -> usize {
-        self.jobs().filter(|j| j.lease_live(at)).count()
+    /// Jobs claimed and not yet finished, released or cancelled: each holds one of the
+    /// company's slots until then, whether or not its worker is alive.
+    pub fn running(&self) -> usize {
+        self.jobs()
+            .filter(|j| j.status == JobStatus::InProgress)
+            .count()
     }
 
-    /// The jobs that may start at `at`, in the order they must start: the oldest waiting (or
-    /// abandoned) jobs, as many as the limit leaves room for. A claim takes the first.
-    pub fn claimable(&self, at: DateTime<Utc>) -> Vec<&Job> {
-        let room = MAX_RUNNING_PER_COMPANY.saturating_sub(self.running(at));
-        self.jobs().filter(|j| j.claimable(at)).take(room).collect()
+    /// The jobs that may start, in the order they must start: the oldest waiting jobs, as many
+    /// as the limit leaves room for. A claim takes the first.
+    pub fn claimable(&self) -> Vec<&Job> {
+        let room = MAX_RUNNING_PER_COMPANY.saturating_sub(self.running());
+        self.jobs()
+            .filter(|j| j.status == JobStatus::Accepted)
+            .take(room)
+            .collect()
+    }
+
+    /// Jobs that are running: the ones a replica may take over when it judges their worker dead.
+    pub fn in_progress(&self) -> impl Iterator<Item = &Job> {
+        self.jobs().filter(|j| j.status == JobStatus::InProgress)
+    }
+
+    /// Version 1: jobs whose lease is live at `at`; the claimable ones in order.
+    fn claimable_v1(&self, at: DateTime<Utc>) -> Vec<&Job> {
+        let running = self.jobs().filter(|j| j.lease_live_v1(at)).count();
+        let room = MAX_RUNNING_PER_COMPANY.saturating_sub(running);
+        self.jobs()
+            .filter(|j| j.claimable_v1(at))
+            .take(room)
+            .collect()
     }
 
     /// 1-based position of an ACCEPTED job in the company's queue; 0 when it is not waiting.
@@ -295,12 +353,12 @@ impl CompanyState {
         Ok(())
     }
 
-    fn audit(&mut self, record: &Record, action: &'static str, subject: &str) -> &mut AuditEntry {
+    fn audit(&mut self, record: &Record, action: &str, subject: &str) -> &mut AuditEntry {
         self.audit.push(AuditEntry {
             id: record.id.clone(),
             at: record.at,
             actor: record.actor.clone(),
-            action,
+            action: action.to_owned(),
             subject: subject.to_owned(),
             details: BTreeMap::new(),
         });
@@ -326,9 +384,9 @@ pub enum Outcome {
 }
 
 /// Every company's state.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
-    companies: HashMap<String, CompanyState>,
+    companies: BTreeMap<String, CompanyState>,
 }
 
 impl State {
@@ -455,10 +513,22 @@ fn apply(company: &mut CompanyState, record: &Record) -> Result<Outcome, Denied>
             job_id,
             worker,
             lease_until,
+            takes_over,
         } => {
-            // Only the oldest claimable job, so jobs start in the order they were accepted
-            // even when several slots free up at once and replicas race for them.
-            if company.claimable(at).first().map(|j| &j.id) != Some(job_id) {
+            let allowed = if record.v == RECORD_VERSION_LEASES {
+                // Only the oldest claimable job, so jobs start in the order they were accepted
+                // even when several slots free up at once and replicas race for them.
+                company.claimable_v1(at).first().map(|j| &j.id) == Some(job_id)
+            } else if let Some(attempt) = takes_over {
+                // The first takeover of this attempt wins; the job keeps its slot.
+                company
+                    .job(job_id)
+                    .is_some_and(|j| j.status == JobStatus::InProgress && j.attempts == *attempt)
+            } else {
+                company.claimable().first().map(|j| &j.id) == Some(job_id)
+            };
+            if !allowed {
+                company.job_mut(job_id)?;
                 return Err(Denied::FailedPrecondition(format!(
                     "export {job_id} cannot be claimed now"
                 )));
@@ -466,7 +536,7 @@ fn apply(company: &mut CompanyState, record: &Record) -> Result<Outcome, Denied>
             let job = company.job_mut(job_id)?;
             job.status = JobStatus::InProgress;
             job.owner = Some(worker.clone());
-            job.lease_until = Some(*lease_until);
+            job.lease_until = *lease_until;
             job.attempts += 1;
             job.started_at.get_or_insert(at);
             job.progress = JobProgress::default();
@@ -477,27 +547,47 @@ fn apply(company: &mut CompanyState, record: &Record) -> Result<Outcome, Denied>
             lease_until,
             progress,
         } => {
+            if record.v != RECORD_VERSION_LEASES {
+                return Err(Denied::InvalidArgument(format!(
+                    "a heartbeat of export {job_id} in the state topic: since record version 2 \
+                     heartbeats go to the liveness channel"
+                )));
+            }
             let job = company.job_mut(job_id)?;
-            if !job.owned_by(worker, at) {
+            if !job.owned_by_v1(worker, at) {
                 return Err(lost_lease(job_id));
             }
             job.lease_until = Some(*lease_until);
             job.progress = *progress;
         }
         Command::Release { job_id, worker } => {
+            let v1 = record.v == RECORD_VERSION_LEASES;
             let job = company.job_mut(job_id)?;
-            if !job.owned_by(worker, at) {
+            if !(if v1 {
+                job.owned_by_v1(worker, at)
+            } else {
+                job.owned_by(worker)
+            }) {
                 return Err(lost_lease(job_id));
             }
-            job.lease_until = Some(at);
+            // Waiting again (it keeps its place: it is older than every waiting job).
+            job.status = JobStatus::Accepted;
+            job.owner = None;
+            job.lease_until = None;
+            job.progress = JobProgress::default();
         }
         Command::Finish {
             job_id,
             worker,
             result,
         } => {
+            let v1 = record.v == RECORD_VERSION_LEASES;
             let job = company.job_mut(job_id)?;
-            if !job.owned_by(worker, at) {
+            if !(if v1 {
+                job.owned_by_v1(worker, at)
+            } else {
+                job.owned_by(worker)
+            }) {
                 return Err(lost_lease(job_id));
             }
             job.finished_at = Some(at);
@@ -622,16 +712,49 @@ mod tests {
         )
     }
 
-    fn claim(at: i64, job: &str, worker: &str, lease: i64) -> Record {
+    fn claim(at: i64, job: &str, worker: &str) -> Record {
         record(
             at,
             SERVICE_ACTOR,
             Command::Claim {
                 job_id: job.into(),
                 worker: worker.into(),
-                lease_until: t(at + lease),
+                lease_until: None,
+                takes_over: None,
             },
         )
+    }
+
+    fn take_over(at: i64, job: &str, worker: &str, attempt: u32) -> Record {
+        record(
+            at,
+            SERVICE_ACTOR,
+            Command::Claim {
+                job_id: job.into(),
+                worker: worker.into(),
+                lease_until: None,
+                takes_over: Some(attempt),
+            },
+        )
+    }
+
+    /// A record as version 1 wrote it.
+    fn v1(mut record: Record) -> Record {
+        record.v = RECORD_VERSION_LEASES;
+        record
+    }
+
+    fn claim_v1(at: i64, job: &str, worker: &str, lease: i64) -> Record {
+        v1(record(
+            at,
+            SERVICE_ACTOR,
+            Command::Claim {
+                job_id: job.into(),
+                worker: worker.into(),
+                lease_until: Some(t(at + lease)),
+                takes_over: None,
+            },
+        ))
     }
 
     fn finish(at: i64, job: &str, worker: &str) -> Record {
@@ -681,38 +804,78 @@ mod tests {
             assert_eq!(state.apply(&create(i as i64 + 1, job)), Outcome::Applied);
         }
         // Two replicas claim at the same instant; the log orders them.
-        assert_eq!(state.apply(&claim(10, "j1", "a", 30)), Outcome::Applied);
-        assert_eq!(state.apply(&claim(10, "j2", "b", 30)), Outcome::Applied);
+        assert_eq!(state.apply(&claim(10, "j1", "a")), Outcome::Applied);
+        assert_eq!(state.apply(&claim(10, "j2", "b")), Outcome::Applied);
         // A third claim — of any job — is refused while two leases are live.
-        assert!(rejected(&state.apply(&claim(10, "j3", "a", 30))));
-        assert!(rejected(&state.apply(&claim(10, "j4", "b", 30))));
+        assert!(rejected(&state.apply(&claim(10, "j3", "a"))));
+        assert!(rejected(&state.apply(&claim(10, "j4", "b"))));
         // Claiming the same job twice: refused.
-        assert!(rejected(&state.apply(&claim(11, "j1", "b", 30))));
+        assert!(rejected(&state.apply(&claim(11, "j1", "b"))));
         let company = state.company("acme").unwrap();
-        assert_eq!(company.running(t(11)), 2);
+        assert_eq!(company.running(), 2);
         assert_eq!(company.queue_position("j3"), 1);
         assert_eq!(company.queue_position("j4"), 2);
         // When one finishes, the oldest waiting job — and only it — may start.
         assert_eq!(state.apply(&finish(20, "j1", "a")), Outcome::Applied);
         assert_eq!(state.apply(&finish(20, "j2", "b")), Outcome::Applied);
         // Two slots are free, yet j4 cannot jump ahead of j3.
-        assert!(rejected(&state.apply(&claim(21, "j4", "a", 30))));
-        assert_eq!(state.apply(&claim(21, "j3", "a", 30)), Outcome::Applied);
+        assert!(rejected(&state.apply(&claim(21, "j4", "a"))));
+        assert_eq!(state.apply(&claim(21, "j3", "a")), Outcome::Applied);
         assert_eq!(status(&state, "j3"), JobStatus::InProgress);
         assert_eq!(status(&state, "j4"), JobStatus::Accepted);
-        assert_eq!(state.apply(&claim(22, "j4", "b", 30)), Outcome::Applied);
+        assert_eq!(state.apply(&claim(22, "j4", "b")), Outcome::Applied);
     }
 
     #[test]
-    fn a_dead_workers_job_is_taken_over_and_its_late_result_refused() {
+    fn a_takeover_names_the_attempt_it_replaces_and_the_first_wins() {
         let mut state = enabled();
         state.apply(&create(1, "j1"));
-        assert_eq!(state.apply(&claim(2, "j1", "a", 10)), Outcome::Applied);
+        state.apply(&create(2, "j2"));
+        state.apply(&create(3, "j3"));
+        assert_eq!(state.apply(&claim(4, "j1", "a")), Outcome::Applied);
+        assert_eq!(state.apply(&claim(4, "j2", "a")), Outcome::Applied);
+        // However long a worker is silent, its job keeps its slot: no time-based lapse.
+        assert!(rejected(&state.apply(&claim(100_000, "j3", "b"))));
+        assert!(rejected(&state.apply(&claim(100_000, "j1", "b"))));
+        // Two replicas judge a dead and race to take j1 over: the log's first wins.
+        assert_eq!(state.apply(&take_over(10, "j1", "b", 1)), Outcome::Applied);
+        assert!(rejected(&state.apply(&take_over(10, "j1", "c", 1))));
+        let job = state.company("acme").unwrap().job("j1").unwrap();
+        assert_eq!((job.attempts, job.owner.as_deref()), (2, Some("b")));
+        assert_eq!(job.started_at, Some(t(4)));
+        // Still two running: a takeover never makes a third.
+        assert_eq!(state.company("acme").unwrap().running(), 2);
+        assert!(rejected(&state.apply(&claim(11, "j3", "c"))));
+        // a wakes up: its result is refused; b's stands; a finished job is never taken over.
+        assert!(rejected(&state.apply(&finish(12, "j1", "a"))));
+        assert_eq!(state.apply(&finish(13, "j1", "b")), Outcome::Applied);
+        assert!(rejected(&state.apply(&take_over(14, "j1", "c", 2))));
+        assert!(rejected(&state.apply(&take_over(14, "j3", "c", 0))));
+        assert_eq!(state.apply(&claim(15, "j3", "c")), Outcome::Applied);
+        // Heartbeats are no longer state records.
+        let beat = record(
+            16,
+            SERVICE_ACTOR,
+            Command::Heartbeat {
+                job_id: "j3".into(),
+                worker: "c".into(),
+                lease_until: t(30),
+                progress: JobProgress::default(),
+            },
+        );
+        assert!(rejected(&state.apply(&beat)));
+    }
+
+    #[test]
+    fn version_1_records_keep_their_lease_rules() {
+        let mut state = enabled();
+        state.apply(&v1(create(1, "j1")));
+        assert_eq!(state.apply(&claim_v1(2, "j1", "a", 10)), Outcome::Applied);
         // Before the lease ends nobody else can take it.
-        assert!(rejected(&state.apply(&claim(5, "j1", "b", 10))));
+        assert!(rejected(&state.apply(&claim_v1(5, "j1", "b", 10))));
         // Heartbeats keep it.
         let beat = |at, worker: &str| {
-            record(
+            v1(record(
                 at,
                 SERVICE_ACTOR,
                 Command::Heartbeat {
@@ -724,64 +887,56 @@ mod tests {
                         ..JobProgress::default()
                     },
                 },
-            )
+            ))
         };
         assert_eq!(state.apply(&beat(8, "a")), Outcome::Applied);
-        assert!(rejected(&state.apply(&claim(15, "j1", "b", 10))));
+        assert!(rejected(&state.apply(&claim_v1(15, "j1", "b", 10))));
         // Worker a dies; its lease (18) passes; b takes over.
-        assert_eq!(state.apply(&claim(19, "j1", "b", 10)), Outcome::Applied);
+        assert_eq!(state.apply(&claim_v1(19, "j1", "b", 10)), Outcome::Applied);
         let job = state.company("acme").unwrap().job("j1").unwrap();
         assert_eq!(job.attempts, 2);
         assert_eq!(job.owner.as_deref(), Some("b"));
-        assert_eq!(job.started_at, Some(t(2)));
         assert_eq!(job.progress, JobProgress::default());
         // a wakes up: its heartbeat and its result are refused; b's result stands.
         assert!(rejected(&state.apply(&beat(20, "a"))));
-        assert!(rejected(&state.apply(&finish(21, "j1", "a"))));
-        assert_eq!(state.apply(&finish(22, "j1", "b")), Outcome::Applied);
-        let job = state.company("acme").unwrap().job("j1").unwrap();
-        assert_eq!(job.archive.as_ref().unwrap().key, "exports/acme/j1.zip");
-        // Once finished, nothing runs it again.
-        assert!(rejected(&state.apply(&claim(40, "j1", "a", 10))));
-        assert!(rejected(&state.apply(&finish(41, "j1", "b"))));
+        assert!(rejected(&state.apply(&v1(finish(21, "j1", "a")))));
+        assert_eq!(state.apply(&v1(finish(22, "j1", "b"))), Outcome::Applied);
+        assert!(rejected(&state.apply(&claim_v1(40, "j1", "a", 10))));
+        // A job whose version-1 lease lapsed unrenewed still holds its slot under version 2
+        // until a replica takes it over (judging it dead from the liveness channel).
+        state.apply(&v1(create(50, "j2")));
+        state.apply(&v1(create(51, "j3")));
+        state.apply(&v1(create(52, "j4")));
+        assert_eq!(state.apply(&claim_v1(53, "j2", "a", 5)), Outcome::Applied);
+        assert_eq!(state.apply(&claim_v1(53, "j3", "a", 5)), Outcome::Applied);
+        assert!(rejected(&state.apply(&claim(1000, "j4", "b"))));
+        assert_eq!(
+            state.apply(&take_over(1000, "j2", "b", 1)),
+            Outcome::Applied
+        );
+        assert_eq!(state.apply(&finish(1001, "j2", "b")), Outcome::Applied);
+        assert_eq!(state.apply(&claim(1002, "j4", "b")), Outcome::Applied);
     }
 
     #[test]
-    fn an_expired_lease_frees_a_slot_and_the_late_owner_cannot_renew() {
-        let mut state = enabled();
-        for (i, job) in ["j1", "j2", "j3"].iter().enumerate() {
-            state.apply(&create(i as i64, job));
+    fn snapshots_of_the_same_state_are_the_same_bytes() {
+        let mut one = enabled();
+        let mut two = enabled();
+        for (i, job) in ["j3", "j1", "j2"].iter().enumerate() {
+            one.apply(&create(i as i64 + 1, job));
+            two.apply(&create(i as i64 + 1, job));
         }
-        state.apply(&claim(10, "j1", "a", 5));
-        state.apply(&claim(10, "j2", "a", 5));
-        // At 16 both leases have passed: the abandoned jobs come first, in order.
-        let company = state.company("acme").unwrap();
-        let ids: Vec<_> = company
-            .claimable(t(16))
-            .iter()
-            .map(|j| j.id.clone())
-            .collect();
-        assert_eq!(ids, ["j1", "j2"]);
-        assert!(rejected(&state.apply(&claim(16, "j3", "b", 5))));
-        // A heartbeat after the lease has passed is refused, so a slow worker never makes three.
-        let late = record(
-            17,
-            SERVICE_ACTOR,
-            Command::Heartbeat {
-                job_id: "j1".into(),
-                worker: "a".into(),
-                lease_until: t(30),
-                progress: JobProgress::default(),
-            },
-        );
-        assert!(rejected(&state.apply(&late)));
+        let a = serde_json::to_vec(&one).unwrap();
+        assert_eq!(a, serde_json::to_vec(&two).unwrap());
+        let back: State = serde_json::from_slice(&a).unwrap();
+        assert_eq!(back, one);
     }
 
     #[test]
     fn release_makes_a_job_claimable_at_once() {
         let mut state = enabled();
         state.apply(&create(1, "j1"));
-        state.apply(&claim(2, "j1", "a", 60));
+        state.apply(&claim(2, "j1", "a"));
         let release = record(
             3,
             SERVICE_ACTOR,
@@ -791,7 +946,7 @@ mod tests {
             },
         );
         assert_eq!(state.apply(&release), Outcome::Applied);
-        assert_eq!(state.apply(&claim(4, "j1", "b", 60)), Outcome::Applied);
+        assert_eq!(state.apply(&claim(4, "j1", "b")), Outcome::Applied);
     }
 
     #[test]
@@ -799,7 +954,7 @@ mod tests {
         let mut state = enabled();
         state.apply(&create(1, "j1"));
         state.apply(&create(2, "j2"));
-        state.apply(&claim(3, "j1", "a", 60));
+        state.apply(&claim(3, "j1", "a"));
         let cancel =
             |at, job: &str| record(at, "ann", Command::CancelExport { job_id: job.into() });
         assert_eq!(state.apply(&cancel(4, "j1")), Outcome::Applied);
@@ -808,7 +963,7 @@ mod tests {
         // The worker's result after the cancel is refused (it deletes its object).
         assert!(rejected(&state.apply(&finish(5, "j1", "a"))));
         assert!(rejected(&state.apply(&cancel(6, "j1"))));
-        assert!(rejected(&state.apply(&claim(7, "j2", "a", 60))));
+        assert!(rejected(&state.apply(&claim(7, "j2", "a"))));
         let unknown = state.apply(&cancel(8, "nope"));
         assert!(matches!(unknown, Outcome::Rejected(Denied::NotFound(_))));
     }
@@ -828,7 +983,7 @@ mod tests {
             )
         };
         assert!(rejected(&state.apply(&link(2))));
-        state.apply(&claim(3, "j1", "a", 60));
+        state.apply(&claim(3, "j1", "a"));
         state.apply(&finish(10, "j1", "a"));
         assert_eq!(state.apply(&link(11)), Outcome::Applied);
         let day = 86_400;
@@ -893,7 +1048,7 @@ mod tests {
             .unwrap()
             .audit
             .iter()
-            .map(|e| e.action)
+            .map(|e| e.action.as_str())
             .collect();
         assert_eq!(actions, ["enable", "grant", "revoke"]);
     }
