@@ -191,6 +191,7 @@ fn request(tz: &str) -> ExportRequest {
         person_ids: BTreeSet::new(),
         conversation_ids: BTreeSet::new(),
         time_zone: tz.into(),
+        source_offsets: None,
     }
 }
 
