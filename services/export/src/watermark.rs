@@ -341,15 +341,47 @@ mod tests {
 
     #[test]
     fn lag_counts_what_the_group_has_not_committed() {
-        let cases: &[(&[(i32, i64)], &[(i32, i64)], (u64, u32), &str)] = &[
+        /// (partition, offset) pairs.
+        type Offsets = &'static [(i32, i64)];
+        let cases: &[(Offsets, Offsets, (u64, u32), &str)] = &[
             (&[], &[], (0, 0), "a topic with no partitions recorded"),
-            (&[(0, 0), (1, 0)], &[], (0, 0), "empty partitions, no commits yet"),
+            (
+                &[(0, 0), (1, 0)],
+                &[],
+                (0, 0),
+                "empty partitions, no commits yet",
+            ),
             (&[(0, 5)], &[], (5, 1), "events but no commit yet"),
-            (&[(0, 5), (1, 3)], &[(0, 5), (1, 3)], (0, 0), "exactly caught up"),
-            (&[(0, 5), (1, 3)], &[(0, 9), (1, 4)], (0, 0), "past the recorded ends"),
-            (&[(0, 5), (1, 3)], &[(0, 2), (1, 3)], (3, 1), "one partition behind"),
-            (&[(0, 5), (1, 3), (2, 0)], &[(0, 1)], (7, 2), "one partial, one uncommitted"),
-            (&[(0, 5)], &[(1, 100)], (5, 1), "a commit on another partition does not count"),
+            (
+                &[(0, 5), (1, 3)],
+                &[(0, 5), (1, 3)],
+                (0, 0),
+                "exactly caught up",
+            ),
+            (
+                &[(0, 5), (1, 3)],
+                &[(0, 9), (1, 4)],
+                (0, 0),
+                "past the recorded ends",
+            ),
+            (
+                &[(0, 5), (1, 3)],
+                &[(0, 2), (1, 3)],
+                (3, 1),
+                "one partition behind",
+            ),
+            (
+                &[(0, 5), (1, 3), (2, 0)],
+                &[(0, 1)],
+                (7, 2),
+                "one partial, one uncommitted",
+            ),
+            (
+                &[(0, 5)],
+                &[(1, 100)],
+                (5, 1),
+                "a commit on another partition does not count",
+            ),
         ];
         for (ends, committed, (events, partitions), what) in cases {
             let committed: BTreeMap<i32, i64> = committed.iter().copied().collect();
@@ -367,8 +399,14 @@ mod tests {
     #[test]
     fn the_waiting_text_says_how_far_behind() {
         let cases = [
-            ((1, 1), "waiting for ingestion: 1 event behind on 1 partition"),
-            ((120, 2), "waiting for ingestion: 120 events behind on 2 partitions"),
+            (
+                (1, 1),
+                "waiting for ingestion: 1 event behind on 1 partition",
+            ),
+            (
+                (120, 2),
+                "waiting for ingestion: 120 events behind on 2 partitions",
+            ),
         ];
         for ((events, partitions), text) in cases {
             assert_eq!(waiting_message(IngestLag { events, partitions }), text);

@@ -574,7 +574,11 @@ async fn watch_job(client: &mut Client, id: &str) -> anyhow::Result<()> {
                     if !progress.detail.is_empty() {
                         msg.push_str(&format!(" · {}", progress.detail));
                     }
-                    let step = (job.status, progress.percent / 10, progress.detail.is_empty());
+                    let step = (
+                        job.status,
+                        progress.percent / 10,
+                        progress.detail.is_empty(),
+                    );
                     if plain && printed != Some(step) {
                         printed = Some(step);
                         eprintln!("  {:>3}% {msg}", progress.percent);
