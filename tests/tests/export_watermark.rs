@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use event_model::EventBody;
 use export::SystemClock;
+use futures::FutureExt;
 use proto::v1 as pb;
 use storage::ObjectStore;
 use telemetry::CancellationToken;
@@ -93,6 +94,24 @@ impl Source {
             .await
             .unwrap();
         (replica, token)
+    }
+}
+
+/// Stops the services, then reports a failed check: a test that panicked with an ingestion
+/// service still running would hang in the runtime's shutdown instead of failing (its rebalance
+/// callback drains on a runtime that is going away).
+async fn stop_then_report(
+    checked: std::thread::Result<()>,
+    replica: Replica,
+    ingestion: Option<(CancellationToken, ingestion::Running)>,
+) {
+    replica.shutdown().await;
+    if let Some((stop, running)) = ingestion {
+        stop.cancel();
+        running.task.await.unwrap().unwrap();
+    }
+    if let Err(panic) = checked {
+        std::panic::resume_unwind(panic);
     }
 }
 
@@ -227,32 +246,33 @@ async fn check_archive(
 async fn an_export_requested_right_after_producing_holds_every_event_of_its_range() {
     let stack = Stack::from_env();
     let source = Source::create(&stack).await;
-    let (stop_ingestion, ingestion) = source.start_ingestion(&stack).await;
+    let ingestion = source.start_ingestion(&stack).await;
     let (replica, token) = source.export_service(&stack, &[]).await;
 
-    // The README's sequence: produce a history, then request an export at once — before
-    // ingestion has flushed (every 2 s by default).
-    let payloads = source.produce(&stack, 5_000).await;
-    let id = create(&replica, &token).await;
-    let mut client = replica.client().await;
-    let job = wait_job(
-        &mut client,
-        &token,
-        &id,
-        "finished",
-        Duration::from_secs(180),
-        |j| {
-            j.status != pb::ExportStatus::Accepted as i32
-                && j.status != pb::ExportStatus::InProgress as i32
-        },
-    )
+    let checked = std::panic::AssertUnwindSafe(async {
+        // The README's sequence: produce a history, then request an export at once — before
+        // ingestion has flushed (every 2 s by default).
+        let payloads = source.produce(&stack, 5_000).await;
+        let id = create(&replica, &token).await;
+        let mut client = replica.client().await;
+        let job = wait_job(
+            &mut client,
+            &token,
+            &id,
+            "finished",
+            Duration::from_secs(180),
+            |j| {
+                j.status != pb::ExportStatus::Accepted as i32
+                    && j.status != pb::ExportStatus::InProgress as i32
+            },
+        )
+        .await;
+        assert_eq!(job.status, pb::ExportStatus::Completed as i32, "{job:?}");
+        check_archive(&replica, &token, &job, &source, &payloads).await;
+    })
+    .catch_unwind()
     .await;
-    assert_eq!(job.status, pb::ExportStatus::Completed as i32, "{job:?}");
-    check_archive(&replica, &token, &job, &source, &payloads).await;
-
-    replica.shutdown().await;
-    stop_ingestion.cancel();
-    ingestion.task.await.unwrap().unwrap();
+    stop_then_report(checked, replica, Some(ingestion)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -260,71 +280,73 @@ async fn an_export_waits_while_ingestion_is_stopped_and_completes_when_it_resume
     let stack = Stack::from_env();
     let source = Source::create(&stack).await;
     let (replica, token) = source.export_service(&stack, &[]).await;
-    let payloads = source.produce(&stack, 1_500).await;
-    let id = create(&replica, &token).await;
+    let mut ingestion = None;
+    let checked = std::panic::AssertUnwindSafe(async {
+        let payloads = source.produce(&stack, 1_500).await;
+        let id = create(&replica, &token).await;
 
-    // Nothing ingests: the export runs, waiting, and says how far behind ingestion is — every
-    // message produced, on every partition.
-    let mut client = replica.client().await;
-    let behind = payloads.len() as u64;
-    let waiting = wait_job(
-        &mut client,
-        &token,
-        &id,
-        "waiting for ingestion",
-        Duration::from_secs(60),
-        |j| {
-            j.status == pb::ExportStatus::InProgress as i32
-                && j.progress
-                    .as_ref()
-                    .is_some_and(|p| p.ingest_events_behind == behind)
-        },
-    )
+        // Nothing ingests: the export runs, waiting, and says how far behind ingestion is — every
+        // message produced, on every partition.
+        let mut client = replica.client().await;
+        let behind = payloads.len() as u64;
+        let waiting = wait_job(
+            &mut client,
+            &token,
+            &id,
+            "waiting for ingestion",
+            Duration::from_secs(60),
+            |j| {
+                j.status == pb::ExportStatus::InProgress as i32
+                    && j.progress
+                        .as_ref()
+                        .is_some_and(|p| p.ingest_events_behind == behind)
+            },
+        )
+        .await;
+        let progress = waiting.progress.unwrap();
+        assert_eq!(
+            progress.detail,
+            format!("waiting for ingestion: {behind} events behind on {PARTITIONS} partitions")
+        );
+        assert_eq!(
+            (progress.ingest_partitions_behind, progress.events_read),
+            (PARTITIONS as u32, 0)
+        );
+        // The admin tool shows it too.
+        let out = Command::new(binary("cce-admin"))
+            .args(["get", &id])
+            .env("CCE_EXPORT_ENDPOINT", &replica.endpoint)
+            .env("CCE_TOKEN", &token)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            stdout.contains("IN_PROGRESS") && stdout.contains("waiting for ingestion: "),
+            "{stdout}"
+        );
+
+        // Ingestion starts: the export completes with everything.
+        ingestion = Some(source.start_ingestion(&stack).await);
+        let job = wait_job(
+            &mut client,
+            &token,
+            &id,
+            "completed",
+            Duration::from_secs(180),
+            is(pb::ExportStatus::Completed),
+        )
+        .await;
+        let done = job.progress.as_ref().unwrap();
+        assert!(
+            done.detail.is_empty() && done.ingest_events_behind == 0,
+            "{done:?}"
+        );
+        check_archive(&replica, &token, &job, &source, &payloads).await;
+    })
+    .catch_unwind()
     .await;
-    let progress = waiting.progress.unwrap();
-    assert_eq!(
-        progress.detail,
-        format!("waiting for ingestion: {behind} events behind on {PARTITIONS} partitions")
-    );
-    assert_eq!(
-        (progress.ingest_partitions_behind, progress.events_read),
-        (PARTITIONS as u32, 0)
-    );
-    // The admin tool shows it too.
-    let out = Command::new(binary("cce-admin"))
-        .args(["get", &id])
-        .env("CCE_EXPORT_ENDPOINT", &replica.endpoint)
-        .env("CCE_TOKEN", &token)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{out:?}");
-    assert!(
-        stdout.contains("IN_PROGRESS") && stdout.contains("waiting for ingestion: "),
-        "{stdout}"
-    );
-
-    // Ingestion starts: the export completes with everything.
-    let (stop_ingestion, ingestion) = source.start_ingestion(&stack).await;
-    let job = wait_job(
-        &mut client,
-        &token,
-        &id,
-        "completed",
-        Duration::from_secs(180),
-        is(pb::ExportStatus::Completed),
-    )
-    .await;
-    let done = job.progress.as_ref().unwrap();
-    assert!(
-        done.detail.is_empty() && done.ingest_events_behind == 0,
-        "{done:?}"
-    );
-    check_archive(&replica, &token, &job, &source, &payloads).await;
-
-    replica.shutdown().await;
-    stop_ingestion.cancel();
-    ingestion.task.await.unwrap().unwrap();
+    stop_then_report(checked, replica, ingestion).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
