@@ -111,6 +111,7 @@ CCE_STACK_DIR=$dir
 CCE_KAFKA_BROKERS=127.0.0.1:$kafka_port
 CCE_EVENTS_TOPIC=chat-events
 CCE_DEAD_LETTER_TOPIC=chat-events-dlq
+CCE_INGEST_GROUP=cce-ingestion
 CCE_STATE_TOPIC=export-state
 CCE_LIVENESS_TOPIC=export-liveness
 CCE_NOTIFICATIONS_TOPIC=export-notifications

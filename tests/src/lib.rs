@@ -408,7 +408,9 @@ pub mod exports {
             .port()
     }
 
-    /// The export service's flags for a test: its own state and notification topics.
+    /// The export service's flags for a test: its own state and notification topics, and its
+    /// own (empty, unless the test produces to it) events topic and ingestion group, unless
+    /// `extra` names them.
     pub fn args(stack: &Stack, state_topic: &str, grpc_port: u16, extra: &[&str]) -> Vec<String> {
         let mut args: Vec<String> = vec![
             "--kafka-brokers".into(),
@@ -431,16 +433,23 @@ pub mod exports {
         if !extra.contains(&"--lease-secs") {
             args.extend(["--lease-secs".into(), "3".into()]);
         }
+        if !extra.contains(&"--events-topic") {
+            args.extend(["--events-topic".into(), format!("{state_topic}-events")]);
+        }
+        if !extra.contains(&"--ingest-group") {
+            args.extend(["--ingest-group".into(), format!("{state_topic}-ingest")]);
+        }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         args
     }
 
-    /// Creates a test's state topic (one partition, kept forever), liveness topic and
-    /// notification topic.
+    /// Creates a test's state topic (one partition, kept forever), liveness topic, notification
+    /// topic and events topic (the default one of [`args`]).
     pub async fn create_topics(stack: &Stack, state_topic: &str) {
         super::kafka::create_topic_with(stack, state_topic, 1, &[("retention.ms", "-1")]).await;
         super::kafka::create_topic(stack, &format!("{state_topic}-liveness"), 1).await;
         super::kafka::create_topic(stack, &format!("{state_topic}-notifications"), 1).await;
+        super::kafka::create_topic(stack, &format!("{state_topic}-events"), 2).await;
     }
 
     /// An export service running in this process.

@@ -224,6 +224,10 @@ async fn produced_events_reach_a_downloaded_archive_with_mail_and_a_platform_eve
             &smtp.url(),
             "--admin-url",
             "https://portal.test/exports",
+            "--events-topic",
+            &events,
+            "--ingest-group",
+            &group,
         ],
     )
     .await;
@@ -247,7 +251,7 @@ async fn produced_events_reach_a_downloaded_archive_with_mail_and_a_platform_eve
     assert_eq!(bytes.len() as u64, link.size);
     verify_archive(&bytes);
     // The final progress is the archive's own count, not the last heartbeat's.
-    let progress = last.progress.unwrap();
+    let progress = last.progress.clone().unwrap();
     let entries = archive::verify::read_entries(&bytes).unwrap().len() as u64;
     assert_eq!((progress.files_written, progress.percent), (entries, 100));
     assert_eq!(progress.bytes_written, link.size);
@@ -1034,6 +1038,16 @@ async fn a_killed_replicas_export_is_completed_by_another_and_no_partial_object_
             conversation_ids: vec![],
             time_zone: String::new(),
             format: "json".into(),
+            // What the job recorded: the harness's events topic, empty (2 partitions).
+            source: Some(export::watermark::SourceOffsets {
+                topic: format!("{state_topic}-events"),
+                partitions: (0..2)
+                    .map(|partition| export::watermark::PartitionEnd {
+                        partition,
+                        end_offset: 0,
+                    })
+                    .collect(),
+            }),
         },
     );
     let direct = archive::export_to_s3(

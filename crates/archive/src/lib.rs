@@ -68,6 +68,9 @@ pub struct ExportRequest {
     pub conversation_ids: BTreeSet<String>,
     /// IANA zone for day files; empty means UTC.
     pub time_zone: String,
+    /// The events-topic offsets the export covers, recorded in the manifest. `None` when the
+    /// log is exported without them (the offline `cce-archive`).
+    pub source_offsets: Option<manifest::SourceOffsets>,
 }
 
 impl ExportRequest {

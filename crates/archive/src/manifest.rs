@@ -34,6 +34,11 @@ pub struct ManifestHead {
     pub request: RequestRecord,
     /// What part of the log the archive reflects.
     pub log_position: LogPosition,
+    /// The events-topic offsets the archive covers: every event below them (on each partition)
+    /// that falls in the range and the filters is in the archive. `null` when unknown (an
+    /// archive made from the log alone, or a job accepted before they were recorded).
+    #[serde(default)]
+    pub source_offsets: Option<SourceOffsets>,
     /// Every conversation with content in the archive, with its totals.
     pub conversations: Vec<ConversationCounts>,
     pub totals: Counts,
@@ -60,6 +65,22 @@ pub struct LogPosition {
     pub events_before: DateTime<Utc>,
     /// Distinct events read for the range (after deduplication), before filters.
     pub events_read: u64,
+}
+
+/// Where the events topic ended when the export was accepted; the export waited until
+/// ingestion had written everything below.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceOffsets {
+    pub topic: String,
+    /// Every partition of the topic then, in partition order.
+    pub partitions: Vec<PartitionOffset>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionOffset {
+    pub partition: i32,
+    /// The offset after the last event covered.
+    pub end_offset: i64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

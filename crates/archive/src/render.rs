@@ -567,6 +567,7 @@ impl<'a, S: Sink> Renderer<'a, S> {
                 events_before: request.to,
                 events_read: self.events_read,
             },
+            source_offsets: request.source_offsets.clone(),
             conversations,
             totals: self.totals(),
         };

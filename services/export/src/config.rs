@@ -45,6 +45,18 @@ pub struct Config {
         default_value = "export-notifications"
     )]
     pub notifications_topic: String,
+    /// Topic the chat platform publishes its events to (the ingestion service's). An export
+    /// records where it ended when the export was accepted, and waits for ingestion to get there.
+    #[arg(long, env = "CCE_EVENTS_TOPIC", default_value = "chat-events")]
+    pub events_topic: String,
+    /// Consumer group of the ingestion service: its committed offsets say what is in the log.
+    #[arg(long, env = "CCE_INGEST_GROUP", default_value = "cce-ingestion")]
+    pub ingest_group: String,
+    /// How long an export may wait for ingestion to write every event accepted before the
+    /// request, in seconds from its acceptance; then it fails, saying what to check.
+    #[arg(long = "ingest-wait-secs", env = "CCE_EXPORT_INGEST_WAIT_SECS", default_value_t = 900,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub ingest_wait_secs: u64,
     #[command(flatten)]
     pub s3: S3Config,
     /// Endpoint put in download links when clients reach the store by another address than the

@@ -10,6 +10,10 @@
 //! (where it releases the job for another replica). Each attempt uploads to its own key, so a late worker
 //! can never overwrite the archive a job's accepted result names; a refused result's object is
 //! deleted.
+//!
+//! Before the engine reads the log, a job waits until ingestion has written every event the
+//! events topic had accepted when the job was accepted ([`crate::watermark`]), heartbeating
+//! how far behind it is; it fails if that takes longer than the configured wait.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -27,6 +31,7 @@ use crate::state::{
     Command, Job, JobProgress, JobResult, JobSpec, JobStatus, Outcome, SERVICE_ACTOR,
 };
 use crate::statelog::StateLog;
+use crate::watermark::{IngestOffsets, SourceOffsets, WaitError};
 
 /// The engine's request for a job.
 pub fn export_request(company_id: &str, spec: &JobSpec) -> ExportRequest {
@@ -41,7 +46,32 @@ pub fn export_request(company_id: &str, spec: &JobSpec) -> ExportRequest {
             .cloned()
             .collect::<BTreeSet<_>>(),
         time_zone: spec.time_zone.clone(),
+        source_offsets: spec.source.as_ref().map(manifest_offsets),
     }
+}
+
+/// The job's source offsets as the manifest records them.
+fn manifest_offsets(source: &SourceOffsets) -> archive::manifest::SourceOffsets {
+    archive::manifest::SourceOffsets {
+        topic: source.topic.clone(),
+        partitions: source
+            .partitions
+            .iter()
+            .map(|p| archive::manifest::PartitionOffset {
+                partition: p.partition,
+                end_offset: p.end_offset,
+            })
+            .collect(),
+    }
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    #[error(transparent)]
+    Ingestion(#[from] WaitError),
+    #[error(transparent)]
+    Archive(#[from] archive::ArchiveError),
 }
 
 /// Where an attempt's archive goes: per company, job and attempt; no user-chosen text.
@@ -61,6 +91,10 @@ pub fn archive_key(
 pub struct Runner {
     pub log: StateLog,
     pub liveness: Liveness,
+    /// Where ingestion stands, to wait for it before exporting.
+    pub ingest: IngestOffsets,
+    /// How long a job may wait for ingestion, counted from its acceptance.
+    pub ingest_wait: Duration,
     pub log_store: Arc<dyn ObjectStore>,
     pub archive_store: Arc<dyn ObjectStore>,
     pub notifier: Notifier,
@@ -251,22 +285,41 @@ impl Runner {
             cancel.clone(),
         ));
         let export = {
-            let progress = progress.clone();
-            archive::export_to_s3(
-                &request,
-                self.log_store.clone(),
-                self.archive_store.clone(),
-                &key,
-                &cancel,
-                move |p| {
-                    *progress.lock().unwrap_or_else(|e| e.into_inner()) = JobProgress {
-                        events_read: p.events_read,
-                        files_written: p.files_written,
-                        bytes_written: p.bytes_written,
-                        percent: p.percent.min(99),
+            let (progress, cancel, request, key) = (progress.clone(), &cancel, &request, &key);
+            let (source, accepted) = (job.spec.source.clone(), job.created_at);
+            async move {
+                if let Some(source) = &source {
+                    let set = |lag| {
+                        *progress.lock().unwrap_or_else(|e| e.into_inner()) = JobProgress {
+                            waiting_for_ingestion: Some(lag),
+                            ..JobProgress::default()
+                        };
                     };
-                },
-            )
+                    let clock = self.log.clock().as_ref();
+                    self.ingest
+                        .wait_for(source, accepted, self.ingest_wait, clock, cancel, set)
+                        .await?;
+                    *progress.lock().unwrap_or_else(|e| e.into_inner()) = JobProgress::default();
+                }
+                archive::export_to_s3(
+                    request,
+                    self.log_store.clone(),
+                    self.archive_store.clone(),
+                    key,
+                    cancel,
+                    move |p| {
+                        *progress.lock().unwrap_or_else(|e| e.into_inner()) = JobProgress {
+                            events_read: p.events_read,
+                            files_written: p.files_written,
+                            bytes_written: p.bytes_written,
+                            percent: p.percent.min(99),
+                            waiting_for_ingestion: None,
+                        };
+                    },
+                )
+                .await
+                .map_err(RunError::from)
+            }
         };
         tokio::pin!(export);
         let mut changes = self.log.subscribe();
@@ -307,6 +360,7 @@ impl Runner {
                         files_written: stored.summary.files + 1,
                         bytes_written: stored.size,
                         percent: 100,
+                        waiting_for_ingestion: None,
                     }),
                 };
                 self.finish(company, job_id, finish, Some(&stored.key))

@@ -25,6 +25,7 @@ use crate::state::{
     status_word,
 };
 use crate::statelog::StateLog;
+use crate::watermark::IngestOffsets;
 
 /// The most ids a filter may list.
 const MAX_FILTER_IDS: usize = 1000;
@@ -37,6 +38,8 @@ pub struct Api {
     pub(crate) log: StateLog,
     /// Running jobs' progress, as their workers report it.
     pub(crate) liveness: Liveness,
+    /// Reads where the events topic ends, recorded in each export accepted.
+    pub(crate) ingest: IngestOffsets,
     pub(crate) verifier: Verifier,
     /// Presigns download links (with the public endpoint when one is configured).
     pub(crate) link_store: Arc<dyn ObjectStore>,
@@ -190,12 +193,7 @@ pub(crate) fn job_to_proto(
             time_zone: job.spec.time_zone.clone(),
             all_history: job.spec.from.is_none(),
         }),
-        progress: Some(pb::Progress {
-            events_read: progress.events_read,
-            files_written: progress.files_written,
-            bytes_written: progress.bytes_written,
-            percent: progress.percent,
-        }),
+        progress: Some(progress_to_proto(&progress)),
         archive_size: job.archive.as_ref().map_or(0, |a| a.size),
         archive_sha256: job
             .archive
@@ -203,6 +201,22 @@ pub(crate) fn job_to_proto(
             .map_or_else(String::new, |a| a.sha256.clone()),
         error: job.error.clone().unwrap_or_default(),
         queue_position: company.queue_position(&job.id),
+    }
+}
+
+fn progress_to_proto(progress: &JobProgress) -> pb::Progress {
+    let lag = progress.waiting_for_ingestion.unwrap_or_default();
+    pb::Progress {
+        events_read: progress.events_read,
+        files_written: progress.files_written,
+        bytes_written: progress.bytes_written,
+        percent: progress.percent,
+        detail: progress
+            .waiting_for_ingestion
+            .map(crate::watermark::waiting_message)
+            .unwrap_or_default(),
+        ingest_events_behind: lag.events,
+        ingest_partitions_behind: lag.partitions,
     }
 }
 
@@ -306,6 +320,7 @@ fn spec_from_request(
         conversation_ids: unique(&request.conversation_ids),
         time_zone: request.time_zone.trim().to_owned(),
         format: "json".into(),
+        source: None,
     };
     crate::runner::export_request(company_id, &spec)
         .validate()
@@ -430,7 +445,13 @@ impl ComplianceExportService for Api {
         let result = async {
             let caller = self.authorize(&request, Action::CreateExport).await?;
             let body = request.get_ref();
-            let spec = spec_from_request(&caller.company_id, body, self.now())?;
+            let mut spec = spec_from_request(&caller.company_id, body, self.now())?;
+            // Where the events topic ends now: the export runs once ingestion has written
+            // everything below, so it holds every event accepted before this request.
+            let source = self.ingest.end_offsets().await.map_err(|e| {
+                Status::unavailable(format!("cannot accept exports now: {e}; retry shortly"))
+            })?;
+            spec.source = Some(source);
             let job_id = uuid::Uuid::new_v4().to_string();
             let outcome = self
                 .submit(

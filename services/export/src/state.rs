@@ -28,6 +28,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::access::{AccessCommand, AccessState, Denied};
+use crate::watermark::{IngestLag, SourceOffsets};
 
 /// At most this many of a company's exports run at once.
 pub const MAX_RUNNING_PER_COMPANY: usize = 2;
@@ -139,6 +140,11 @@ pub struct JobSpec {
     pub time_zone: String,
     /// `json` (the only format so far).
     pub format: String,
+    /// Where the events topic ended when the export was accepted: it runs once ingestion has
+    /// written everything below (see [`crate::watermark`]). `None` in jobs accepted before
+    /// this was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceOffsets>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +153,9 @@ pub struct JobProgress {
     pub files_written: u64,
     pub bytes_written: u64,
     pub percent: u32,
+    /// While the job waits for ingestion to reach its source offsets: how far behind it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for_ingestion: Option<IngestLag>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -696,6 +705,7 @@ mod tests {
             conversation_ids: vec![],
             time_zone: String::new(),
             format: "json".into(),
+            source: None,
         }
     }
 

@@ -265,6 +265,9 @@ fn job_line(job: &pb::ExportJob) -> String {
     if job.queue_position > 0 {
         line.push_str(&format!("\tqueue position {}", job.queue_position));
     }
+    if let Some(progress) = job.progress.as_ref().filter(|p| !p.detail.is_empty()) {
+        line.push_str(&format!("\t{}", progress.detail));
+    }
     if job.archive_size > 0 {
         line.push_str(&format!(
             "\t{} bytes\tsha256 {}\texpires {}",
@@ -535,7 +538,7 @@ async fn watch_job(client: &mut Client, id: &str) -> anyhow::Result<()> {
     bar.enable_steady_tick(Duration::from_millis(200));
     // Without a terminal (scripts, CI logs) the bar is hidden: print a line per change instead.
     let plain = !std::io::stderr().is_terminal();
-    let mut printed: Option<(i32, u32)> = None;
+    let mut printed: Option<(i32, u32, bool)> = None;
     let mut last: Option<pb::ExportJob> = None;
     // A watch ends when the job finishes; a dropped stream (a replica restarting) is resumed.
     for _ in 0..100 {
@@ -557,7 +560,7 @@ async fn watch_job(client: &mut Client, id: &str) -> anyhow::Result<()> {
         loop {
             match stream.message().await {
                 Ok(Some(job)) => {
-                    let progress = job.progress.unwrap_or_default();
+                    let progress = job.progress.clone().unwrap_or_default();
                     bar.set_position(u64::from(progress.percent));
                     let mut msg = format!(
                         "{} · {} events · {} files",
@@ -568,7 +571,14 @@ async fn watch_job(client: &mut Client, id: &str) -> anyhow::Result<()> {
                     if job.queue_position > 0 {
                         msg.push_str(&format!(" · queue position {}", job.queue_position));
                     }
-                    let step = (job.status, progress.percent / 10);
+                    if !progress.detail.is_empty() {
+                        msg.push_str(&format!(" · {}", progress.detail));
+                    }
+                    let step = (
+                        job.status,
+                        progress.percent / 10,
+                        progress.detail.is_empty(),
+                    );
                     if plain && printed != Some(step) {
                         printed = Some(step);
                         eprintln!("  {:>3}% {msg}", progress.percent);
