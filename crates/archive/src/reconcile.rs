@@ -309,6 +309,7 @@ mod tests {
                     events_before: chrono::DateTime::UNIX_EPOCH,
                     events_read: day.events,
                 },
+                source_offsets: None,
                 conversations: vec![ConversationCounts {
                     conversation_id: "dm1".into(),
                     kind: "direct".into(),

@@ -679,6 +679,16 @@ mod tests {
             let runner = Runner {
                 log: self.state_log().await,
                 liveness: Liveness::start(Arc::new(self.channel.clone()), self.stop.clone()),
+                // Jobs here record no source offsets, so nothing waits for ingestion.
+                ingest: crate::watermark::IngestOffsets::with(
+                    Arc::new(crate::watermark::FixedPositions::new(
+                        "events",
+                        &[(0, 0)],
+                        &[],
+                    )),
+                    "ingest",
+                ),
+                ingest_wait: Duration::from_secs(60),
                 log_store: self.store.clone(),
                 archive_store: self.store.clone(),
                 notifier: Notifier::new(&config, metrics.clone()).unwrap(),
@@ -702,6 +712,7 @@ mod tests {
                 conversation_ids: vec![],
                 time_zone: String::new(),
                 format: "json".into(),
+                source: None,
             },
             requester_email: None,
             request_id: None,

@@ -775,6 +775,15 @@ mod tests {
             Api {
                 log: state,
                 liveness: Liveness::start(channel, stop.clone()),
+                // An empty events topic: exports accepted here wait for nothing.
+                ingest: crate::watermark::IngestOffsets::with(
+                    Arc::new(crate::watermark::FixedPositions::new(
+                        "events",
+                        &[(0, 0)],
+                        &[],
+                    )),
+                    "ingest",
+                ),
                 verifier: Verifier::hs256(KEY, "admin-portal", "compliance-exports"),
                 link_store: Arc::new(MemoryStore::new()),
                 link_ttl: Duration::from_secs(3600),
@@ -847,6 +856,7 @@ mod tests {
                     files_written: 5,
                     bytes_written: 678,
                     percent: 40,
+                    waiting_for_ingestion: None,
                 },
             };
             a.liveness.publish(&beat).await.unwrap();

@@ -130,23 +130,23 @@ pub enum OffsetsError {
 /// group coordinator for committed offsets (OffsetFetch), so it never joins the group or
 /// commits anything. Its calls block, so they run on the blocking pool.
 #[derive(Clone)]
-pub struct IngestOffsets {
+pub struct KafkaPositions {
     consumer: Arc<BaseConsumer>,
     topic: String,
     group: String,
     timeout: Duration,
 }
 
-impl std::fmt::Debug for IngestOffsets {
+impl std::fmt::Debug for KafkaPositions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IngestOffsets")
+        f.debug_struct("KafkaPositions")
             .field("topic", &self.topic)
             .field("group", &self.group)
             .finish_non_exhaustive()
     }
 }
 
-impl IngestOffsets {
+impl KafkaPositions {
     pub fn new(brokers: &str, topic: &str, group: &str) -> anyhow::Result<Self> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
@@ -162,23 +162,17 @@ impl IngestOffsets {
         })
     }
 
-    pub fn topic(&self) -> &str {
-        &self.topic
-    }
-
-    pub fn group(&self) -> &str {
-        &self.group
-    }
-
     fn kafka_error(&self, reason: impl std::fmt::Display) -> OffsetsError {
         OffsetsError::Kafka {
             topic: self.topic.clone(),
             reason: reason.to_string(),
         }
     }
+}
 
-    /// The end offset (high watermark) of every partition of the events topic now.
-    pub async fn end_offsets(&self) -> Result<SourceOffsets, OffsetsError> {
+#[async_trait::async_trait]
+impl Positions for KafkaPositions {
+    async fn end_offsets(&self) -> Result<SourceOffsets, OffsetsError> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let metadata = this
@@ -218,11 +212,7 @@ impl IngestOffsets {
         .map_err(|e| self.kafka_error(e))?
     }
 
-    /// The ingestion group's committed offsets on `source`'s partitions (those with one).
-    pub async fn committed(
-        &self,
-        source: &SourceOffsets,
-    ) -> Result<BTreeMap<i32, i64>, OffsetsError> {
+    async fn committed(&self, source: &SourceOffsets) -> Result<BTreeMap<i32, i64>, OffsetsError> {
         let this = self.clone();
         let mut list = TopicPartitionList::new();
         for end in &source.partitions {
@@ -244,6 +234,111 @@ impl IngestOffsets {
         })
         .await
         .map_err(|e| self.kafka_error(e))?
+    }
+}
+
+/// Where the events topic ends and where the ingestion group stands: Kafka in production
+/// ([`KafkaPositions`]), fixed values in unit tests ([`FixedPositions`]).
+#[async_trait::async_trait]
+pub trait Positions: Send + Sync + std::fmt::Debug + 'static {
+    /// The end offset (high watermark) of every partition of the events topic now.
+    async fn end_offsets(&self) -> Result<SourceOffsets, OffsetsError>;
+    /// The ingestion group's committed offsets on `source`'s partitions (those with one).
+    async fn committed(&self, source: &SourceOffsets) -> Result<BTreeMap<i32, i64>, OffsetsError>;
+}
+
+/// Positions set by hand, for unit tests of the API and the runner.
+#[derive(Debug, Clone)]
+pub struct FixedPositions {
+    inner: Arc<std::sync::Mutex<(SourceOffsets, BTreeMap<i32, i64>)>>,
+}
+
+impl FixedPositions {
+    /// A topic whose partitions end at `ends`, with the group's committed offsets `committed`.
+    pub fn new(topic: &str, ends: &[(i32, i64)], committed: &[(i32, i64)]) -> Self {
+        let source = SourceOffsets {
+            topic: topic.to_owned(),
+            partitions: ends
+                .iter()
+                .map(|&(partition, end_offset)| PartitionEnd {
+                    partition,
+                    end_offset,
+                })
+                .collect(),
+        };
+        Self {
+            inner: Arc::new(std::sync::Mutex::new((
+                source,
+                committed.iter().copied().collect(),
+            ))),
+        }
+    }
+
+    /// Moves the group's committed offset of `partition` to `offset`.
+    pub fn commit(&self, partition: i32, offset: i64) {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .insert(partition, offset);
+    }
+}
+
+#[async_trait::async_trait]
+impl Positions for FixedPositions {
+    async fn end_offsets(&self) -> Result<SourceOffsets, OffsetsError> {
+        Ok(self
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone())
+    }
+
+    async fn committed(&self, source: &SourceOffsets) -> Result<BTreeMap<i32, i64>, OffsetsError> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(source
+            .partitions
+            .iter()
+            .filter_map(|end| inner.1.get(&end.partition).map(|c| (end.partition, *c)))
+            .collect())
+    }
+}
+
+/// Where ingestion stands, for exports to record and wait for.
+#[derive(Debug, Clone)]
+pub struct IngestOffsets {
+    positions: Arc<dyn Positions>,
+    group: String,
+}
+
+impl IngestOffsets {
+    /// Reads the events topic and the ingestion group from Kafka.
+    pub fn new(brokers: &str, topic: &str, group: &str) -> anyhow::Result<Self> {
+        Ok(Self::with(
+            Arc::new(KafkaPositions::new(brokers, topic, group)?),
+            group,
+        ))
+    }
+
+    pub fn with(positions: Arc<dyn Positions>, group: &str) -> Self {
+        Self {
+            positions,
+            group: group.to_owned(),
+        }
+    }
+
+    /// The end offset (high watermark) of every partition of the events topic now.
+    pub async fn end_offsets(&self) -> Result<SourceOffsets, OffsetsError> {
+        self.positions.end_offsets().await
+    }
+
+    /// The ingestion group's committed offsets on `source`'s partitions (those with one).
+    pub async fn committed(
+        &self,
+        source: &SourceOffsets,
+    ) -> Result<BTreeMap<i32, i64>, OffsetsError> {
+        self.positions.committed(source).await
     }
 
     /// Waits until the ingestion group has committed `source`'s offsets, reporting each lag
@@ -325,6 +420,76 @@ pub enum WaitError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_wait_reports_the_lag_until_ingestion_commits_then_ends() {
+        let positions = FixedPositions::new("events", &[(0, 10), (1, 4)], &[(0, 3)]);
+        let ingest = IngestOffsets::with(Arc::new(positions.clone()), "ingest");
+        let source = ingest.end_offsets().await.unwrap();
+        let clock = crate::clock::SystemClock;
+        let cancel = CancellationToken::new();
+        let reports = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = Arc::clone(&reports);
+        let waiting = tokio::spawn({
+            let (ingest, source, cancel) = (ingest.clone(), source.clone(), cancel.clone());
+            async move {
+                ingest
+                    .wait_for(
+                        &source,
+                        Utc::now(),
+                        Duration::from_secs(60),
+                        &clock,
+                        &cancel,
+                        |lag| {
+                            seen.lock().unwrap().push(lag);
+                        },
+                    )
+                    .await
+            }
+        });
+        while reports.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            reports.lock().unwrap()[0],
+            IngestLag {
+                events: 7 + 4,
+                partitions: 2
+            },
+            "partition 1 has no committed offset: behind by all of it"
+        );
+        assert!(!waiting.is_finished());
+        positions.commit(0, 10);
+        positions.commit(1, 4);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the wait ends once ingestion has committed the recorded offsets")
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_wait_past_its_deadline_fails_saying_what_is_behind() {
+        let positions = FixedPositions::new("events", &[(0, 10)], &[(0, 9)]);
+        let ingest = IngestOffsets::with(Arc::new(positions), "ingest");
+        let source = ingest.end_offsets().await.unwrap();
+        let accepted = Utc::now() - chrono::Duration::seconds(120);
+        let failed = ingest
+            .wait_for(
+                &source,
+                accepted,
+                Duration::from_secs(60),
+                &crate::clock::SystemClock,
+                &CancellationToken::new(),
+                |_| {},
+            )
+            .await;
+        let Err(WaitError::TooLate(message)) = failed else {
+            panic!("expected a failure, got {failed:?}");
+        };
+        assert!(message.contains("1 event"), "{message}");
+        assert!(message.contains("request the export again"), "{message}");
+    }
 
     fn source(ends: &[(i32, i64)]) -> SourceOffsets {
         SourceOffsets {

@@ -558,6 +558,7 @@ mod tests {
                     conversation_ids: vec![],
                     time_zone: String::new(),
                     format: "json".into(),
+                    source: None,
                 },
                 requester_email: None,
                 request_id: None,
