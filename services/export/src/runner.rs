@@ -705,15 +705,7 @@ mod tests {
     async fn create(log: &StateLog, job_id: &str) {
         let create = Command::CreateExport {
             job_id: job_id.into(),
-            spec: JobSpec {
-                from: None,
-                to: chrono::Utc::now(),
-                person_ids: vec![],
-                conversation_ids: vec![],
-                time_zone: String::new(),
-                format: "json".into(),
-                source: None,
-            },
+            spec: JobSpec::all_history(),
             requester_email: None,
             request_id: None,
         };

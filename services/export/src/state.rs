@@ -147,6 +147,22 @@ pub struct JobSpec {
     pub source: Option<SourceOffsets>,
 }
 
+#[cfg(test)]
+impl JobSpec {
+    /// All history until now, in UTC: a spec for tests that do not care what it covers.
+    pub(crate) fn all_history() -> Self {
+        Self {
+            from: None,
+            to: chrono::Utc::now(),
+            person_ids: vec![],
+            conversation_ids: vec![],
+            time_zone: String::new(),
+            format: "json".into(),
+            source: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobProgress {
     pub events_read: u64,

@@ -551,15 +551,7 @@ mod tests {
         for i in 0..jobs {
             let create = Command::CreateExport {
                 job_id: format!("j{i}"),
-                spec: JobSpec {
-                    from: None,
-                    to: chrono::Utc::now(),
-                    person_ids: vec![],
-                    conversation_ids: vec![],
-                    time_zone: String::new(),
-                    format: "json".into(),
-                    source: None,
-                },
+                spec: JobSpec::all_history(),
                 requester_email: None,
                 request_id: None,
             };
