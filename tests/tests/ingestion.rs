@@ -531,3 +531,44 @@ async fn sigkill_mid_stream_and_restart_loses_and_doubles_nothing() {
         output.status
     );
 }
+
+/// A test that panics with an in-process ingestion instance running drops its runtime midway.
+/// The consumer's close then revokes its partitions: that must not block on the runtime going
+/// away (it used to hang the test process instead of failing it).
+#[test]
+fn dropping_the_runtime_mid_stream_does_not_hang() {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let stack = Stack::from_env();
+            let t = topics(&stack, 2).await;
+            let messages = generated(&unique("abandon"), 200);
+            kafka::produce(&kafka::producer(&stack), &t.events, &messages).await;
+            // A long flush interval: the events stay buffered when the runtime goes away.
+            let (_stop, running) =
+                start_instance(&stack, &t, &["--flush-interval-ms", "600000"]).await;
+            wait_for("events buffered", Duration::from_secs(30), || async {
+                let page = reqwest::get(format!("http://{}/metrics", running.ops_addr))
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                (metric(&page, "cce_ingest_events_consumed_total") >= 100.0).then_some(())
+            })
+            .await;
+        });
+        let dropping = Instant::now();
+        drop(runtime);
+        done_tx.send(dropping.elapsed()).unwrap();
+    });
+    let took = done_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("dropping the runtime hung");
+    assert!(took < Duration::from_secs(30), "dropping took {took:?}");
+}

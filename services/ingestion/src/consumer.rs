@@ -20,6 +20,7 @@
 //! unwritten for the new owner to replay.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -77,6 +78,19 @@ struct Shared {
     buffers: Mutex<BTreeMap<i32, PartitionBuffer>>,
     inflight: Mutex<BTreeMap<i32, InFlight>>,
     assigned: Mutex<BTreeMap<i32, Assigned>>,
+    /// Set once the consumer is being dropped without a drain (the loop's task was cancelled or
+    /// panicked, or the runtime is going away): a revoke then must not block on the runtime.
+    abandoned: AtomicBool,
+}
+
+/// Marks the consumer abandoned when dropped. Declared after the consumer in [`run`], so it is
+/// dropped first when the loop's future is dropped midway.
+struct AbandonGuard(Arc<Shared>);
+
+impl Drop for AbandonGuard {
+    fn drop(&mut self) {
+        self.0.abandoned.store(true, Ordering::Release);
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -319,7 +333,10 @@ impl ConsumerContext for IngestContext {
             }
             (taken_flights, taken_buffers)
         };
-        if consumer.assignment_lost() {
+        let abandoned = self.shared.abandoned.load(Ordering::Acquire);
+        if consumer.assignment_lost() || abandoned {
+            // Lost: the group moved on. Abandoned: nobody can drive a drain any more. Either
+            // way, what is not committed is replayed by the next owner.
             for flight in inflight.values() {
                 flight.stop.cancel();
                 flight.task.abort();
@@ -330,10 +347,15 @@ impl ConsumerContext for IngestContext {
             for p in &partitions {
                 retrying.remove(p);
             }
+            if abandoned && inflight.is_empty() && buffers.is_empty() {
+                return; // the normal close, after the drain
+            }
             tracing::warn!(
                 ?partitions,
                 dropped,
-                "assignment lost; the new owner replays what was buffered"
+                abandoned,
+                "revoked without a drain (assignment lost, or the consumer abandoned); the next \
+                 owner replays what was not committed"
             );
             return;
         }
@@ -451,6 +473,7 @@ pub async fn run(config: &Config, parts: Parts, shutdown: CancellationToken) -> 
         .set("session.timeout.ms", config.session_timeout_ms.to_string())
         .create_with_context(context)?;
     consumer.subscribe(&[&config.events_topic])?;
+    let abandon = AbandonGuard(Arc::clone(&shared));
     health.set_ready(true);
     tracing::info!(topic = %config.events_topic, group = %config.group_id, "consuming");
 
@@ -503,6 +526,7 @@ pub async fn run(config: &Config, parts: Parts, shutdown: CancellationToken) -> 
     // Closing the consumer leaves the group. librdkafka's close was seen to block for good once
     // against tansu (rd_kafka_assign(NULL) waiting on the group thread), so close on a blocking
     // thread and stop waiting after the drain deadline: everything durable is committed by now.
+    drop(abandon);
     let closing = tokio::task::spawn_blocking(move || drop(consumer));
     if tokio::time::timeout(config.drain_deadline(), closing)
         .await
