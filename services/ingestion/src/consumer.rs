@@ -391,16 +391,29 @@ impl ConsumerContext for IngestContext {
         );
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(assigned) = rebalance {
             let partitions: Vec<i32> = assigned
                 .elements_for_topic(&self.flusher.topic)
                 .iter()
                 .map(|e| e.partition())
                 .collect();
-            let mut state = lock(&self.shared.assigned);
+            {
+                let mut state = lock(&self.shared.assigned);
+                for p in &partitions {
+                    state.entry(*p).or_default();
+                }
+            }
+            // librdkafka keeps an application's pause across a revoke and a new assignment of
+            // the same partition; our state starts unpaused, so make the consumer agree.
+            let mut list = TopicPartitionList::new();
             for p in &partitions {
-                state.entry(*p).or_default();
+                list.add_partition(&self.flusher.topic, *p);
+            }
+            if !partitions.is_empty()
+                && let Err(error) = consumer.resume(&list)
+            {
+                tracing::warn!(?partitions, %error, "cannot resume newly assigned partitions");
             }
             tracing::info!(?partitions, "partitions assigned");
         }
@@ -506,13 +519,23 @@ pub async fn run(config: &Config, parts: Parts, shutdown: CancellationToken) -> 
     };
 
     // Shutdown: finish running flushes and drain what is buffered within the deadline, commit,
-    // leave the group.
+    // leave the group. After a failed flush task nothing more is stored: a newer range of its
+    // partition would commit past the one that was never written.
     let inflight = std::mem::take(&mut *lock(&shared.inflight));
     let buffers = std::mem::take(&mut *lock(&shared.buffers));
     let pending = inflight.len().max(buffers.len());
-    let (deadline, guard) = deadline_in(config.drain_deadline());
-    let stored = flusher.drain_all(inflight, buffers, &deadline).await;
-    guard.abort();
+    let stored = if outcome.is_ok() {
+        let (deadline, guard) = deadline_in(config.drain_deadline());
+        let stored = flusher.drain_all(inflight, buffers, &deadline).await;
+        guard.abort();
+        stored
+    } else {
+        for flight in inflight.values() {
+            flight.stop.cancel();
+            flight.task.abort();
+        }
+        Vec::new()
+    };
     store_offsets(&consumer, &config.events_topic, &stored);
     if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
         // Nothing stored since the last commit also gives this error.
@@ -574,7 +597,13 @@ async fn collect_finished<C: Consumer<X>, X: ConsumerContext>(
 fn start_due_flushes(config: &Config, shared: &Shared, flusher: &Flusher) {
     let mut buffers = lock(&shared.buffers);
     let mut inflight = lock(&shared.inflight);
-    let total: usize = buffers.values().map(|b| b.bytes).sum();
+    // Buffers waiting behind a running flush do not count: one stuck partition must not make
+    // every other one flush tiny objects at every pass.
+    let total: usize = buffers
+        .iter()
+        .filter(|(p, _)| !inflight.contains_key(p))
+        .map(|(_, b)| b.bytes)
+        .sum();
     let due: Vec<i32> = buffers
         .iter()
         .filter(|(p, b)| {
