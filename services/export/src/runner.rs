@@ -112,7 +112,8 @@ enum Stop {
     Shutdown,
 }
 
-/// A job gets this many attempts (claims); a job whose workers keep dying fails after them.
+/// A job gets this many attempts (claims not handed back by a release); a job whose workers
+/// keep dying fails after them.
 pub const MAX_ATTEMPTS: u32 = 5;
 
 /// Frees a job's local slot however its task ends (including a panic).
@@ -259,7 +260,8 @@ impl Runner {
         let Some(job) = self.job(company, job_id) else {
             return;
         };
-        if job.attempts > MAX_ATTEMPTS {
+        // The current attempt is one of the claims; releases on shutdown do not count.
+        if job.failed_attempts() > MAX_ATTEMPTS {
             let error = format!(
                 "gave up after {MAX_ATTEMPTS} attempts: the workers running it kept stopping \
                  (see the export service's logs); request the export again"

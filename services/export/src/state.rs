@@ -237,8 +237,12 @@ pub struct Job {
     pub owner: Option<String>,
     /// Version 1 records only: when the owner's lease ends unless renewed.
     pub lease_until: Option<DateTime<Utc>>,
-    /// How many times a worker has claimed it.
+    /// How many times a worker has claimed it (numbers each attempt's archive key).
     pub attempts: u32,
+    /// How many of those attempts were handed back on shutdown (a release): they do not count
+    /// against the job's limit of attempts, so rolling deploys never fail a long export.
+    #[serde(default)]
+    pub releases: u32,
     /// The final progress of a finished job (and, from version 1 records, the last heartbeat's);
     /// a running job's live progress is on the liveness channel.
     pub progress: JobProgress,
@@ -248,6 +252,11 @@ pub struct Job {
 }
 
 impl Job {
+    /// Attempts that ended other than by a release: workers that died or were taken over.
+    pub fn failed_attempts(&self) -> u32 {
+        self.attempts.saturating_sub(self.releases)
+    }
+
     /// The status as seen at `now`: a completed job past its retention is `Expired`.
     pub fn status_at(&self, now: DateTime<Utc>) -> JobStatus {
         match (&self.status, &self.archive) {
@@ -501,6 +510,7 @@ fn apply(company: &mut CompanyState, record: &Record) -> Result<Outcome, Denied>
                 owner: None,
                 lease_until: None,
                 attempts: 0,
+                releases: 0,
                 progress: JobProgress::default(),
                 archive: None,
                 error: None,
@@ -596,6 +606,7 @@ fn apply(company: &mut CompanyState, record: &Record) -> Result<Outcome, Denied>
                 return Err(lost_lease(job_id));
             }
             // Waiting again (it keeps its place: it is older than every waiting job).
+            job.releases += 1;
             job.status = JobStatus::Accepted;
             job.owner = None;
             job.lease_until = None;
@@ -973,6 +984,34 @@ mod tests {
         );
         assert_eq!(state.apply(&release), Outcome::Applied);
         assert_eq!(state.apply(&claim(4, "j1", "b")), Outcome::Applied);
+        // Handed back on shutdown: a new attempt (its own archive key), not a failed one.
+        let job = state.company("acme").unwrap().job("j1").unwrap();
+        assert_eq!(
+            (job.attempts, job.releases, job.failed_attempts()),
+            (2, 1, 1)
+        );
+    }
+
+    #[test]
+    fn releases_on_many_rolling_deploys_do_not_use_up_the_attempts() {
+        let mut state = enabled();
+        state.apply(&create(1, "j1"));
+        for deploy in 0..10 {
+            let at = 2 + 2 * deploy;
+            assert_eq!(state.apply(&claim(at, "j1", "a")), Outcome::Applied);
+            let release = record(
+                at + 1,
+                SERVICE_ACTOR,
+                Command::Release {
+                    job_id: "j1".into(),
+                    worker: "a".into(),
+                },
+            );
+            assert_eq!(state.apply(&release), Outcome::Applied);
+        }
+        let job = state.company("acme").unwrap().job("j1").unwrap();
+        assert_eq!(job.attempts, 10);
+        assert_eq!(job.failed_attempts(), 0);
     }
 
     #[test]
