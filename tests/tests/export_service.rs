@@ -1045,6 +1045,7 @@ async fn a_killed_replicas_export_is_completed_by_another_and_no_partial_object_
                     .map(|partition| export::watermark::PartitionEnd {
                         partition,
                         end_offset: 0,
+                        start_offset: 0,
                     })
                     .collect(),
             }),

@@ -34,6 +34,10 @@ pub struct SourceOffsets {
 pub struct PartitionEnd {
     pub partition: i32,
     pub end_offset: i64,
+    /// The oldest offset the partition still held (its low watermark): below it retention has
+    /// removed everything, so a group that never committed there is not behind by it.
+    #[serde(default)]
+    pub start_offset: i64,
 }
 
 /// How far ingestion is behind a job's source offsets.
@@ -53,12 +57,18 @@ impl IngestLag {
 }
 
 /// How far the group's `committed` offsets (only partitions that have one) are behind `source`.
-/// A partition without a committed offset is behind by its whole end offset, so an empty one
-/// (end 0) counts as caught up.
+/// A partition without a committed offset is behind by all it held (end minus start), so an
+/// empty one, or one whose events retention has all removed, counts as caught up: ingestion
+/// never sees a message there and so never commits.
 pub fn lag(source: &SourceOffsets, committed: &BTreeMap<i32, i64>) -> IngestLag {
     let mut lag = IngestLag::default();
     for end in &source.partitions {
-        let at = committed.get(&end.partition).copied().unwrap_or(0).max(0);
+        let start = end.start_offset.max(0);
+        let at = committed
+            .get(&end.partition)
+            .copied()
+            .unwrap_or(start)
+            .max(start);
         let behind = u64::try_from(end.end_offset - at).unwrap_or(0);
         if behind > 0 {
             lag.events += behind;
@@ -196,9 +206,10 @@ impl Positions for KafkaPositions {
                 .map(|partition| {
                     this.consumer
                         .fetch_watermarks(&this.topic, partition, this.timeout)
-                        .map(|(_, high)| PartitionEnd {
+                        .map(|(low, high)| PartitionEnd {
                             partition,
                             end_offset: high,
+                            start_offset: low,
                         })
                         .map_err(|e| this.kafka_error(e))
                 })
@@ -263,6 +274,7 @@ impl FixedPositions {
                 .map(|&(partition, end_offset)| PartitionEnd {
                     partition,
                     end_offset,
+                    start_offset: 0,
                 })
                 .collect(),
         };
@@ -507,6 +519,7 @@ mod tests {
                 .map(|&(partition, end_offset)| PartitionEnd {
                     partition,
                     end_offset,
+                    start_offset: 0,
                 })
                 .collect(),
         }
@@ -567,6 +580,45 @@ mod tests {
                 "{what}"
             );
         }
+    }
+
+    #[test]
+    fn what_retention_removed_is_not_waited_for() {
+        let source = SourceOffsets {
+            topic: "chat-events".into(),
+            partitions: vec![
+                // Retention removed all 500: ingestion never sees a message there.
+                PartitionEnd {
+                    partition: 0,
+                    end_offset: 500,
+                    start_offset: 500,
+                },
+                // 20 left, none committed: behind by those 20.
+                PartitionEnd {
+                    partition: 1,
+                    end_offset: 500,
+                    start_offset: 480,
+                },
+                // Committed before what retention kept: behind by what is kept.
+                PartitionEnd {
+                    partition: 2,
+                    end_offset: 100,
+                    start_offset: 90,
+                },
+            ],
+        };
+        let committed: BTreeMap<i32, i64> = [(2, 10)].into_iter().collect();
+        assert_eq!(
+            lag(&source, &committed),
+            IngestLag {
+                events: 20 + 10,
+                partitions: 2
+            }
+        );
+        // Records written before the start offset was kept still fold (and count from 0).
+        let old: PartitionEnd =
+            serde_json::from_str(r#"{"partition": 0, "end_offset": 5}"#).unwrap();
+        assert_eq!(old.start_offset, 0);
     }
 
     #[test]
