@@ -375,12 +375,29 @@ enum Decoded {
 fn decode(payload: &[u8]) -> Decoded {
     #[derive(serde::Deserialize)]
     struct Version {
-        v: u32,
+        #[serde(default)]
+        v: Option<serde_json::Value>,
     }
-    match serde_json::from_slice::<Version>(payload) {
-        Err(error) => Decoded::Foreign(error.to_string()),
-        Ok(Version { v }) if !is_known_version(v) => Decoded::UnknownVersion(v),
-        Ok(Version { v }) => match serde_json::from_slice::<Record>(payload) {
+    let v = match serde_json::from_slice::<Version>(payload) {
+        Err(error) => return Decoded::Foreign(error.to_string()),
+        Ok(Version { v: None }) => return Decoded::Foreign("no version".into()),
+        // A version that is not a whole number is a writer's mistake, not a foreign record:
+        // stop rather than skip it.
+        Ok(Version { v: Some(value) }) => {
+            match value.as_u64().and_then(|v| u32::try_from(v).ok()) {
+                Some(v) => v,
+                None => {
+                    return Decoded::Unreadable {
+                        version: 0,
+                        error: format!("its version {value} is not a whole number"),
+                    };
+                }
+            }
+        }
+    };
+    match v {
+        v if !is_known_version(v) => Decoded::UnknownVersion(v),
+        v => match serde_json::from_slice::<Record>(payload) {
             Ok(record) => Decoded::Record(Box::new(record)),
             Err(error) => Decoded::Unreadable {
                 version: v,
@@ -670,5 +687,14 @@ mod tests {
             decode(br#"{"v":1}"#),
             Decoded::Unreadable { version: 1, .. }
         ));
+        // Only a payload with no version at all is foreign; a malformed one stops the fold.
+        assert!(matches!(decode(br#"{"x":1}"#), Decoded::Foreign(_)));
+        for malformed in [&br#"{"v":"2"}"#[..], br#"{"v":-1}"#, br#"{"v":2.5}"#] {
+            assert!(
+                matches!(decode(malformed), Decoded::Unreadable { .. }),
+                "{}",
+                String::from_utf8_lossy(malformed)
+            );
+        }
     }
 }

@@ -24,6 +24,10 @@ const KEEP: usize = 3;
 #[derive(Serialize, Deserialize)]
 struct SnapshotFile<S> {
     format: u32,
+    /// The newest record version the writer's build folds: a snapshot by a newer build may hold
+    /// the effect of records this build would halt on, so it is passed over.
+    #[serde(default)]
+    record_version: u32,
     topic: String,
     /// The next offset to fold after this state.
     next_offset: u64,
@@ -42,6 +46,7 @@ pub struct Snapshots {
 pub fn encode(topic: &str, next_offset: u64, state: &State) -> serde_json::Result<Vec<u8>> {
     serde_json::to_vec(&SnapshotFile {
         format: SNAPSHOT_FORMAT,
+        record_version: crate::state::RECORD_VERSION,
         topic: topic.to_owned(),
         next_offset,
         state,
@@ -104,12 +109,21 @@ impl Snapshots {
         #[derive(Deserialize)]
         struct Header {
             format: u32,
+            #[serde(default)]
+            record_version: u32,
         }
         let header: Header = serde_json::from_slice(&bytes).context("decoding its header")?;
         anyhow::ensure!(
             header.format == SNAPSHOT_FORMAT,
             "snapshot format {} (this build reads {SNAPSHOT_FORMAT})",
             header.format
+        );
+        anyhow::ensure!(
+            header.record_version <= crate::state::RECORD_VERSION,
+            "written by a build that folds record version {} (this build folds up to {}): it may \
+             hold records this build must stop at",
+            header.record_version,
+            crate::state::RECORD_VERSION
         );
         let file: SnapshotFile<State> = serde_json::from_slice(&bytes).context("decoding")?;
         anyhow::ensure!(
@@ -174,6 +188,19 @@ mod tests {
                 &snapshots.key(50),
                 Bytes::from_static(br#"{"format":2,"whatever":true}"#),
             )
+            .await
+            .unwrap();
+        assert_eq!(snapshots.newest().await.unwrap().unwrap().0, 40);
+        // So is one by a build that folds newer record versions (rolled back after it wrote).
+        let newer = String::from_utf8(encode("export-state", 60, &State::default()).unwrap())
+            .unwrap()
+            .replace(
+                &format!("\"record_version\":{}", crate::state::RECORD_VERSION),
+                &format!("\"record_version\":{}", crate::state::RECORD_VERSION + 1),
+            );
+        assert!(newer.contains("record_version"));
+        store
+            .put(&snapshots.key(60), Bytes::from(newer))
             .await
             .unwrap();
         assert_eq!(snapshots.newest().await.unwrap().unwrap().0, 40);
