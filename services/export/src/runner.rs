@@ -347,7 +347,8 @@ impl Runner {
                 () = shutdown.cancelled(), if !cancel.is_cancelled() => set_stop(Stop::Shutdown),
             }
         };
-        heartbeats.abort();
+        // Heartbeats go on until the result is recorded: a `finish` that takes its retries
+        // must not look like a dead worker to the other replicas.
         let stop = *stop.lock().unwrap_or_else(|e| e.into_inner());
         match (result, stop) {
             (Ok(stored), None) => {
@@ -396,6 +397,7 @@ impl Runner {
                 self.finish(company, job_id, finish, None).await;
             }
         }
+        heartbeats.abort();
     }
 
     /// Reports the attempt alive, with its progress, to every replica (the liveness channel).
