@@ -684,14 +684,7 @@ mod tests {
                 log: self.state_log().await,
                 liveness: Liveness::start(Arc::new(self.channel.clone()), self.stop.clone()),
                 // Jobs here record no source offsets, so nothing waits for ingestion.
-                ingest: crate::watermark::IngestOffsets::with(
-                    Arc::new(crate::watermark::FixedPositions::new(
-                        "events",
-                        &[(0, 0)],
-                        &[],
-                    )),
-                    "ingest",
-                ),
+                ingest: crate::watermark::IngestOffsets::caught_up(),
                 ingest_wait: Duration::from_secs(60),
                 log_store: self.store.clone(),
                 archive_store: self.store.clone(),

@@ -776,14 +776,7 @@ mod tests {
                 log: state,
                 liveness: Liveness::start(channel, stop.clone()),
                 // An empty events topic: exports accepted here wait for nothing.
-                ingest: crate::watermark::IngestOffsets::with(
-                    Arc::new(crate::watermark::FixedPositions::new(
-                        "events",
-                        &[(0, 0)],
-                        &[],
-                    )),
-                    "ingest",
-                ),
+                ingest: crate::watermark::IngestOffsets::caught_up(),
                 verifier: Verifier::hs256(KEY, "admin-portal", "compliance-exports"),
                 link_store: Arc::new(MemoryStore::new()),
                 link_ttl: Duration::from_secs(3600),
