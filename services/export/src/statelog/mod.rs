@@ -513,20 +513,29 @@ async fn write_snapshots(
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(policy.interval) => {}
         }
-        let encoded = {
+        // Copy under the lock, encode outside it (on the blocking pool): the fold and the
+        // API's reads never wait for a large state to be serialised.
+        let (next, state) = {
             let folded = shared.folded.read().unwrap_or_else(|e| e.into_inner());
             if folded.next < last + policy.every {
                 continue;
             }
-            match snapshot::encode(&topic, folded.next, &folded.state) {
-                Ok(bytes) => (folded.next, bytes),
-                Err(error) => {
-                    tracing::error!(%error, "encoding a state snapshot");
-                    continue;
-                }
+            (folded.next, folded.state.clone())
+        };
+        let name = topic.clone();
+        let encoded =
+            tokio::task::spawn_blocking(move || snapshot::encode(&name, next, &state)).await;
+        let bytes = match encoded {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(error)) => {
+                tracing::error!(%error, "encoding a state snapshot");
+                continue;
+            }
+            Err(error) => {
+                tracing::error!(%error, "encoding a state snapshot: the task failed");
+                continue;
             }
         };
-        let (next, bytes) = encoded;
         match policy.snapshots.write(next, bytes).await {
             Ok(()) => last = next,
             Err(error) => {
