@@ -200,7 +200,12 @@ impl LivenessChannel for KafkaLiveness {
         self.producer
             .send(
                 FutureRecord::to(&self.topic)
-                    .key(&beat.job_id)
+                    // By job (compaction keeps each job's newest); presence beats by worker.
+                    .key(if beat.job_id.is_empty() {
+                        &beat.worker
+                    } else {
+                        &beat.job_id
+                    })
                     .payload(&payload),
                 Timeout::After(Duration::from_secs(5)),
             )
@@ -229,6 +234,9 @@ struct Seen {
 struct Inner {
     jobs: Mutex<HashMap<String, Seen>>,
     changes: watch::Sender<u64>,
+    /// This replica's worker name once it announces itself, and when it last heard its own
+    /// presence beat come back through the channel.
+    me: Mutex<Option<(String, Option<Instant>)>>,
 }
 
 /// What this replica has heard of running attempts.
@@ -244,6 +252,7 @@ impl Liveness {
         let inner = Arc::new(Inner {
             jobs: Mutex::default(),
             changes: watch::channel(0).0,
+            me: Mutex::default(),
         });
         let mut beats = channel.subscribe();
         let listening = inner.clone();
@@ -254,6 +263,7 @@ impl Liveness {
                     beat = beats.recv() => beat,
                 };
                 match beat {
+                    Ok(beat) if beat.job_id.is_empty() => heard_presence(&listening, &beat),
                     Ok(beat) => record(&listening, &beat),
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         tracing::debug!(skipped = n, "liveness listener lagged");
@@ -270,6 +280,48 @@ impl Liveness {
     pub async fn publish(&self, beat: &Beat) -> Result<(), LogError> {
         record(&self.inner, beat);
         self.channel.publish(beat).await
+    }
+
+    /// Publishes a presence beat for `worker` every `every` until `shutdown`. From then on,
+    /// [`Self::hears_itself_within`] says whether this replica's own beats come back to it: a
+    /// replica whose listening is stuck must not judge other workers dead.
+    pub fn announce(&self, worker: &str, every: Duration, shutdown: CancellationToken) {
+        *self.inner.me.lock().unwrap_or_else(|e| e.into_inner()) = Some((worker.to_owned(), None));
+        let channel = Arc::clone(&self.channel);
+        let beat = Beat {
+            v: BEAT_VERSION,
+            company_id: String::new(),
+            job_id: String::new(),
+            worker: worker.to_owned(),
+            attempt: 0,
+            at: Utc::now(),
+            progress: JobProgress::default(),
+        };
+        tokio::spawn(async move {
+            loop {
+                let beat = Beat {
+                    at: Utc::now(),
+                    ..beat.clone()
+                };
+                if let Err(error) = channel.publish(&beat).await {
+                    tracing::debug!(%error, "publishing a presence beat");
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(every) => {}
+                }
+            }
+        });
+    }
+
+    /// Whether this replica heard its own presence beat within `window` (always true before it
+    /// announces itself). A replica that cannot hear itself cannot tell a dead worker from its
+    /// own deafness, so it takes nothing over.
+    pub fn hears_itself_within(&self, window: Duration) -> bool {
+        match &*self.inner.me.lock().unwrap_or_else(|e| e.into_inner()) {
+            None => true,
+            Some((_, heard)) => heard.is_some_and(|at| at.elapsed() < window),
+        }
     }
 
     /// The newest progress heard for this attempt.
@@ -313,6 +365,15 @@ impl Liveness {
 
     fn jobs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Seen>> {
         self.inner.jobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn heard_presence(inner: &Inner, beat: &Beat) {
+    let mut me = inner.me.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((worker, heard)) = me.as_mut()
+        && *worker == beat.worker
+    {
+        *heard = Some(Instant::now());
     }
 }
 

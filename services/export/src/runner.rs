@@ -151,6 +151,9 @@ impl Runner {
                 return; // the fold halted and said why; claiming on a stale state would be wrong
             },
         }
+        // Presence beats: proof, to this replica, that it hears the liveness channel.
+        self.liveness
+            .announce(&self.worker, self.lease / 3, shutdown.clone());
         let running: Arc<Mutex<HashSet<String>>> = Arc::default();
         let mut tasks = JoinSet::new();
         // Notifications retried in their own task, so a slow mail relay never delays claims.
@@ -184,6 +187,9 @@ impl Runner {
     ) {
         // Each company's oldest waiting job (the fold refuses any other fresh claim), and every
         // running attempt not heard of for a whole lease (taken over: the first claim wins).
+        // A replica that does not hear its own presence beats cannot tell a dead worker from
+        // its own deafness: it then takes nothing over (others that hear will).
+        let can_judge = self.liveness.hears_itself_within(self.lease);
         let candidates: Vec<(String, String, Option<u32>)> = self.log.read(|state| {
             state
                 .companies()
@@ -194,7 +200,10 @@ impl Runner {
                         .map(|job| (company.clone(), job.id.clone(), None));
                     let dead = cs
                         .in_progress()
-                        .filter(|job| self.liveness.silent_for(&job.id, job.attempts) >= self.lease)
+                        .filter(|job| {
+                            can_judge
+                                && self.liveness.silent_for(&job.id, job.attempts) >= self.lease
+                        })
                         .map(|job| (company.clone(), job.id.clone(), Some(job.attempts)));
                     dead.chain(fresh).collect::<Vec<_>>()
                 })
@@ -667,6 +676,17 @@ mod tests {
         /// 2 per company binds): a finished export's task holds its local slot while its
         /// notification (to a broker that is not there) times out.
         async fn runner(&self, worker: &str, lease: Duration) -> Runner {
+            let liveness = Liveness::start(Arc::new(self.channel.clone()), self.stop.clone());
+            self.runner_hearing(worker, lease, liveness).await
+        }
+
+        /// A replica's runner, started, hearing other replicas through `liveness`.
+        async fn runner_hearing(
+            &self,
+            worker: &str,
+            lease: Duration,
+            liveness: Liveness,
+        ) -> Runner {
             // Nothing listens there: notifications fail and are retried, which these tests
             // do not look at.
             let config = crate::Config::try_parse_from([
@@ -682,7 +702,7 @@ mod tests {
             let metrics = Metrics::register(&prometheus::Registry::new()).unwrap();
             let runner = Runner {
                 log: self.state_log().await,
-                liveness: Liveness::start(Arc::new(self.channel.clone()), self.stop.clone()),
+                liveness,
                 // Jobs here record no source offsets, so nothing waits for ingestion.
                 ingest: crate::watermark::IngestOffsets::caught_up(),
                 ingest_wait: Duration::from_secs(60),
@@ -724,6 +744,55 @@ mod tests {
             let changed = tokio::time::timeout_at(deadline, changes.changed()).await;
             assert!(changed.is_ok(), "export {job_id} not {what} within 30 s");
         }
+    }
+
+    /// A channel this replica can publish to but hears nothing from (a stuck consumer).
+    #[derive(Debug)]
+    struct Deaf(tokio::sync::broadcast::Sender<Beat>);
+
+    #[async_trait::async_trait]
+    impl crate::liveness::LivenessChannel for Deaf {
+        async fn publish(&self, _beat: &Beat) -> Result<(), crate::statelog::LogError> {
+            Ok(())
+        }
+        fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Beat> {
+            self.0.subscribe()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_cannot_hear_itself_takes_nothing_over() {
+        let replicas = Replicas::new();
+        let admin = replicas.state_log().await;
+        admin.submit("acme", "ann", Command::Enable).await.unwrap();
+        create(&admin, "j1").await;
+        let claim = Command::Claim {
+            job_id: "j1".into(),
+            worker: "w1".into(),
+            lease_until: None,
+            takes_over: None,
+        };
+        assert_eq!(
+            admin.submit("acme", SERVICE_ACTOR, claim).await.unwrap(),
+            Outcome::Applied
+        );
+        let lease = Duration::from_millis(300);
+        // w1 may well be alive, but this replica's listening is stuck: it hears nothing, not
+        // even itself, so it cannot tell.
+        let channel = Arc::new(Deaf(tokio::sync::broadcast::channel(4).0));
+        let liveness = Liveness::start(channel, replicas.stop.clone());
+        let deaf = replicas.runner_hearing("deaf", lease, liveness).await;
+        let waited = tokio::time::Instant::now();
+        while waited.elapsed() < lease * 8 {
+            tokio::time::sleep(lease / 4).await; // letting leases pass, not a synchronisation
+            assert!(!deaf.liveness.hears_itself_within(lease));
+        }
+        let job = admin.read(|s| s.company("acme").unwrap().job("j1").cloned().unwrap());
+        assert_eq!(
+            (job.owner.as_deref(), job.attempts),
+            (Some("w1"), 1),
+            "a deaf replica took a running export over"
+        );
     }
 
     #[tokio::test]
