@@ -732,6 +732,20 @@ mod tests {
         );
     }
 
+    /// `worker` claims the job (as a replica would before it runs it).
+    async fn claimed_by(log: &StateLog, job_id: &str, worker: &str) {
+        let claim = Command::Claim {
+            job_id: job_id.into(),
+            worker: worker.into(),
+            lease_until: None,
+            takes_over: None,
+        };
+        assert_eq!(
+            log.submit("acme", SERVICE_ACTOR, claim).await.unwrap(),
+            Outcome::Applied
+        );
+    }
+
     /// Waits (on the fold's changes, with a deadline) until `f` holds for the job.
     async fn wait_job(log: &StateLog, job_id: &str, what: &str, f: impl Fn(&Job) -> bool) -> Job {
         let mut changes = log.subscribe();
@@ -766,16 +780,7 @@ mod tests {
         let admin = replicas.state_log().await;
         admin.submit("acme", "ann", Command::Enable).await.unwrap();
         create(&admin, "j1").await;
-        let claim = Command::Claim {
-            job_id: "j1".into(),
-            worker: "w1".into(),
-            lease_until: None,
-            takes_over: None,
-        };
-        assert_eq!(
-            admin.submit("acme", SERVICE_ACTOR, claim).await.unwrap(),
-            Outcome::Applied
-        );
+        claimed_by(&admin, "j1", "w1").await;
         let lease = Duration::from_millis(300);
         // w1 may well be alive, but this replica's listening is stuck: it hears nothing, not
         // even itself, so it cannot tell.
@@ -802,16 +807,7 @@ mod tests {
         admin.submit("acme", "ann", Command::Enable).await.unwrap();
         create(&admin, "j1").await;
         // A worker claims j1 and then only beats (as a live worker stuck on a slow log would).
-        let claim = Command::Claim {
-            job_id: "j1".into(),
-            worker: "ghost".into(),
-            lease_until: None,
-            takes_over: None,
-        };
-        assert_eq!(
-            admin.submit("acme", SERVICE_ACTOR, claim).await.unwrap(),
-            Outcome::Applied
-        );
+        claimed_by(&admin, "j1", "ghost").await;
         let lease = Duration::from_millis(400);
         let b = replicas.runner("b", lease).await;
         let ghost = Liveness::start(Arc::new(replicas.channel.clone()), replicas.stop.clone());

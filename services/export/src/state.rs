@@ -750,19 +750,14 @@ mod tests {
     }
 
     fn claim(at: i64, job: &str, worker: &str) -> Record {
-        record(
-            at,
-            SERVICE_ACTOR,
-            Command::Claim {
-                job_id: job.into(),
-                worker: worker.into(),
-                lease_until: None,
-                takes_over: None,
-            },
-        )
+        claim_taking_over(at, job, worker, None)
     }
 
     fn take_over(at: i64, job: &str, worker: &str, attempt: u32) -> Record {
+        claim_taking_over(at, job, worker, Some(attempt))
+    }
+
+    fn claim_taking_over(at: i64, job: &str, worker: &str, takes_over: Option<u32>) -> Record {
         record(
             at,
             SERVICE_ACTOR,
@@ -770,7 +765,7 @@ mod tests {
                 job_id: job.into(),
                 worker: worker.into(),
                 lease_until: None,
-                takes_over: Some(attempt),
+                takes_over,
             },
         )
     }

@@ -29,6 +29,23 @@ pub struct SourceOffsets {
     pub partitions: Vec<PartitionEnd>,
 }
 
+impl SourceOffsets {
+    /// Partitions that end at `ends` (partition, end offset), each holding all it ever had.
+    pub fn from_ends(topic: &str, ends: &[(i32, i64)]) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            partitions: ends
+                .iter()
+                .map(|&(partition, end_offset)| PartitionEnd {
+                    partition,
+                    end_offset,
+                    start_offset: 0,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// One partition's end: the offset after the last event it had accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionEnd {
@@ -267,17 +284,7 @@ pub struct FixedPositions {
 impl FixedPositions {
     /// A topic whose partitions end at `ends`, with the group's committed offsets `committed`.
     pub fn new(topic: &str, ends: &[(i32, i64)], committed: &[(i32, i64)]) -> Self {
-        let source = SourceOffsets {
-            topic: topic.to_owned(),
-            partitions: ends
-                .iter()
-                .map(|&(partition, end_offset)| PartitionEnd {
-                    partition,
-                    end_offset,
-                    start_offset: 0,
-                })
-                .collect(),
-        };
+        let source = SourceOffsets::from_ends(topic, ends);
         Self {
             inner: Arc::new(std::sync::Mutex::new((
                 source,
@@ -512,17 +519,7 @@ mod tests {
     }
 
     fn source(ends: &[(i32, i64)]) -> SourceOffsets {
-        SourceOffsets {
-            topic: "chat-events".into(),
-            partitions: ends
-                .iter()
-                .map(|&(partition, end_offset)| PartitionEnd {
-                    partition,
-                    end_offset,
-                    start_offset: 0,
-                })
-                .collect(),
-        }
+        SourceOffsets::from_ends("chat-events", ends)
     }
 
     #[test]

@@ -260,8 +260,8 @@ async fn time_to_ready(
     snapshot_prefix: &str,
     log: &std::path::Path,
 ) -> anyhow::Result<f64> {
-    let ops = free_port();
-    let grpc = free_port();
+    let ops = tests::exports::free_port();
+    let grpc = tests::exports::free_port();
     let started = Instant::now();
     let mut child: Child = Command::new(&args.cce_export)
         .args([
@@ -302,14 +302,6 @@ async fn time_to_ready(
     let _ = child.kill();
     let _ = child.wait();
     result
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::main]
