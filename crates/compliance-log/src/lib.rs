@@ -5,6 +5,7 @@
 //! - [`reader`]: a company's events in a time range, deduplicated and ordered, one hour at a
 //!   time; and its metadata events (people, conversations, membership).
 
+pub mod epoch;
 pub mod format;
 pub mod reader;
 pub mod writer;
