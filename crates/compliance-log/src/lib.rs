@@ -7,6 +7,7 @@
 
 pub mod epoch;
 pub mod format;
+pub mod partition_log;
 pub mod reader;
 pub mod writer;
 

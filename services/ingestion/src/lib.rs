@@ -4,10 +4,12 @@
 //! consumer loop ([`consumer`]), the dead-letter producer ([`dead_letter`]), the log writer
 //! (`compliance-log`), metrics and the ops endpoint.
 
+pub mod compaction;
 mod config;
 pub mod consumer;
 pub mod dead_letter;
 pub mod lag;
+pub mod lineage;
 mod metrics;
 mod retry;
 
@@ -19,7 +21,7 @@ use compliance_log::LogWriter;
 use dead_letter::DeadLetters;
 use telemetry::{CancellationToken, Health, OpsServer};
 
-pub use config::Config;
+pub use config::{Config, Switch};
 pub use metrics::Metrics;
 
 /// A started ingestion service.
@@ -63,7 +65,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     )
     .context("creating the lag reader")?;
     let lag_stop = CancellationToken::new();
-    let lag_task = lag::spawn_monitor(lag, metrics.clone(), lag_stop.clone());
+    let probes = lag::Probes::default();
+    let lag_task = lag::spawn_monitor(lag, metrics.clone(), probes.clone(), lag_stop.clone());
     let parts = consumer::Parts {
         writer: LogWriter::new(store),
         dead_letters,
