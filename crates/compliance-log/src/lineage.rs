@@ -1,4 +1,4 @@
-//! Log epochs: which epoch a partition's writer writes in, decided on assignment from the
+//! The epoch decision: which epoch a partition's writer writes in, decided on assignment from the
 //! partition's watermark pointer, its latest epoch marker and what Kafka says now
 //! (`docs/log-format.md`, "Epochs").
 //!
@@ -8,9 +8,8 @@
 //! a pure function ([`decide`]) of what was read, so every rule is tested with a table.
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
-use crate::format::FORMAT_NAME;
+use crate::v2::epoch::{EpochMarker, PreviousEpoch};
 
 /// What the writer needs to know about the Kafka partition it consumes, to tell whether the
 /// offsets it sees continue the log's or restarted.
@@ -34,20 +33,16 @@ pub trait Lineage: Send + Sync {
 #[error("{0}")]
 pub struct LineageError(pub String);
 
-/// Why an epoch began.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Why an epoch began (the marker's `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EpochReason {
     /// The partition had no epoch yet.
-    #[serde(rename = "first")]
     First,
     /// The Kafka cluster id is not the one the current epoch was written from.
-    #[serde(rename = "cluster changed")]
     ClusterChanged,
     /// The partition's high watermark is below the log's durable offset.
-    #[serde(rename = "offsets went back")]
     OffsetsWentBack,
     /// The message at `durable_offset - 1` is not the one the log fingerprinted.
-    #[serde(rename = "record differs")]
     RecordDiffers,
 }
 
@@ -59,58 +54,6 @@ impl EpochReason {
             Self::OffsetsWentBack => "offsets went back",
             Self::RecordDiffers => "record differs",
         }
-    }
-}
-
-/// Where the previous epoch ended, as the marker of the next one records it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PreviousEpoch {
-    pub epoch: u32,
-    pub durable_offset: i64,
-}
-
-/// The marker object that starts an epoch. Its bytes are a pure function of its fields (no
-/// wall-clock time), so two writers deciding the same epoch write the same bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EpochMarker {
-    pub format: String,
-    pub version: u32,
-    pub kind: String,
-    pub topic: String,
-    pub partition: i32,
-    pub epoch: u32,
-    pub cluster_id: String,
-    /// The first offset of the epoch: the partition's low watermark when it began.
-    pub start_offset: i64,
-    pub reason: EpochReason,
-    pub previous: Option<PreviousEpoch>,
-}
-
-impl EpochMarker {
-    pub const KIND: &'static str = "epoch";
-
-    pub fn encode(&self) -> Vec<u8> {
-        // A struct of strings and integers always serialises.
-        let mut bytes = serde_json::to_vec(self).unwrap_or_default();
-        bytes.push(b'\n');
-        bytes
-    }
-
-    /// Parses a marker, checking its format, kind and that it is the one its key names.
-    pub fn decode(key: &str, bytes: &[u8]) -> crate::Result<Self> {
-        let corrupt = |reason: String| crate::LogError::Corrupt {
-            key: key.to_owned(),
-            reason,
-        };
-        let marker: Self =
-            serde_json::from_slice(bytes).map_err(|e| corrupt(format!("bad epoch marker: {e}")))?;
-        if marker.format != FORMAT_NAME || marker.version != 2 || marker.kind != Self::KIND {
-            return Err(corrupt(format!(
-                "format {} version {} kind {} is not a {FORMAT_NAME} version 2 epoch marker",
-                marker.format, marker.version, marker.kind
-            )));
-        }
-        Ok(marker)
     }
 }
 
@@ -148,7 +91,7 @@ pub enum Decision {
     /// Go on in the current epoch, from `durable_offset`.
     Continue { epoch: u32, durable_offset: i64 },
     /// Begin a new epoch: write this marker, then consume from its start offset.
-    Begin(EpochMarker),
+    Begin(EpochMarker, EpochReason),
 }
 
 /// Decides the epoch (the "Epochs" rules of the design, in order). Fails only when the pointer
@@ -160,21 +103,20 @@ pub fn decide(
     kafka: &KafkaSide,
 ) -> Result<Decision, String> {
     let begin = |epoch: u32, reason: EpochReason| {
-        Decision::Begin(EpochMarker {
-            format: FORMAT_NAME.to_owned(),
-            version: 2,
-            kind: EpochMarker::KIND.to_owned(),
-            topic: topic.to_owned(),
+        let previous = log.pointer.as_ref().map(|p| PreviousEpoch {
+            epoch: p.epoch,
+            durable_offset: p.durable_offset,
+        });
+        let marker = EpochMarker::new(
+            topic,
             partition,
             epoch,
-            cluster_id: kafka.cluster_id.clone(),
-            start_offset: kafka.low,
-            reason,
-            previous: log.pointer.as_ref().map(|p| PreviousEpoch {
-                epoch: p.epoch,
-                durable_offset: p.durable_offset,
-            }),
-        })
+            Some(kafka.cluster_id.clone()),
+            kafka.low,
+            reason.as_str(),
+            previous,
+        );
+        Decision::Begin(marker, reason)
     };
     let Some(marker) = &log.marker else {
         if let Some(pointer) = &log.pointer {
@@ -186,7 +128,7 @@ pub fn decide(
         return Ok(begin(1, EpochReason::First));
     };
     let next = marker.epoch + 1;
-    if marker.cluster_id != kafka.cluster_id {
+    if marker.cluster_id.as_deref() != Some(kafka.cluster_id.as_str()) {
         return Ok(begin(next, EpochReason::ClusterChanged));
     }
     // The pointer of the marker's epoch; an older one (a crash between the marker and the first
@@ -223,18 +165,7 @@ mod tests {
     use super::*;
 
     fn marker(epoch: u32, cluster: &str, start: i64) -> EpochMarker {
-        EpochMarker {
-            format: FORMAT_NAME.into(),
-            version: 2,
-            kind: "epoch".into(),
-            topic: "t".into(),
-            partition: 2,
-            epoch,
-            cluster_id: cluster.into(),
-            start_offset: start,
-            reason: EpochReason::First,
-            previous: None,
-        }
+        EpochMarker::new("t", 2, epoch, Some(cluster.into()), start, "first", None)
     }
 
     fn pointer(epoch: u32, durable: i64, sha: Option<&str>) -> PointerSide {
@@ -260,7 +191,10 @@ mod tests {
                 epoch,
                 durable_offset,
             } => (epoch, None, durable_offset),
-            Decision::Begin(m) => (m.epoch, Some(m.reason), m.start_offset),
+            Decision::Begin(m, reason) => {
+                assert_eq!(m.reason, reason.as_str());
+                (m.epoch, Some(reason), m.start_offset)
+            }
         }
     }
 
@@ -353,7 +287,7 @@ mod tests {
             marker: Some(marker(1, "k1", 0)),
             pointer: Some(pointer(1, 100, Some("a"))),
         };
-        let Decision::Begin(m) = decide("t", 2, &log, &kafka("k1", 0, 50, None)).unwrap() else {
+        let Decision::Begin(m, _) = decide("t", 2, &log, &kafka("k1", 0, 50, None)).unwrap() else {
             panic!("a new epoch");
         };
         assert_eq!(
@@ -364,13 +298,16 @@ mod tests {
             })
         );
         let again = decide("t", 2, &log, &kafka("k1", 0, 50, None)).unwrap();
-        assert_eq!(Decision::Begin(m.clone()), again);
-        let text = String::from_utf8(m.encode()).unwrap();
+        assert_eq!(
+            Decision::Begin(m.clone(), EpochReason::OffsetsWentBack),
+            again
+        );
+        let text = String::from_utf8(m.encode().unwrap().to_vec()).unwrap();
         assert_eq!(
             text,
             "{\"format\":\"cce-compliance-log\",\"version\":2,\"kind\":\"epoch\",\"topic\":\"t\",\
              \"partition\":2,\"epoch\":2,\"cluster_id\":\"k1\",\"start_offset\":0,\
-             \"reason\":\"offsets went back\",\"previous\":{\"epoch\":1,\"durable_offset\":100}}\n"
+             \"reason\":\"offsets went back\",\"previous\":{\"epoch\":1,\"durable_offset\":100}}"
         );
         assert_eq!(EpochMarker::decode("k", text.as_bytes()).unwrap(), m);
     }
