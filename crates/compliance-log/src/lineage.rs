@@ -185,7 +185,10 @@ mod tests {
         }
     }
 
-    fn outcome(decision: Decision) -> (u32, Option<EpochReason>, i64) {
+    /// (epoch, why a new one began, where it starts or goes on).
+    type Outcome = (u32, Option<EpochReason>, i64);
+
+    fn outcome(decision: Decision) -> Outcome {
         match decision {
             Decision::Continue {
                 epoch,
@@ -201,7 +204,7 @@ mod tests {
     #[test]
     fn every_epoch_rule_in_order() {
         use EpochReason::*;
-        let cases: Vec<(&str, LogSide, KafkaSide, (u32, Option<EpochReason>, i64))> = vec![
+        let cases: Vec<(&str, LogSide, KafkaSide, Outcome)> = vec![
             (
                 "nothing yet: epoch 1 from the low watermark",
                 LogSide {

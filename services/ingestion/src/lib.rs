@@ -8,6 +8,7 @@ pub mod compaction;
 mod config;
 pub mod consumer;
 pub mod dead_letter;
+mod flusher;
 pub mod lag;
 pub mod lineage;
 mod metrics;
@@ -17,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use compliance_log::V1Writer;
+use compliance_log::LogWriter;
 use dead_letter::DeadLetters;
 use telemetry::{CancellationToken, Health, OpsServer};
 
@@ -67,11 +68,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let lag_stop = CancellationToken::new();
     let probes = lag::Probes::default();
     let lag_task = lag::spawn_monitor(lag, metrics.clone(), probes.clone(), lag_stop.clone());
+    let lineage = lineage::KafkaLineage::new(&config.kafka_brokers, &config.events_topic)
+        .context("creating the lineage reader")?;
     let parts = consumer::Parts {
-        writer: V1Writer::new(store),
+        writer: LogWriter::new(store),
+        lineage,
         dead_letters,
         metrics,
         health: health.clone(),
+        probes,
     };
     let task = tokio::spawn(async move {
         let result = consumer::run(&config, parts, shutdown).await;

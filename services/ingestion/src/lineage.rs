@@ -1,4 +1,4 @@
-//! What the log writer asks Kafka when it opens a partition ([`compliance_log::epoch::Lineage`]):
+//! What the log writer asks Kafka when it opens a partition ([`compliance_log::lineage::Lineage`]):
 //! the cluster id, a partition's watermarks, and the fingerprint of the message at one offset.
 //!
 //! Its own client, outside the consumer group, so the questions never touch the group's
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use compliance_log::epoch::{Lineage, LineageError};
+use compliance_log::lineage::{Lineage, LineageError};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
