@@ -3,24 +3,24 @@
 //! - [`format`]: object keys and the checksummed object encoding of format version 1, which
 //!   the reader still reads.
 //! - [`v2`]: format version 2, which ingestion writes.
-//! - [`partition_log`]: the v2 writer: per assigned partition, its epoch ([`lineage`]), one
-//!   segment per flush and the partition's watermark pointer.
-//! - [`writer`]: turns a flushed range of one Kafka partition into immutable log objects.
+//! - [`writer`]: turns a flushed range of one Kafka partition into immutable log objects: per
+//!   assigned partition, its epoch ([`lineage`]), one segment per flush and the partition's
+//!   watermark pointer.
 //! - [`reader`]: a company's events in a time range, deduplicated and ordered, one hour at a
 //!   time; and its metadata events (people, conversations, membership).
 
 pub mod format;
 pub mod lineage;
-pub mod partition_log;
 pub mod reader;
 pub mod v2;
 pub mod writer;
 
 pub use format::{LogRecord, SourceRange, Stream};
-pub use partition_log::{FlushStats, LogWriter, Opened, PartitionLog, Probe};
 pub use reader::{EventCursor, LogReader};
 pub use v2::pointer::{LogPosition, PartitionPosition, Watermark};
-pub use writer::{PendingRecord, V1Writer, WriteStats};
+pub use writer::{
+    FlushStats, LogWriter, Opened, PartitionLog, PendingRecord, Probe, V1Writer, WriteStats,
+};
 
 /// Errors reading or writing the log, with the object concerned.
 #[derive(Debug, thiserror::Error)]
