@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use telemetry::CancellationToken;
 use tokio::task::JoinHandle;
 
+use crate::Config;
 use crate::metrics::Metrics;
 
 /// What the loop needs from the compactor (the `compliance-log` compactor implements it).
@@ -24,6 +25,23 @@ pub trait Compaction: Send + Sync + 'static {
     async fn run_pass(&self, now: DateTime<Utc>) -> anyhow::Result<Option<String>>;
     /// Deletes segments compacted and older than the retention; returns how many.
     async fn collect_garbage(&self, now: DateTime<Utc>) -> anyhow::Result<u64>;
+}
+
+/// The compactor of the events topic's log, when this replica compacts (`--compaction on`).
+///
+/// TODO(issue 10): plug in `compliance_log::compact::Compactor` (being written on another
+/// branch): `Compactor::new(store, CompactionConfig { topic: config.events_topic, grace:
+/// config.compaction_grace(), retention: config.segment_retention(), max_chunk_bytes: 64 MiB })`
+/// with `impl Compaction for Compactor`. Until then this build has no compactor and says so.
+pub fn compactor(
+    _store: Arc<dyn storage::ObjectStore>,
+    config: &Config,
+) -> Option<Arc<dyn Compaction>> {
+    if config.compaction == crate::Switch::Off {
+        return None;
+    }
+    tracing::warn!("compaction is on but this build has no compactor yet; not compacting");
+    None
 }
 
 /// Runs a pass every `every` until `stop` fires (the first one right away).

@@ -2,7 +2,8 @@
 //!
 //! [`run`] (or [`start`], for tests that need the bound addresses) wires the pieces: the
 //! consumer loop ([`consumer`]), the dead-letter producer ([`dead_letter`]), the log writer
-//! (`compliance-log`), metrics and the ops endpoint.
+//! (`compliance-log`), the lag reader and its time-watermark probes ([`lag`]), the compaction
+//! loop ([`compaction`]), metrics and the ops endpoint.
 
 pub mod compaction;
 mod config;
@@ -70,6 +71,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let lag_task = lag::spawn_monitor(lag, metrics.clone(), probes.clone(), lag_stop.clone());
     let lineage = lineage::KafkaLineage::new(&config.kafka_brokers, &config.events_topic)
         .context("creating the lineage reader")?;
+    // Compaction runs beside the consumer and stops with it; a pass cut short is redone.
+    let compaction_task = compaction::compactor(Arc::clone(&store), &config).map(|compactor| {
+        compaction::spawn_loop(
+            compactor,
+            config.compaction_interval(),
+            metrics.clone(),
+            lag_stop.clone(),
+        )
+    });
     let parts = consumer::Parts {
         writer: LogWriter::new(store),
         lineage,
@@ -82,6 +92,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         let result = consumer::run(&config, parts, shutdown).await;
         lag_stop.cancel();
         let _ = lag_task.await;
+        if let Some(task) = compaction_task {
+            let _ = task.await;
+        }
         health.set_ready(false);
         ops_shutdown.cancel();
         ops.task.await.context("joining the ops endpoint")?;
