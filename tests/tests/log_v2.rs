@@ -106,6 +106,20 @@ async fn puts_per_flush_do_not_depend_on_how_many_companies_chat() {
     assert_eq!(ours.len(), segments_before + 2 + 2, "{ours:#?}");
     let v1 = list_all(&store, &format!("log/v1/{prefix}")).await.unwrap();
     assert!(v1.is_empty(), "format 1 objects written: {v1:?}");
+    // Idle now: the probes move every partition's time watermark past the last publish.
+    let published = chrono::Utc::now();
+    wait_for(
+        "the time watermarks to pass the last publish",
+        Duration::from_secs(30),
+        || async {
+            let pointers = pointers(&store, &t.events).await;
+            pointers
+                .values()
+                .all(|w| w.time_watermark.is_some_and(|tw| tw > published))
+                .then_some(())
+        },
+    )
+    .await;
     // Everything produced is there, each company's own events only.
     let (by_company, _) = segment_contents(&store, &t.events).await;
     let expected = expected_by_company(all.iter().map(|(_, p)| p.clone()));

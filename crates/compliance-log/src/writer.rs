@@ -70,8 +70,10 @@ pub struct Opened {
     pub epoch: u32,
     /// Why a new epoch began; `None` when the partition goes on in its epoch.
     pub began: Option<EpochReason>,
-    /// Objects written while opening: `(kind, count)` with kinds `epoch` and `watermark`.
+    /// Epoch markers written while opening (0 or 1; 0 also when another writer wrote the
+    /// same marker first).
     pub epoch_markers_written: u64,
+    /// Watermark pointer PUTs while opening (1 when an epoch began).
     pub watermarks_written: u64,
 }
 
