@@ -209,6 +209,12 @@ impl LogWriter {
                 if let Some(p) = pointer.filter(|p| p.epoch == epoch) {
                     log.time_watermark = p.time_watermark;
                     log.last_record = p.last_record;
+                } else {
+                    // The epoch's marker is there but not its pointer (a writer stopped between
+                    // the two): nothing of the epoch is written, and the group's offset belongs
+                    // to the previous history, so consume from the epoch's start.
+                    log.resume_from = Some(durable_offset);
+                    log.opened.watermarks_written = log.publish().await?;
                 }
             }
             Decision::Begin(new, reason) => {

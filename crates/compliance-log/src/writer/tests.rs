@@ -430,3 +430,38 @@ async fn the_time_watermark_follows_probes_the_durable_offset_reached() {
     let log = open(&store, &kafka).await;
     assert_eq!(log.time_watermark(), Some(probe(25, 0).at));
 }
+
+#[tokio::test]
+async fn a_writer_stopped_between_marker_and_pointer_resumes_the_epoch_from_its_start() {
+    let store = Arc::new(MemoryStore::new());
+    let kafka = FakeKafka::new("k1", 0, 50);
+    first_epoch(&store, &kafka).await;
+    // Epoch 2's marker is written, then the writer dies before the pointer.
+    let marker = EpochMarker::new(
+        TOPIC,
+        P,
+        2,
+        Some("k1".into()),
+        0,
+        "offsets went back",
+        Some(crate::v2::epoch::PreviousEpoch {
+            epoch: 1,
+            durable_offset: 50,
+        }),
+    );
+    marker.write(store.as_ref()).await.unwrap();
+    kafka.set("k1", 0, 60);
+    let log = open(&store, &kafka).await;
+    assert_eq!(
+        (log.epoch(), log.opened().began),
+        (2, None),
+        "the same epoch 2"
+    );
+    assert_eq!(
+        log.resume_from(),
+        Some(0),
+        "from its start, not the group's offset"
+    );
+    let p = pointer(&store).await;
+    assert_eq!((p.epoch, p.durable_offset), (2, 0));
+}
