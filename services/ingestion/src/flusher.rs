@@ -243,8 +243,9 @@ impl Flusher {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             let probe = self.probe(partition);
-            // Not cancelled midway: a write cut short could leave the pointer behind a segment
-            // it already wrote, which is safe but would be redone; the drain deadline bounds it.
+            // Cut short only when the partition is given up (drain deadline, lost assignment):
+            // at worst a segment is written without its pointer, and the partition's next
+            // owner writes the same range again, dropping what the pointer covers.
             let attempt = tokio::select! {
                 written = log.write(&source, &buffer.records, fingerprint.clone(), probe) => written,
                 _ = stop.cancelled() => return None,
