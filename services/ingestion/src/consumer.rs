@@ -3,7 +3,7 @@
 //! Offsets are stored (and then committed by librdkafka's auto-commit) only after everything
 //! before them is durable, in order: `enable.auto.offset.store=false`, and a partition's offset
 //! is stored only after its flushed range's dead letters are delivered and its segment and
-//! watermark pointer are written ([`crate::flusher`]). A crash at any point replays from the last
+//! watermark pointer are written (`flusher.rs`). A crash at any point replays from the last
 //! committed offset; the writer drops what is below the published durable offset, and a range
 //! written again gets the same name and bytes.
 //!
