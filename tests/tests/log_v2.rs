@@ -221,3 +221,136 @@ async fn sigkill_between_segments_and_restart_loses_and_doubles_nothing() {
     let output = child.wait_with_output().await.unwrap();
     assert!(output.status.success(), "graceful exit after SIGTERM");
 }
+
+/// Sets `group`'s committed offset of every partition of `topic` back to 0, as if its offsets
+/// were lost (or a replica died before committing).
+async fn rewind_group(stack: &Stack, group: &str, topic: &str, partitions: i32) {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    let (brokers, group, topic) = (
+        stack.kafka_brokers().to_owned(),
+        group.to_owned(),
+        topic.to_owned(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut list = rdkafka::TopicPartitionList::new();
+        for p in 0..partitions {
+            list.add_partition_offset(&topic, p, rdkafka::Offset::Offset(0))
+                .unwrap();
+        }
+        consumer.commit(&list, CommitMode::Sync).unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replay_below_the_durable_offset_writes_nothing_and_sends_no_dead_letter_again() {
+    let stack = Stack::from_env();
+    let store = stack.s3_store().await;
+    let t = topics(&stack, 1).await;
+    let prefix = format!("{}-", unique("replay"));
+    let mut messages = posts(&prefix, 3, 20, "a");
+    messages.insert(7, ("bad".into(), b"{not json".to_vec()));
+    kafka::produce(&kafka::producer(&stack), &t.events, &messages).await;
+    let flags = ["--flush-interval-ms", "200"];
+    let run = || async {
+        let shutdown = CancellationToken::new();
+        let running = ingestion::start(
+            ingestion_config(&stack, &t.events, &t.dlq, &t.group, &flags),
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
+        wait_durable(&store, &t.events, 1, 21, "every offset durable").await;
+        // Consumed to the end and committed (offsets are stored only after a flush).
+        let (brokers, group, topic) = (
+            stack.kafka_brokers().to_owned(),
+            t.group.clone(),
+            t.events.clone(),
+        );
+        wait_for(
+            "offsets committed to the end",
+            Duration::from_secs(60),
+            || {
+                let (brokers, group, topic) = (brokers.clone(), group.clone(), topic.clone());
+                async move {
+                    let committed = tokio::task::spawn_blocking(move || {
+                        ingestion::consumer::committed_offsets(&brokers, &group, &topic, 1)
+                    })
+                    .await
+                    .ok()?
+                    .ok()?;
+                    (committed == [rdkafka::Offset::Offset(21)]).then_some(())
+                }
+            },
+        )
+        .await;
+        let page = metrics_page(running.ops_addr).await;
+        shutdown.cancel();
+        running.task.await.unwrap().unwrap();
+        page
+    };
+    let first = run().await;
+    assert_eq!(
+        metric(
+            &first,
+            "cce_ingest_dead_lettered_total{reason=\"invalid_json\"}"
+        ),
+        1.0
+    );
+    let written = objects(&store, &format!("{}segments/{}/", keys::ROOT, t.events)).await;
+
+    // The group forgets how far it got: everything is consumed again.
+    rewind_group(&stack, &t.group, &t.events, 1).await;
+    let again = run().await;
+    assert_eq!(
+        metric(&again, "cce_ingest_events_consumed_total"),
+        21.0,
+        "consumed again"
+    );
+    assert_eq!(
+        metric(&again, "cce_log_objects_written_total{kind=\"segment\"}"),
+        0.0,
+        "nothing below the durable offset is written again"
+    );
+    assert_eq!(
+        metric(
+            &again,
+            "cce_ingest_dead_lettered_total{reason=\"invalid_json\"}"
+        ),
+        0.0,
+        "the dead letter is not sent again"
+    );
+    assert_eq!(
+        objects(&store, &format!("{}segments/{}/", keys::ROOT, t.events)).await,
+        written
+    );
+    let (brokers, dlq) = (stack.kafka_brokers().to_owned(), t.dlq.clone());
+    let letters = tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let client: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .unwrap();
+        client
+            .fetch_watermarks(&dlq, 0, Duration::from_secs(10))
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(letters, (0, 1), "one dead letter on the topic");
+    let (by_company, _) = segment_contents(&store, &t.events).await;
+    let expected = expected_by_company(
+        messages
+            .iter()
+            .filter(|(k, _)| k != "bad")
+            .map(|(_, p)| p.clone()),
+    );
+    assert_eq!(by_company, expected);
+}

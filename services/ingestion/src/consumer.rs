@@ -4,8 +4,8 @@
 //! before them is durable, in order: `enable.auto.offset.store=false`, and a partition's offset
 //! is stored only after its flushed range's dead letters are delivered and its segment and
 //! watermark pointer are written (`flusher.rs`). A crash at any point replays from the last
-//! committed offset; the writer drops what is below the published durable offset, and a range
-//! written again gets the same name and bytes.
+//! committed offset; the writer drops what is below the published durable offset (dead letters
+//! too), and a segment written again under its name has the same bytes.
 //!
 //! **Each assigned partition's log is opened before its first flush**: its epoch is decided
 //! from the log and Kafka (`compliance_log::lineage`). Messages are buffered meanwhile but not
