@@ -53,11 +53,11 @@ pub struct CompactionConfig {
 }
 
 impl CompactionConfig {
-    /// The defaults: 1 hour of grace, 7 days of retention, 64 MiB chunks.
+    /// The defaults: 5 minutes of grace, 7 days of retention, 64 MiB chunks.
     pub fn new(topic: &str) -> Self {
         Self {
             topic: topic.to_owned(),
-            grace: Duration::from_secs(3600),
+            grace: Duration::from_secs(300),
             retention: Duration::from_secs(7 * 24 * 3600),
             max_chunk_bytes: 64 << 20,
         }
@@ -99,7 +99,10 @@ struct Input {
     located: Located,
 }
 
-/// A record of `company` taken as input, by kind and day.
+/// One company's records from one segment.
+type CompanyRecords = (String, Vec<LogRecord>);
+
+/// Input records by (company, day).
 type Groups = BTreeMap<(String, NaiveDate), Vec<LogRecord>>;
 
 impl Compactor {
@@ -223,7 +226,15 @@ impl Compactor {
         let mut written: Vec<(String, String)> = Vec::new();
         for (first, last) in shards(&sizes, self.shard_bytes) {
             let (content, meta, taken) = self
-                .read_shard(&inputs, &spans, &first, &last, horizon, old_horizon, &needed)
+                .read_shard(
+                    &inputs,
+                    &spans,
+                    &first,
+                    &last,
+                    horizon,
+                    old_horizon,
+                    &needed,
+                )
                 .await?;
             record.read.records += taken;
             let spec_pass = &pass;
@@ -330,11 +341,13 @@ impl Compactor {
             .iter()
             .filter(|input| {
                 input.located.header.companies.iter().any(|c| {
-                    c.company_id.as_str() >= first && c.company_id.as_str() <= last && needed(input, c)
+                    c.company_id.as_str() >= first
+                        && c.company_id.as_str() <= last
+                        && needed(input, c)
                 })
             })
             .collect();
-        let slices: Vec<(usize, Vec<(String, Vec<LogRecord>)>)> = futures::stream::iter(wanted)
+        let slices: Vec<(usize, Vec<CompanyRecords>)> = futures::stream::iter(wanted)
             .map(|input| async move {
                 let slices = segment::read_companies(store, &input.located, first, last).await?;
                 Ok::<_, LogError>((input.span, slices))
@@ -405,7 +418,11 @@ impl Compactor {
         for (key, bytes) in &chunks {
             let (_, decoded) = part::decode_part(key, bytes, company)?;
             records += decoded.len() as u64;
-            seen.extend(decoded.into_iter().map(|r| (r.source_position(), r.event.event_id)));
+            seen.extend(
+                decoded
+                    .into_iter()
+                    .map(|r| (r.source_position(), r.event.event_id)),
+            );
         }
         let expected: Vec<_> = merged
             .iter()
@@ -464,7 +481,10 @@ impl Compactor {
             .range(start..)
             .map(|(d, _)| *d)
             .chain(input.keys().copied())
-            .filter(|d| d.and_hms_opt(0, 0, 0).is_some_and(|t| t.and_utc() < horizon))
+            .filter(|d| {
+                d.and_hms_opt(0, 0, 0)
+                    .is_some_and(|t| t.and_utc() < horizon)
+            })
             .collect();
         let mut objects = Vec::new();
         let mut tally = WroteTally::default();
@@ -532,7 +552,9 @@ fn others(keys: &[impl AsRef<str>], pass: &PassRef) -> Vec<view::Candidate> {
 fn settle_by_id(records: &[LogRecord]) -> Vec<&LogRecord> {
     let mut chosen: BTreeMap<&str, &LogRecord> = BTreeMap::new();
     for record in records {
-        let entry = chosen.entry(record.event.event_id.as_str()).or_insert(record);
+        let entry = chosen
+            .entry(record.event.event_id.as_str())
+            .or_insert(record);
         if record.source_position() < entry.source_position() {
             *entry = record;
         }

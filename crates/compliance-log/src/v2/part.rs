@@ -61,7 +61,14 @@ pub struct PartSpec<'a> {
 }
 
 impl PartSpec<'_> {
-    fn header(&self, kind: &str, chunk: u32, chunks: u32, records: usize, body: &[u8]) -> PartHeader {
+    fn header(
+        &self,
+        kind: &str,
+        chunk: u32,
+        chunks: u32,
+        records: usize,
+        body: &[u8],
+    ) -> PartHeader {
         PartHeader {
             format: FORMAT_NAME.to_owned(),
             version: FORMAT_VERSION,
@@ -179,8 +186,7 @@ pub fn encode_meta_day(
     snapshot: &Directory,
     changes: &[LogRecord],
 ) -> Result<(String, Bytes)> {
-    let mut body =
-        serde_json::to_vec(snapshot).map_err(|e| encode_error(spec.company_id, e))?;
+    let mut body = serde_json::to_vec(snapshot).map_err(|e| encode_error(spec.company_id, e))?;
     body.push(b'\n');
     for record in changes {
         record_line(spec.company_id, record, &mut body)?;
@@ -191,7 +197,12 @@ pub fn encode_meta_day(
 }
 
 /// Splits an object into its verified header and body: format, kind, name and checksum.
-fn open<'a>(key: &str, bytes: &'a [u8], company_id: &str, kind: &str) -> Result<(PartHeader, &'a [u8])> {
+fn open<'a>(
+    key: &str,
+    bytes: &'a [u8],
+    company_id: &str,
+    kind: &str,
+) -> Result<(PartHeader, &'a [u8])> {
     let corrupt = |reason: String| LogError::Corrupt {
         key: key.to_owned(),
         reason,
@@ -208,7 +219,8 @@ fn open<'a>(key: &str, bytes: &'a [u8], company_id: &str, kind: &str) -> Result<
             header.format, header.version, header.kind
         )));
     }
-    let name = keys::parse_part_key(key).ok_or_else(|| corrupt("not a compacted object's name".into()))?;
+    let name =
+        keys::parse_part_key(key).ok_or_else(|| corrupt("not a compacted object's name".into()))?;
     let prefix = match kind {
         KIND_DAY => keys::days_prefix(&header.company_id),
         _ => keys::meta_days_prefix(&header.company_id),
@@ -250,7 +262,12 @@ fn open<'a>(key: &str, bytes: &'a [u8], company_id: &str, kind: &str) -> Result<
 }
 
 /// Decodes record lines, checks their count and day, and admits them for `company_id`.
-fn records_of(key: &str, header: &PartHeader, company_id: &str, body: &[u8]) -> Result<Vec<LogRecord>> {
+fn records_of(
+    key: &str,
+    header: &PartHeader,
+    company_id: &str,
+    body: &[u8],
+) -> Result<Vec<LogRecord>> {
     let records = decode_lines(key, body, 0, header.records)?;
     let corrupt = |reason: String| LogError::Corrupt {
         key: key.to_owned(),
@@ -276,7 +293,11 @@ fn records_of(key: &str, header: &PartHeader, company_id: &str, body: &[u8]) -> 
 }
 
 /// Decodes and verifies one chunk of a company's part.
-pub fn decode_part(key: &str, bytes: &[u8], company_id: &str) -> Result<(PartHeader, Vec<LogRecord>)> {
+pub fn decode_part(
+    key: &str,
+    bytes: &[u8],
+    company_id: &str,
+) -> Result<(PartHeader, Vec<LogRecord>)> {
     let (header, body) = open(key, bytes, company_id, KIND_DAY)?;
     let records = records_of(key, &header, company_id, body)?;
     Ok((header, records))
@@ -289,10 +310,13 @@ pub fn decode_meta_day(
     company_id: &str,
 ) -> Result<(PartHeader, Directory, Vec<LogRecord>)> {
     let (header, body) = open(key, bytes, company_id, KIND_META_DAY)?;
-    let newline = body.iter().position(|b| *b == b'\n').ok_or_else(|| LogError::Corrupt {
-        key: key.to_owned(),
-        reason: "no snapshot line".into(),
-    })?;
+    let newline = body
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or_else(|| LogError::Corrupt {
+            key: key.to_owned(),
+            reason: "no snapshot line".into(),
+        })?;
     let snapshot: Directory =
         serde_json::from_slice(&body[..newline]).map_err(|e| LogError::Corrupt {
             key: key.to_owned(),
@@ -314,18 +338,30 @@ mod tests {
     use event_model::{Limits, parse_event};
     use serde_json::json;
 
-    pub(crate) fn record(company: &str, id: &str, at: &str, partition: i32, offset: i64) -> LogRecord {
+    pub(crate) fn record(
+        company: &str,
+        id: &str,
+        at: &str,
+        partition: i32,
+        offset: i64,
+    ) -> LogRecord {
         let value = json!({"event_id": id, "type": "post.created", "occurred_at": at,
             "conversation": {"id": format!("c-{company}"), "kind": "team", "owner_company_id": company},
             "post_id": id, "author_id": "u", "text": format!("text of {id}"), "zz": {"b": 1, "a": 2}});
         let bytes = serde_json::to_vec(&value).unwrap();
-        let (event, _) = parse_event(&bytes, &Limits::default(), "2026-12-01T00:00:00Z".parse().unwrap()).unwrap();
+        let (event, _) = parse_event(
+            &bytes,
+            &Limits::default(),
+            "2026-12-01T00:00:00Z".parse().unwrap(),
+        )
+        .unwrap();
         LogRecord {
             epoch: 1,
             partition,
             offset,
             event,
-            raw: serde_json::value::RawValue::from_string(String::from_utf8(bytes).unwrap()).unwrap(),
+            raw: serde_json::value::RawValue::from_string(String::from_utf8(bytes).unwrap())
+                .unwrap(),
         }
     }
 
@@ -358,9 +394,19 @@ mod tests {
 
     #[test]
     fn parts_split_into_chunks_round_trip_and_keep_raw_bytes() {
-        let pass = PassRef { seq: 3, hash: "0123456789abcdef".into() };
-        let cuts = [Cut { partition: 0, epoch: 1, cut: 100 }];
-        let merged = BTreeSet::from([PassRef { seq: 2, hash: "ffffffffffffffff".into() }]);
+        let pass = PassRef {
+            seq: 3,
+            hash: "0123456789abcdef".into(),
+        };
+        let cuts = [Cut {
+            partition: 0,
+            epoch: 1,
+            cut: 100,
+        }];
+        let merged = BTreeSet::from([PassRef {
+            seq: 2,
+            hash: "ffffffffffffffff".into(),
+        }]);
         let records: Vec<LogRecord> = (0..10)
             .map(|i| record("acme", &format!("e{i}"), "2026-11-25T10:00:00Z", 0, i))
             .collect();
@@ -371,7 +417,10 @@ mod tests {
         };
         let chunks = encode_part(&spec(&pass, &cuts, &merged), &records, one_line * 3).unwrap();
         assert_eq!(chunks.len(), 4);
-        assert_eq!(chunks, encode_part(&spec(&pass, &cuts, &merged), &records, one_line * 3).unwrap());
+        assert_eq!(
+            chunks,
+            encode_part(&spec(&pass, &cuts, &merged), &records, one_line * 3).unwrap()
+        );
         let mut back = Vec::new();
         for (key, bytes) in &chunks {
             let (header, records) = decode_part(key, bytes, "acme").unwrap();
@@ -391,7 +440,10 @@ mod tests {
 
     #[test]
     fn a_record_of_another_company_in_a_part_is_rejected() {
-        let pass = PassRef { seq: 3, hash: "0123456789abcdef".into() };
+        let pass = PassRef {
+            seq: 3,
+            hash: "0123456789abcdef".into(),
+        };
         let merged = BTreeSet::new();
         let records = [
             record("acme", "a", "2026-11-25T10:00:00Z", 0, 1),
@@ -404,23 +456,40 @@ mod tests {
 
     #[test]
     fn a_meta_day_round_trips_its_snapshot_and_changes() {
-        let pass = PassRef { seq: 3, hash: "0123456789abcdef".into() };
+        let pass = PassRef {
+            seq: 3,
+            hash: "0123456789abcdef".into(),
+        };
         let merged = BTreeSet::new();
         let value = json!({"event_id": "m1", "type": "person.created", "occurred_at": "2026-11-25T08:00:00Z",
             "person": {"id": "u1", "company_id": "acme", "name": "Ann", "email": "ann@acme"}});
         let bytes = serde_json::to_vec(&value).unwrap();
-        let (event, _) = parse_event(&bytes, &Limits::default(), "2026-12-01T00:00:00Z".parse().unwrap()).unwrap();
+        let (event, _) = parse_event(
+            &bytes,
+            &Limits::default(),
+            "2026-12-01T00:00:00Z".parse().unwrap(),
+        )
+        .unwrap();
         let change = LogRecord {
             epoch: 1,
             partition: 0,
             offset: 4,
-            raw: serde_json::value::RawValue::from_string(String::from_utf8(bytes).unwrap()).unwrap(),
+            raw: serde_json::value::RawValue::from_string(String::from_utf8(bytes).unwrap())
+                .unwrap(),
             event,
         };
         let mut snapshot = Directory::default();
         snapshot.apply(&change.event);
-        let (key, object) = encode_meta_day(&spec(&pass, &[], &merged), &snapshot, &[change.clone()]).unwrap();
+        let (key, object) = encode_meta_day(
+            &spec(&pass, &[], &merged),
+            &snapshot,
+            std::slice::from_ref(&change),
+        )
+        .unwrap();
         let (header, back, changes) = decode_meta_day(&key, &object, "acme").unwrap();
-        assert_eq!((header.kind.as_str(), back, changes), (KIND_META_DAY, snapshot, vec![change]));
+        assert_eq!(
+            (header.kind.as_str(), back, changes),
+            (KIND_META_DAY, snapshot, vec![change])
+        );
     }
 }

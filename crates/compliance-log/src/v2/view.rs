@@ -29,10 +29,7 @@ pub struct Candidate {
 
 /// Groups the keys of one company-day (any order) into candidates up to `head`, in preference
 /// order. Keys that are not compacted objects' names are ignored.
-pub fn candidates<'a>(
-    keys: impl IntoIterator<Item = &'a str>,
-    head: &PassRef,
-) -> Vec<Candidate> {
+pub fn candidates<'a>(keys: impl IntoIterator<Item = &'a str>, head: &PassRef) -> Vec<Candidate> {
     let mut by_pass: BTreeMap<PassRef, BTreeMap<u32, String>> = BTreeMap::new();
     for key in keys {
         let Some(name) = keys::parse_part_key(key) else {

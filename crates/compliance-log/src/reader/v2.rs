@@ -1,0 +1,355 @@
+//! Reading format version 2 for one company: compacted parts for closed days, segments for the
+//! rest (`docs/log-format.md`, "Reading").
+//!
+//! Per read: the head pass (a LIST and a GET), which (partition, epoch) spans exist (the
+//! reader's position, or one LIST of the epoch markers), one LIST of segments per span from its
+//! cut (late events) or its `scan_from` (open days), each listed segment's header once, and
+//! then only this company's slices whose time span meets the range. Closed days come from the
+//! compacted parts: one LIST per 1,000 part keys across the range, then per day with data its
+//! chunks. Every record goes through `v2::isolation::admit` (in the decoders).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use futures::{StreamExt, TryStreamExt};
+use storage::{ObjectStore, list_all};
+
+use crate::v2::keys;
+use crate::v2::pass::{Cut, PassRecord, PassRef};
+use crate::v2::pointer::LogPosition;
+use crate::v2::segment;
+use crate::v2::view;
+use crate::{LogError, LogRecord, Result};
+
+/// Which records a segment scan keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Content,
+    Meta,
+}
+
+/// The v2 state one read works from: the topic, its head pass and the spans to scan.
+#[derive(Debug, Clone)]
+pub(super) struct Snapshot {
+    pub topic: String,
+    pub head: Option<PassRecord>,
+    /// (partition, epoch) → (cut, scan_from, read segments that start before this).
+    pub spans: BTreeMap<(i32, u32), (i64, i64, i64)>,
+}
+
+impl Snapshot {
+    /// Every closed day is before it (the Unix epoch's start before the first pass).
+    pub fn horizon(&self) -> DateTime<Utc> {
+        self.head
+            .as_ref()
+            .map_or(DateTime::<Utc>::MIN_UTC, |h| h.horizon)
+    }
+
+    pub fn head_ref(&self) -> Option<PassRef> {
+        self.head.as_ref().map(PassRecord::reference)
+    }
+
+    /// Opens the v2 state of the log, or `None` when the log has none.
+    pub async fn open(
+        store: &dyn ObjectStore,
+        position: Option<&LogPosition>,
+    ) -> Result<Option<Self>> {
+        let mut pointer_keys = Vec::new();
+        let topic = match position {
+            Some(position) => position.topic.clone(),
+            None => {
+                let page = store
+                    .list_page(&format!("{}watermarks/", keys::ROOT), None, 1000)
+                    .await?;
+                pointer_keys = page.objects.iter().map(|o| o.key.clone()).collect();
+                let topics: BTreeSet<String> = page
+                    .objects
+                    .iter()
+                    .filter_map(|o| {
+                        o.key
+                            .strip_prefix(&format!("{}watermarks/", keys::ROOT))?
+                            .split('/')
+                            .next()
+                            .map(str::to_owned)
+                    })
+                    .collect();
+                match topics.len() {
+                    0 => return Ok(None),
+                    1 => topics.into_iter().next().unwrap_or_default(),
+                    _ => {
+                        return Err(LogError::Corrupt {
+                            key: format!("{}watermarks/", keys::ROOT),
+                            reason: format!(
+                                "the log holds topics {topics:?}; read at a position to choose one"
+                            ),
+                        });
+                    }
+                }
+            }
+        };
+        let head = PassRecord::head(store, &topic).await?;
+        // Spans: every epoch the position covers (epochs count up from 1), or every epoch marker.
+        let mut spans: BTreeMap<(i32, u32), (i64, i64, i64)> = BTreeMap::new();
+        match position {
+            Some(position) => {
+                for p in &position.partitions {
+                    for epoch in 1..=p.epoch {
+                        let end = if epoch == p.epoch {
+                            p.durable_offset
+                        } else {
+                            i64::MAX
+                        };
+                        spans.insert((p.partition, epoch), (0, 0, end));
+                    }
+                }
+            }
+            None => {
+                let prefix = format!("{}epochs/{topic}/", keys::ROOT);
+                for object in list_all(store, &prefix).await? {
+                    let partition = object
+                        .key
+                        .strip_prefix(&prefix)
+                        .and_then(|rest| rest.split('/').next())
+                        .and_then(|p| p.parse::<i32>().ok());
+                    if let (Some(partition), Some(epoch)) =
+                        (partition, keys::epoch_of_key(&object.key))
+                    {
+                        spans.insert((partition, epoch), (0, 0, i64::MAX));
+                    }
+                }
+                // Epochs start at 1: a partition with a pointer has at least that one.
+                let pointers = keys::watermarks_prefix(&topic);
+                for key in &pointer_keys {
+                    if let Some(partition) = key
+                        .strip_prefix(&pointers)
+                        .and_then(|name| name.strip_suffix(".json"))
+                        .and_then(|p| p.parse::<i32>().ok())
+                    {
+                        spans.entry((partition, 1)).or_insert((0, 0, i64::MAX));
+                    }
+                }
+                for p in head.iter().flat_map(|h| &h.partitions) {
+                    spans
+                        .entry((p.partition, p.epoch))
+                        .or_insert((0, 0, i64::MAX));
+                }
+            }
+        }
+        for ((partition, epoch), span) in &mut spans {
+            if let Some(p) = head.as_ref().and_then(|h| h.partition(*partition, *epoch)) {
+                span.0 = p.cut;
+                span.1 = p.scan_from.min(p.cut);
+            }
+        }
+        Ok(Some(Self { topic, head, spans }))
+    }
+
+    /// This company's records of `kind` in the segments that are not compacted yet, with
+    /// `from <= occurred_at < to`, inside `position`. Reads segments from each span's cut, or
+    /// from its `scan_from` when the range reaches the horizon.
+    pub async fn segment_records(
+        &self,
+        store: &dyn ObjectStore,
+        company_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        kind: Kind,
+        concurrency: usize,
+    ) -> Result<Vec<LogRecord>> {
+        let horizon = self.horizon();
+        let mut keys: Vec<(String, i64)> = Vec::new();
+        for (&(partition, epoch), &(cut, scan_from, end)) in &self.spans {
+            let start = if to > horizon { scan_from } else { cut };
+            for key in
+                view::segments_between(store, &self.topic, partition, epoch, start, end).await?
+            {
+                keys.push((key, cut));
+            }
+        }
+        let per_segment: Vec<Vec<LogRecord>> = futures::stream::iter(keys)
+            .map(|(key, cut)| async move {
+                let located = segment::read_header(store, &key).await?;
+                let Some(slice) = located.header.slice(company_id) else {
+                    return Ok(Vec::new());
+                };
+                let wanted_kind = match kind {
+                    Kind::Content => slice.records > slice.meta_records,
+                    Kind::Meta => slice.meta_records > 0,
+                };
+                // Below the cut only the records of open days count: closed ones are compacted.
+                let below_cut = located.header.source.last_offset < cut;
+                if !wanted_kind
+                    || !slice.overlaps(from, to)
+                    || (below_cut && slice.max_time < horizon)
+                {
+                    return Ok(Vec::new());
+                }
+                let records = segment::read_company(store, &located, company_id).await?;
+                Ok::<_, LogError>(
+                    records
+                        .into_iter()
+                        .filter(|r| {
+                            let at = r.event.occurred_at.with_timezone(&Utc);
+                            (r.event.body.is_metadata() == (kind == Kind::Meta))
+                                && from <= at
+                                && at < to
+                                && (r.offset >= cut || at >= horizon)
+                        })
+                        .collect(),
+                )
+            })
+            .buffered(concurrency)
+            .try_collect()
+            .await?;
+        Ok(per_segment.into_iter().flatten().collect())
+    }
+
+    /// The keys of the company's compacted parts of the closed days in `first..=last`, by day:
+    /// one LIST per 1,000 keys.
+    pub async fn part_keys(
+        &self,
+        store: &dyn ObjectStore,
+        company_id: &str,
+        first: NaiveDate,
+        last: NaiveDate,
+    ) -> Result<BTreeMap<NaiveDate, Vec<String>>> {
+        let mut out: BTreeMap<NaiveDate, Vec<String>> = BTreeMap::new();
+        if self.head.is_none() {
+            return Ok(out);
+        }
+        let last = last.min(
+            self.horizon()
+                .date_naive()
+                .pred_opt()
+                .unwrap_or(NaiveDate::MIN),
+        );
+        if first > last {
+            return Ok(out);
+        }
+        let prefix = keys::days_prefix(company_id);
+        // Keys of day D start with "<prefix>D/", which sorts right after "<prefix>D".
+        let mut start_after = format!("{prefix}{}", first.format("%Y-%m-%d"));
+        loop {
+            let page = store.list_page(&prefix, Some(&start_after), 1000).await?;
+            for object in &page.objects {
+                let Some(name) = keys::parse_part_key(&object.key) else {
+                    continue;
+                };
+                if name.day > last {
+                    return Ok(out);
+                }
+                if name.day >= first {
+                    out.entry(name.day).or_default().push(object.key.clone());
+                }
+            }
+            match page.next_start_after {
+                Some(next) => start_after = next,
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// A closed day's compacted content for the company.
+    pub async fn day_content(
+        &self,
+        store: &dyn ObjectStore,
+        company_id: &str,
+        keys: &[String],
+    ) -> Result<Vec<LogRecord>> {
+        let Some(head) = self.head_ref() else {
+            return Ok(Vec::new());
+        };
+        let candidates = view::candidates(keys.iter().map(String::as_str), &head);
+        Ok(view::read_day(store, company_id, &candidates)
+            .await?
+            .records)
+    }
+}
+
+/// Whether every record a compacted object holds (all below `cuts`) is inside `position`.
+pub(super) fn within(position: Option<&LogPosition>, cuts: &[Cut]) -> bool {
+    let Some(position) = position else {
+        return true;
+    };
+    cuts.iter().all(|c| {
+        c.cut <= 0
+            || position.partition(c.partition).is_some_and(|p| {
+                c.epoch < p.epoch || (c.epoch == p.epoch && c.cut <= p.durable_offset)
+            })
+    })
+}
+
+/// The company's metadata from v2: a directory snapshot (if one can be used) and the changes
+/// after it up to `until`, inside `position`. With `snapshot_allowed` false (or none usable),
+/// every change from the start.
+pub(super) async fn metadata(
+    snapshot: &Snapshot,
+    store: &dyn ObjectStore,
+    company_id: &str,
+    until: DateTime<Utc>,
+    position: Option<&LogPosition>,
+    snapshot_allowed: bool,
+    concurrency: usize,
+) -> Result<(Option<event_model::directory::Directory>, Vec<LogRecord>)> {
+    let after = until + chrono::Duration::nanoseconds(1);
+    let late = snapshot
+        .segment_records(
+            store,
+            company_id,
+            DateTime::<Utc>::MIN_UTC,
+            after,
+            Kind::Meta,
+            concurrency,
+        )
+        .await?;
+    let horizon = snapshot.horizon();
+    let mut by_day: BTreeMap<NaiveDate, Vec<String>> = BTreeMap::new();
+    if let Some(head) = snapshot.head_ref() {
+        for object in list_all(store, &keys::meta_days_prefix(company_id)).await? {
+            if let Some(name) = keys::parse_part_key(&object.key)
+                && name.seq <= head.seq
+            {
+                by_day.entry(name.day).or_default().push(object.key);
+            }
+        }
+    }
+    let until_day = until.date_naive();
+    // A snapshot must predate every change not folded into it: the day of `until` and the
+    // earliest uncompacted change of a closed day.
+    let earliest_late = late
+        .iter()
+        .map(|r| r.event.occurred_at.with_timezone(&Utc))
+        .filter(|at| *at < horizon)
+        .map(|at| at.date_naive())
+        .min();
+    let limit = earliest_late.map_or(until_day, |d| d.min(until_day));
+    let head = snapshot.head_ref();
+    let mut changes: Vec<LogRecord> = Vec::new();
+    let mut base = None;
+    let mut read_days: BTreeSet<NaiveDate> = BTreeSet::new();
+    if let Some(head) = &head {
+        // Newest day first: the first usable snapshot ends the walk.
+        for (day, keys) in by_day.range(..=until_day).rev() {
+            let candidates = view::candidates(keys.iter().map(String::as_str), head);
+            let meta = view::read_meta_day(store, company_id, &candidates).await?;
+            read_days.insert(*day);
+            if snapshot_allowed
+                && *day < limit
+                && let Some(directory) = meta.snapshot
+                && within(position, &meta.cuts)
+            {
+                base = Some(directory);
+                break;
+            }
+            changes.extend(meta.changes);
+        }
+    }
+    changes.extend(late);
+    let changes = changes
+        .into_iter()
+        .filter(|r| {
+            r.event.occurred_at.with_timezone(&Utc) <= until && position.is_none_or(|p| p.admits(r))
+        })
+        .collect();
+    Ok((base, changes))
+}
