@@ -181,13 +181,21 @@ mod tests {
     #[tokio::test]
     async fn counts_each_kind_of_request() {
         let store = CountingStore::new(Arc::new(MemoryStore::new()));
-        put_new(&store, "a", Bytes::from_static(b"x")).await.unwrap();
+        put_new(&store, "a", Bytes::from_static(b"x"))
+            .await
+            .unwrap();
         store.get("a").await.unwrap();
         store.get_range("a", 0, 1).await.unwrap();
         store.list_page("", None, 10).await.unwrap();
         let counts = store.counts();
         assert_eq!(
-            (counts.gets, counts.range_gets, counts.lists, counts.heads, counts.puts),
+            (
+                counts.gets,
+                counts.range_gets,
+                counts.lists,
+                counts.heads,
+                counts.puts
+            ),
             (1, 1, 1, 1, 1)
         );
         store.reset();

@@ -209,8 +209,7 @@ impl PassRecord {
         };
         let record: Self =
             serde_json::from_slice(bytes).map_err(|e| corrupt(format!("bad pass record: {e}")))?;
-        if record.format != FORMAT_NAME || record.version != FORMAT_VERSION || record.kind != KIND
-        {
+        if record.format != FORMAT_NAME || record.version != FORMAT_VERSION || record.kind != KIND {
             return Err(corrupt(format!(
                 "format {} version {} kind {} is not a {FORMAT_NAME} version {FORMAT_VERSION} pass",
                 record.format, record.version, record.kind
