@@ -1,13 +1,17 @@
 //! Garbage collection: segments are deleted once a pass compacted them and the retention
-//! period has passed, so a reader that started at an older head still finds what it needs.
+//! period has passed, and compacted objects once a part of a pass that old covers them (or,
+//! incomplete, they never will be read), so a reader that started at an older head still finds
+//! what it needs.
+
+use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use storage::list_all;
+use storage::{ObjectStore, list_all};
 
 use super::Compactor;
 use crate::Result;
 use crate::v2::keys;
-use crate::v2::pass::PassRecord;
+use crate::v2::pass::{PassRecord, PassRef};
 use crate::v2::view;
 
 /// Deletes the segments every record of which is below the cut and the `scan_from` of a pass
@@ -65,6 +69,89 @@ pub(super) async fn collect(compactor: &Compactor, now: DateTime<Utc>) -> Result
             }
         }
     }
-    tracing::info!(topic = %config.topic, pass = old.seq, deleted, "compacted segments past retention deleted");
+    let parts = collect_parts(store, &head.reference(), old.seq).await?;
+    tracing::info!(topic = %config.topic, pass = old.seq, segments = deleted, parts, "compacted objects past retention deleted");
+    Ok(deleted + parts)
+}
+
+/// Deletes the compacted objects (all companies) that an object of a pass no newer than
+/// `old_seq` covers, and incomplete ones of such passes. Walks the keys in order, one
+/// company-day at a time, and reads only company-days with more than one candidate.
+async fn collect_parts(store: &dyn ObjectStore, head: &PassRef, old_seq: u64) -> Result<u64> {
+    let prefix = format!("{}companies/", keys::ROOT);
+    let mut start_after: Option<String> = None;
+    let mut group: (String, Vec<String>) = (String::new(), Vec::new());
+    let mut deleted = 0;
+    loop {
+        let page = store
+            .list_page(&prefix, start_after.as_deref(), 1000)
+            .await?;
+        for object in page.objects {
+            let dir = object
+                .key
+                .rsplit_once('/')
+                .map_or(String::new(), |(d, _)| d.to_owned());
+            if dir != group.0 {
+                let done = std::mem::replace(&mut group, (dir, Vec::new()));
+                deleted += collect_day(store, head, old_seq, &prefix, done).await?;
+            }
+            group.1.push(object.key);
+        }
+        match page.next_start_after {
+            Some(next) => start_after = Some(next),
+            None => break,
+        }
+    }
+    deleted += collect_day(store, head, old_seq, &prefix, group).await?;
+    Ok(deleted)
+}
+
+/// One company-day's directory `…/companies/<company>/(days|meta)/<day>` and its keys.
+async fn collect_day(
+    store: &dyn ObjectStore,
+    head: &PassRef,
+    old_seq: u64,
+    prefix: &str,
+    (dir, keys): (String, Vec<String>),
+) -> Result<u64> {
+    let candidates = view::candidates(keys.iter().map(String::as_str), head);
+    if candidates.len() < 2 {
+        return Ok(0);
+    }
+    let Some((company, kind)) = dir
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(company, rest)| (company, rest.split('/').next().unwrap_or_default()))
+    else {
+        return Ok(0);
+    };
+    let (read, covered): (BTreeSet<PassRef>, BTreeSet<PassRef>) = match kind {
+        "days" => {
+            let content = view::read_day(store, company, &candidates).await?;
+            (content.read, content.covered)
+        }
+        "meta" => {
+            let day = view::read_meta_day(store, company, &candidates).await?;
+            (day.read, day.covered)
+        }
+        _ => return Ok(0),
+    };
+    // Only what objects of old passes stand for: a reader at any head since holds them too.
+    if read.iter().any(|r| r.seq > old_seq) {
+        return Ok(0);
+    }
+    let mut deleted = 0;
+    for candidate in &candidates {
+        let superseded = covered.contains(&candidate.pass) && !read.contains(&candidate.pass);
+        let incomplete = !covered.contains(&candidate.pass)
+            && candidate.pass.seq < head.seq
+            && candidate.pass.seq <= old_seq;
+        if superseded || incomplete {
+            for key in candidate.chunks.values() {
+                store.delete(key).await?;
+                deleted += 1;
+            }
+        }
+    }
     Ok(deleted)
 }

@@ -316,6 +316,22 @@ async fn late_events_are_read_before_and_after_the_pass_that_merges_them() {
     )
     .await;
     assert_eq!(counting.counts().gets, 2, "the pass record and one part");
+
+    // Past retention, the superseded part and the compacted segments go; reads do not change.
+    let everything = read(&LogReader::new(log.store.clone()), "acme", FROM, TO).await;
+    let deleted = log
+        .compactor()
+        .collect_garbage(at("2026-12-20T00:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(log.keys(&day).len(), 1);
+    // Partition 1's first segment holds a record of the open 26th (its scan_from), so it and
+    // the one after it stay; partition 0's two go.
+    assert_eq!(deleted, 2 + 1, "two segments and one part");
+    assert_eq!(
+        read(&LogReader::new(log.store.clone()), "acme", FROM, TO).await,
+        everything
+    );
 }
 
 #[tokio::test]

@@ -67,6 +67,8 @@ pub struct DayContent {
     pub records: Vec<LogRecord>,
     /// Every object these records stand for: the ones read and the ones they merged.
     pub covered: BTreeSet<PassRef>,
+    /// The objects read (the others are covered by them, or incomplete).
+    pub read: BTreeSet<PassRef>,
     /// Objects fetched (chunks), for request accounting.
     pub gets: u64,
 }
@@ -111,6 +113,7 @@ pub async fn read_day(
             }
         }
         content.covered.insert(candidate.pass.clone());
+        content.read.insert(candidate.pass.clone());
         content.covered.extend(header.merged.iter().cloned());
         content.records.extend(records);
         content
@@ -131,6 +134,8 @@ pub struct MetaDay {
     /// The day's changes, the union of the objects read.
     pub changes: Vec<LogRecord>,
     pub covered: BTreeSet<PassRef>,
+    /// The objects read (the others are covered by them).
+    pub read: BTreeSet<PassRef>,
     /// The highest pass among the objects read.
     pub seq: u64,
 }
@@ -155,6 +160,7 @@ pub async fn read_meta_day(
         read += 1;
         day.seq = day.seq.max(header.pass.seq);
         day.covered.insert(candidate.pass.clone());
+        day.read.insert(candidate.pass.clone());
         day.covered.extend(header.merged.iter().cloned());
         if read == 1 {
             day.snapshot = Some(snapshot);
