@@ -828,3 +828,37 @@ async fn a_month_after_compaction_costs_a_few_requests_per_day() {
         0
     );
 }
+
+#[tokio::test]
+async fn without_a_position_every_topic_in_the_bucket_is_read() {
+    let log = three_days().await;
+    log.compactor()
+        .run_pass(at("2026-11-26T06:00:00Z"))
+        .await
+        .unwrap()
+        .unwrap();
+    // A second topic writing into the same bucket (tests share one).
+    let source = SourceRange {
+        topic: "u".into(),
+        partition: 0,
+        first_offset: 0,
+        last_offset: 0,
+    };
+    let records = [pending(post("acme", "u1", "2026-11-24T12:00:00Z"), 0)];
+    let (bytes, _) = crate::v2::segment::encode(1, &source, &records).unwrap();
+    put_new(log.store.as_ref(), &keys::segment_key(1, &source), bytes)
+        .await
+        .unwrap();
+    let mut pointer = Watermark::new("u", 0, 1, 1, 1);
+    pointer.time_watermark = Some(at("2026-11-26T05:00:00Z"));
+    pointer.write(log.store.as_ref()).await.unwrap();
+    let reader = LogReader::new(log.store.clone());
+    assert_eq!(
+        ids(&read(&reader, "acme", FROM, TO).await),
+        ["a1", "a3", "d1", "u1", "a2", "a4"]
+    );
+    // At a position, only its topic.
+    let position = LogPosition::read(log.store.as_ref(), TOPIC).await.unwrap();
+    let at_position = read(&reader.clone().at(position), "acme", FROM, TO).await;
+    assert_eq!(ids(&at_position), ["a1", "a3", "d1", "a2", "a4"]);
+}

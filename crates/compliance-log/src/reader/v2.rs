@@ -49,46 +49,47 @@ impl Snapshot {
         self.head.as_ref().map(PassRecord::reference)
     }
 
-    /// Opens the v2 state of the log, or `None` when the log has none.
-    pub async fn open(
+    /// Opens the v2 state of the log: the position's topic, or every topic with a pointer
+    /// (a bucket normally holds one; tests share one between topics).
+    pub async fn open_all(
         store: &dyn ObjectStore,
         position: Option<&LogPosition>,
-    ) -> Result<Option<Self>> {
-        let mut pointer_keys = Vec::new();
-        let topic = match position {
-            Some(position) => position.topic.clone(),
-            None => {
-                let page = store
-                    .list_page(&format!("{}watermarks/", keys::ROOT), None, 1000)
-                    .await?;
-                pointer_keys = page.objects.iter().map(|o| o.key.clone()).collect();
-                let topics: BTreeSet<String> = page
-                    .objects
-                    .iter()
-                    .filter_map(|o| {
-                        o.key
-                            .strip_prefix(&format!("{}watermarks/", keys::ROOT))?
-                            .split('/')
-                            .next()
-                            .map(str::to_owned)
-                    })
-                    .collect();
-                match topics.len() {
-                    0 => return Ok(None),
-                    1 => topics.into_iter().next().unwrap_or_default(),
-                    _ => {
-                        return Err(LogError::Corrupt {
-                            key: format!("{}watermarks/", keys::ROOT),
-                            reason: format!(
-                                "the log holds topics {topics:?}; read at a position to choose one"
-                            ),
-                        });
-                    }
-                }
+    ) -> Result<Vec<Self>> {
+        if let Some(position) = position {
+            return Ok(vec![
+                Self::open(store, &position.topic, Some(position), &[]).await?,
+            ]);
+        }
+        let root = format!("{}watermarks/", keys::ROOT);
+        let mut by_topic: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for object in list_all(store, &root).await? {
+            if let Some((topic, _)) = object
+                .key
+                .strip_prefix(&root)
+                .and_then(|rest| rest.split_once('/'))
+            {
+                by_topic
+                    .entry(topic.to_owned())
+                    .or_default()
+                    .push(object.key.clone());
             }
-        };
-        let head = PassRecord::head(store, &topic).await?;
-        // Spans: every epoch the position covers (epochs count up from 1), or every epoch marker.
+        }
+        let mut out = Vec::with_capacity(by_topic.len());
+        for (topic, pointer_keys) in by_topic {
+            out.push(Self::open(store, &topic, None, &pointer_keys).await?);
+        }
+        Ok(out)
+    }
+
+    /// Opens one topic: its head pass and its (partition, epoch) spans — every epoch the
+    /// position covers (epochs count up from 1), or every epoch marker and pointer.
+    async fn open(
+        store: &dyn ObjectStore,
+        topic: &str,
+        position: Option<&LogPosition>,
+        pointer_keys: &[String],
+    ) -> Result<Self> {
+        let head = PassRecord::head(store, topic).await?;
         let mut spans: BTreeMap<(i32, u32), (i64, i64, i64)> = BTreeMap::new();
         match position {
             Some(position) => {
@@ -118,8 +119,8 @@ impl Snapshot {
                     }
                 }
                 // Epochs start at 1: a partition with a pointer has at least that one.
-                let pointers = keys::watermarks_prefix(&topic);
-                for key in &pointer_keys {
+                let pointers = keys::watermarks_prefix(topic);
+                for key in pointer_keys {
                     if let Some(partition) = key
                         .strip_prefix(&pointers)
                         .and_then(|name| name.strip_suffix(".json"))
@@ -141,7 +142,11 @@ impl Snapshot {
                 span.1 = p.scan_from.min(p.cut);
             }
         }
-        Ok(Some(Self { topic, head, spans }))
+        Ok(Self {
+            topic: topic.to_owned(),
+            head,
+            spans,
+        })
     }
 
     /// This company's records of `kind` in the segments that are not compacted yet, with
@@ -277,6 +282,37 @@ pub(super) fn within(position: Option<&LogPosition>, cuts: &[Cut]) -> bool {
                 c.epoch < p.epoch || (c.epoch == p.epoch && c.cut <= p.durable_offset)
             })
     })
+}
+
+/// The company's metadata from v2 over every topic: with one topic, as [`metadata`]; with
+/// several, every change (no snapshot: the topics' compactions are independent).
+pub(super) async fn metadata_all(
+    snapshots: &[Snapshot],
+    store: &dyn ObjectStore,
+    company_id: &str,
+    until: DateTime<Utc>,
+    position: Option<&LogPosition>,
+    snapshot_allowed: bool,
+    concurrency: usize,
+) -> Result<(Option<event_model::directory::Directory>, Vec<LogRecord>)> {
+    let allowed = snapshot_allowed && snapshots.len() == 1;
+    let mut base = None;
+    let mut changes = Vec::new();
+    for snapshot in snapshots {
+        let (directory, more) = metadata(
+            snapshot,
+            store,
+            company_id,
+            until,
+            position,
+            allowed,
+            concurrency,
+        )
+        .await?;
+        base = base.or(directory);
+        changes.extend(more);
+    }
+    Ok((base, changes))
 }
 
 /// The company's metadata from v2: a directory snapshot (if one can be used) and the changes
