@@ -333,7 +333,7 @@ pub fn decode_meta_day(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use event_model::{Limits, parse_event};
     use serde_json::json;

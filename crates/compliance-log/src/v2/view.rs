@@ -237,4 +237,60 @@ mod tests {
             ]
         );
     }
+
+    #[tokio::test]
+    async fn a_part_missing_a_chunk_is_skipped_for_the_previous_one() {
+        use crate::v2::part::{PartSpec, encode_part, tests::record};
+        let store = storage::MemoryStore::new();
+        let day = NaiveDate::from_ymd_opt(2026, 11, 25).unwrap();
+        let old = PassRef {
+            seq: 1,
+            hash: "1111111111111111".into(),
+        };
+        let new = PassRef {
+            seq: 2,
+            hash: "2222222222222222".into(),
+        };
+        let records: Vec<LogRecord> = (0..6)
+            .map(|i| record("acme", &format!("e{i}"), "2026-11-25T10:00:00Z", 0, i))
+            .collect();
+        let none = BTreeSet::new();
+        let covers_old = BTreeSet::from([old.clone()]);
+        let spec = |pass, merged| PartSpec {
+            company_id: "acme",
+            day,
+            pass,
+            cuts: &[],
+            merged,
+        };
+        let old_chunks = encode_part(&spec(&old, &none), &records[..3], 200).unwrap();
+        let new_chunks = encode_part(&spec(&new, &covers_old), &records, 200).unwrap();
+        assert!(old_chunks.len() > 1 && new_chunks.len() > 2);
+        for (key, bytes) in old_chunks.iter().chain(&new_chunks[..2]) {
+            store.put(key, bytes.clone()).await.unwrap();
+        }
+        let keys: Vec<String> = storage::list_all(&store, &keys::day_prefix("acme", day))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        let (store, head) = (&store, &new);
+        let read = |keys: Vec<String>| async move {
+            let candidates = candidates(keys.iter().map(String::as_str), head);
+            read_day(store, "acme", &candidates).await.unwrap()
+        };
+        let content = read(keys.clone()).await;
+        assert_eq!(content.records, records[..3]);
+        assert_eq!(content.read, BTreeSet::from([old.clone()]));
+        // Once every chunk is there, the newer part stands for both.
+        let mut keys = keys;
+        for (key, bytes) in &new_chunks[2..] {
+            store.put(key, bytes.clone()).await.unwrap();
+            keys.push(key.clone());
+        }
+        let content = read(keys).await;
+        assert_eq!(content.records, records);
+        assert_eq!(content.read, BTreeSet::from([new.clone()]));
+    }
 }
