@@ -366,7 +366,7 @@ pub async fn write_generated_log(
         }
     })
     .collect();
-    let writer = compliance_log::LogWriter::new(store);
+    let writer = compliance_log::V1Writer::new(store);
     for (n, chunk) in records.chunks(2_000).enumerate() {
         let source = compliance_log::SourceRange {
             topic: "archive-test".into(),

@@ -57,6 +57,8 @@ pub struct SourceRange {
 /// One event as the log holds it.
 #[derive(Debug, Clone)]
 pub struct LogRecord {
+    /// The log epoch of its source position (`docs/log-format.md`); 0 for format version 1.
+    pub epoch: u32,
     pub partition: i32,
     pub offset: i64,
     pub event: Event,
@@ -67,8 +69,19 @@ pub struct LogRecord {
 
 impl PartialEq for LogRecord {
     fn eq(&self, other: &Self) -> bool {
-        (self.partition, self.offset, &self.event, self.raw.get())
-            == (other.partition, other.offset, &other.event, other.raw.get())
+        (
+            self.epoch,
+            self.partition,
+            self.offset,
+            &self.event,
+            self.raw.get(),
+        ) == (
+            other.epoch,
+            other.partition,
+            other.offset,
+            &other.event,
+            other.raw.get(),
+        )
     }
 }
 
@@ -77,6 +90,11 @@ impl LogRecord {
     pub fn raw_value(&self) -> Value {
         // The log's lines were checked against their checksum and parsed once already.
         serde_json::from_str(self.raw.get()).unwrap_or(Value::Null)
+    }
+
+    /// Where the record came from, for choosing among duplicates: the smallest wins.
+    pub fn source_position(&self) -> (u32, i32, i64) {
+        (self.epoch, self.partition, self.offset)
     }
 
     /// The log's total order: time, then `event_id`.
@@ -104,7 +122,33 @@ pub struct Header {
 
 /// One line of an object's body, as written: the event by reference, never copied.
 #[derive(Debug, Serialize)]
-struct RecordLineOut<'a> {
+pub(crate) struct RecordLineOut<'a> {
+    /// Written by compacted objects, whose records come from several epochs; segments and v1
+    /// objects take it from their header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) epoch: Option<u32>,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) event: &'a RawValue,
+}
+
+/// Appends a record as one line with its epoch (compacted objects, whose records come from
+/// several epochs), the event's text verbatim.
+pub fn write_record_line(body: &mut Vec<u8>, record: &LogRecord) -> serde_json::Result<()> {
+    let line = RecordLineOut {
+        epoch: Some(record.epoch),
+        partition: record.partition,
+        offset: record.offset,
+        event: &record.raw,
+    };
+    serde_json::to_writer(&mut *body, &line)?;
+    body.push(b'\n');
+    Ok(())
+}
+
+/// A version 1 line, as written.
+#[derive(Debug, Serialize)]
+struct V1LineOut<'a> {
     partition: i32,
     offset: i64,
     event: &'a Value,
@@ -114,6 +158,8 @@ struct RecordLineOut<'a> {
 /// into the typed event and copied once as the raw text.
 #[derive(Debug, Deserialize)]
 struct RecordLineIn<'a> {
+    #[serde(default)]
+    epoch: Option<u32>,
     partition: i32,
     offset: i64,
     #[serde(borrow)]
@@ -191,7 +237,7 @@ pub fn encode(
     };
     let mut body = Vec::new();
     for (partition, offset, event) in records {
-        let line = RecordLineOut {
+        let line = V1LineOut {
             partition: *partition,
             offset: *offset,
             event,
@@ -213,6 +259,39 @@ pub fn encode(
     object.push(b'\n');
     object.extend_from_slice(&body);
     Ok(Bytes::from(object))
+}
+
+/// Decodes record lines (`{"partition","offset","event"}`, optionally `"epoch"`); lines
+/// without an epoch get `default_epoch`.
+pub(crate) fn decode_lines(
+    key: &str,
+    body: &[u8],
+    default_epoch: u32,
+    expected: usize,
+) -> Result<Vec<LogRecord>> {
+    let corrupt = |reason: String| LogError::Corrupt {
+        key: key.to_owned(),
+        reason,
+    };
+    let mut records = Vec::with_capacity(expected);
+    for (index, line) in body
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+    {
+        let record: RecordLineIn =
+            serde_json::from_slice(line).map_err(|e| corrupt(format!("record {index}: {e}")))?;
+        let event: Event = serde_json::from_str(record.event.get())
+            .map_err(|e| corrupt(format!("record {index} is not a valid event: {e}")))?;
+        records.push(LogRecord {
+            epoch: record.epoch.unwrap_or(default_epoch),
+            partition: record.partition,
+            offset: record.offset,
+            event,
+            raw: record.event.to_owned(),
+        });
+    }
+    Ok(records)
 }
 
 /// Decodes and verifies one object: its format, version, checksum and record count.
@@ -241,23 +320,7 @@ pub fn decode(key: &str, bytes: &[u8]) -> Result<(Header, Vec<LogRecord>)> {
             header.body_sha256
         )));
     }
-    let mut records = Vec::with_capacity(header.records);
-    for (index, line) in body
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .enumerate()
-    {
-        let record: RecordLineIn =
-            serde_json::from_slice(line).map_err(|e| corrupt(format!("record {index}: {e}")))?;
-        let event: Event = serde_json::from_str(record.event.get())
-            .map_err(|e| corrupt(format!("record {index} is not a valid event: {e}")))?;
-        records.push(LogRecord {
-            partition: record.partition,
-            offset: record.offset,
-            event,
-            raw: record.event.to_owned(),
-        });
-    }
+    let records = decode_lines(key, body, 0, header.records)?;
     if records.len() != header.records {
         return Err(corrupt(format!(
             "{} records, the header says {}",
@@ -314,6 +377,18 @@ mod tests {
         assert_eq!(decoded[1].offset, 150);
         assert_eq!(decoded[0].raw_value(), a);
         assert_eq!(decoded[0].event.event_id, "e1");
+    }
+
+    #[test]
+    fn record_lines_with_an_epoch_round_trip() {
+        let a = post("e1");
+        let object = encode("acme", Stream::Events, None, &source(), &[(3, 100, &a)]).unwrap();
+        let (_, mut records) = decode("k", &object).unwrap();
+        records[0].epoch = 4;
+        let mut body = Vec::new();
+        write_record_line(&mut body, &records[0]).unwrap();
+        let back = decode_lines("k", &body, 1, 1).unwrap();
+        assert_eq!(back, records);
     }
 
     #[test]

@@ -1,17 +1,21 @@
 //! The per-company compliance log on object storage (`docs/log-format.md`).
 //!
-//! - [`format`]: object keys and the checksummed object encoding (format version 1).
+//! - [`format`]: object keys and the checksummed object encoding of format version 1, which
+//!   the reader still reads.
+//! - [`v2`]: format version 2, which ingestion writes.
 //! - [`writer`]: turns a flushed range of one Kafka partition into immutable log objects.
 //! - [`reader`]: a company's events in a time range, deduplicated and ordered, one hour at a
 //!   time; and its metadata events (people, conversations, membership).
 
 pub mod format;
 pub mod reader;
+pub mod v2;
 pub mod writer;
 
 pub use format::{LogRecord, SourceRange, Stream};
 pub use reader::{EventCursor, LogReader};
-pub use writer::{LogWriter, PendingRecord, WriteStats};
+pub use v2::pointer::{LogPosition, PartitionPosition, Watermark};
+pub use writer::{PendingRecord, V1Writer, WriteStats};
 
 /// Errors reading or writing the log, with the object concerned.
 #[derive(Debug, thiserror::Error)]

@@ -11,12 +11,15 @@ use storage::{ObjectStore, list_all};
 
 use crate::Result;
 use crate::format::{self, LogRecord, floor_hour, hour_of_events_key};
+use crate::v2::pointer::LogPosition;
 
 /// Reads company logs. Cheap to clone; safe to share.
 #[derive(Debug, Clone)]
 pub struct LogReader {
     store: Arc<dyn ObjectStore>,
     concurrency: usize,
+    /// When set, every read returns only the records inside it.
+    position: Option<LogPosition>,
 }
 
 impl LogReader {
@@ -24,7 +27,20 @@ impl LogReader {
         Self {
             store,
             concurrency: 16,
+            position: None,
         }
+    }
+
+    /// The same reader, restricted to the records inside `position`: the same request at the
+    /// same position returns the same records, whenever it runs.
+    pub fn at(mut self, position: LogPosition) -> Self {
+        self.position = Some(position);
+        self
+    }
+
+    /// The position reads are restricted to, if any.
+    pub fn position(&self) -> Option<&LogPosition> {
+        self.position.as_ref()
     }
 
     /// The company's content events with `from <= occurred_at < to`. The range is half-open,
@@ -328,7 +344,7 @@ impl DayLoader {
 mod tests {
     use super::*;
     use crate::format::SourceRange;
-    use crate::writer::{LogWriter, PendingRecord};
+    use crate::writer::{PendingRecord, V1Writer as LogWriter};
     use bytes::Bytes;
     use event_model::{Event, Limits, parse_event};
     use serde_json::json;

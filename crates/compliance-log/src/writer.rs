@@ -1,4 +1,7 @@
 //! Turns a flushed range of one Kafka partition into immutable log objects.
+//!
+//! [`V1Writer`] writes format version 1 (one object per company, stream and hour); it is kept
+//! so tests can build version-1 logs and check they stay readable.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,16 +32,16 @@ pub struct WriteStats {
     pub appended: BTreeMap<&'static str, u64>,
 }
 
-/// Writes log objects. Cheap to clone; safe to share.
+/// Writes format-1 log objects. Cheap to clone; safe to share.
 #[derive(Debug, Clone)]
-pub struct LogWriter {
+pub struct V1Writer {
     store: Arc<dyn ObjectStore>,
     concurrency: usize,
 }
 
 type Group = (String, Stream, Option<DateTime<Utc>>);
 
-impl LogWriter {
+impl V1Writer {
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
         Self {
             store,

@@ -25,6 +25,37 @@ pub async fn run(store: &dyn ObjectStore, prefix: &str, real_s3: bool) {
     );
     assert_eq!(store.head(&key).await.unwrap().map(|m| m.size), Some(7));
 
+    // ranged reads
+    assert_eq!(
+        store.get_range(&key, 1, 4).await.unwrap(),
+        Bytes::from_static(b"eco")
+    );
+    assert_eq!(
+        store.get_range(&key, 3, 100).await.unwrap(),
+        Bytes::from_static(b"ond!")
+    );
+    assert!(store.get_range(&key, 2, 2).await.unwrap().is_empty());
+
+    // create-only writes: a retry with the same bytes is fine, other bytes never replace
+    let once = format!("{prefix}a/once.json");
+    assert_eq!(
+        crate::put_new(store, &once, Bytes::from_static(b"v1"))
+            .await
+            .unwrap(),
+        crate::PutNew::Created
+    );
+    assert_eq!(
+        crate::put_new(store, &once, Bytes::from_static(b"v1"))
+            .await
+            .unwrap(),
+        crate::PutNew::AlreadyIdentical
+    );
+    let refused = crate::put_new(store, &once, Bytes::from_static(b"v2"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind, crate::ErrorKind::Conflict, "{refused}");
+    assert_eq!(store.get(&once).await.unwrap(), Bytes::from_static(b"v1"));
+
     // missing keys
     let missing = format!("{prefix}missing");
     assert!(store.get(&missing).await.unwrap_err().is_not_found());

@@ -4,8 +4,10 @@
 //! (AWS, MinIO, garage) and [`MemoryStore`] serves unit tests. Both pass the same
 //! [`conformance`] suite (the S3 one against a real server in the integration tests).
 //!
-//! There is deliberately no create-only put: garage ignores `If-None-Match: *`, so correctness
-//! never depends on it. Callers make keys and contents deterministic instead (`docs/servers.md`).
+//! Create-only writes go through [`put_new`]: it sends `If-None-Match: *` (honoured by AWS S3
+//! and MinIO) but does not depend on it, because garage ignores it (`docs/servers.md`): it looks
+//! first, and an object already there with other bytes is a [`ErrorKind::Conflict`], never
+//! replaced. Callers also make keys and contents deterministic, so a retry finds its own bytes.
 
 mod memory;
 mod s3;
@@ -29,6 +31,8 @@ pub enum ErrorKind {
     AccessDenied,
     /// The store did not answer in time or the connection failed; retrying may help.
     Unavailable,
+    /// A create-only write found an object with other bytes under its key.
+    Conflict,
     /// The request was malformed or refused for another reason.
     Other,
 }
@@ -96,6 +100,12 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug + 'static {
     async fn put(&self, key: &str, body: Bytes) -> Result<()>;
     /// Reads the whole object. `NotFound` when there is none.
     async fn get(&self, key: &str) -> Result<Bytes>;
+    /// Reads bytes `start..end` of the object (fewer when it is shorter). `NotFound` when there
+    /// is none.
+    async fn get_range(&self, key: &str, start: u64, end: u64) -> Result<Bytes>;
+    /// Writes the object only if no object is at `key` (`If-None-Match: *`). Stores that ignore
+    /// the condition replace silently; [`put_new`] does not rely on it.
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<()>;
     /// The object's size, or `None` when there is none.
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>>;
     /// Up to `max_keys` objects whose keys start with `prefix` and sort after `start_after`.
@@ -131,6 +141,52 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// A URL that lets anyone holding it GET the object until `ttl` passes.
     async fn presign_get(&self, key: &str, ttl: Duration) -> Result<String>;
+}
+
+/// What [`put_new`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutNew {
+    Created,
+    /// The object was there already with exactly these bytes (a retry or a replay).
+    AlreadyIdentical,
+}
+
+/// Writes an object that must never be replaced: if `key` holds other bytes already, fails with
+/// [`ErrorKind::Conflict`] and leaves it alone. The check does not depend on the store honouring
+/// `If-None-Match` (garage does not); two writers racing on one key between the check and the
+/// write remain possible on such a store, which is why callers derive keys and bytes from the
+/// content, so racing writers write the same bytes.
+pub async fn put_new(store: &dyn ObjectStore, key: &str, body: Bytes) -> Result<PutNew> {
+    if store.head(key).await?.is_some() {
+        let existing = store.get(key).await?;
+        if existing == body {
+            return Ok(PutNew::AlreadyIdentical);
+        }
+        return Err(StorageError::new(
+            ErrorKind::Conflict,
+            "put new",
+            key,
+            format!(
+                "an object of {} bytes with other content is already there ({} bytes offered); \
+                 refusing to replace it: two writers use one name (a restarted topic or a second \
+                 deployment writing into this bucket?)",
+                existing.len(),
+                body.len()
+            ),
+        ));
+    }
+    match store.put_if_absent(key, body.clone()).await {
+        Ok(()) => Ok(PutNew::Created),
+        // Another writer got there between the check and the write: same rule as above.
+        Err(error) if error.kind == ErrorKind::Conflict => {
+            if store.get(key).await? == body {
+                Ok(PutNew::AlreadyIdentical)
+            } else {
+                Err(error)
+            }
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// Lists every object under `prefix`, page by page.

@@ -70,6 +70,27 @@ impl ObjectStore for MemoryStore {
             .ok_or_else(|| StorageError::new(ErrorKind::NotFound, "get", key, "no such key"))
     }
 
+    async fn get_range(&self, key: &str, start: u64, end: u64) -> Result<Bytes> {
+        let body = self.get(key).await?;
+        let len = body.len() as u64;
+        let (start, end) = (start.min(len), end.clamp(start.min(len), len));
+        Ok(body.slice(start as usize..end as usize))
+    }
+
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<()> {
+        let mut objects = self.objects();
+        if objects.contains_key(key) {
+            return Err(StorageError::new(
+                ErrorKind::Conflict,
+                "put if absent",
+                key,
+                "an object is already there",
+            ));
+        }
+        objects.insert(key.to_owned(), body);
+        Ok(())
+    }
+
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
         Ok(self.objects().get(key).map(|b| ObjectMeta {
             key: key.to_owned(),

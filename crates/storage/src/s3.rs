@@ -107,6 +107,8 @@ where
         SdkError::ServiceError(service) => match service.raw().status_code() {
             404 => ErrorKind::NotFound,
             401 | 403 => ErrorKind::AccessDenied,
+            // A failed `If-None-Match: *` (412), or a concurrent conditional write (409).
+            409 | 412 => ErrorKind::Conflict,
             500..=599 => ErrorKind::Unavailable,
             _ => ErrorKind::Other,
         },
@@ -159,6 +161,43 @@ impl ObjectStore for S3Store {
             )
         })?;
         Ok(body.into_bytes())
+    }
+
+    async fn get_range(&self, key: &str, start: u64, end: u64) -> Result<Bytes> {
+        if end <= start {
+            return Ok(Bytes::new());
+        }
+        let response = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes={start}-{}", end - 1))
+            .send()
+            .await
+            .map_err(|e| storage_error("get range", key, e))?;
+        let body = response.body.collect().await.map_err(|e| {
+            StorageError::new(
+                ErrorKind::Unavailable,
+                "get range",
+                key,
+                format!("reading body: {e}"),
+            )
+        })?;
+        Ok(body.into_bytes())
+    }
+
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<()> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .if_none_match("*")
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| storage_error("put if absent", key, e))?;
+        Ok(())
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {

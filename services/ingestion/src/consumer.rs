@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use compliance_log::{LogWriter, PendingRecord, SourceRange};
+use compliance_log::{PendingRecord, SourceRange, V1Writer};
 use futures::future::join_all;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -105,7 +105,7 @@ pub type Retrying = Arc<Mutex<BTreeMap<i32, (Instant, String)>>>;
 /// Makes a partition's buffer durable: log objects, then dead letters, retrying failures.
 #[derive(Debug, Clone)]
 struct Flusher {
-    writer: LogWriter,
+    writer: V1Writer,
     dead_letters: DeadLetters,
     topic: String,
     metrics: Metrics,
@@ -446,7 +446,7 @@ fn store_offsets<C: Consumer<X>, X: ConsumerContext>(
 /// The services a consumer loop needs, built by the caller.
 #[derive(Debug)]
 pub struct Parts {
-    pub writer: LogWriter,
+    pub writer: V1Writer,
     pub dead_letters: DeadLetters,
     pub metrics: Metrics,
     pub health: Health,

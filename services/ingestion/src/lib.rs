@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use compliance_log::LogWriter;
+use compliance_log::V1Writer;
 use dead_letter::DeadLetters;
 use telemetry::{CancellationToken, Health, OpsServer};
 
@@ -65,7 +65,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let lag_stop = CancellationToken::new();
     let lag_task = lag::spawn_monitor(lag, metrics.clone(), lag_stop.clone());
     let parts = consumer::Parts {
-        writer: LogWriter::new(store),
+        writer: V1Writer::new(store),
         dead_letters,
         metrics,
         health: health.clone(),

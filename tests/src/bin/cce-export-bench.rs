@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use compliance_log::{LogWriter, PendingRecord, SourceRange};
+use compliance_log::{PendingRecord, SourceRange, V1Writer};
 use serde_json::Value;
 use storage::{ObjectStore, S3Config};
 
@@ -50,7 +50,7 @@ async fn seed(
         start: now - span - chrono::Duration::days(1),
         span,
     });
-    let writer = LogWriter::new(store);
+    let writer = V1Writer::new(store);
     let mut chunk = Vec::new();
     let mut offset = 0i64;
     let flush = |chunk: Vec<PendingRecord>| {

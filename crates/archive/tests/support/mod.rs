@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use archive::{ExportRequest, export_to_sink};
-use compliance_log::{LogReader, LogWriter, PendingRecord, SourceRange};
+use compliance_log::{LogReader, PendingRecord, SourceRange, V1Writer};
 use event_model::{Limits, parse_event};
 use serde_json::{Value, json};
 use storage::MemoryStore;
@@ -57,7 +57,7 @@ pub async fn log_of_exactly(events: &[Value]) -> LogReader {
         first_offset: 0,
         last_offset: records.len() as i64 - 1,
     };
-    LogWriter::new(store.clone())
+    V1Writer::new(store.clone())
         .write(&source, &records)
         .await
         .unwrap();
