@@ -9,9 +9,9 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
-use anyhow::Context;
 use compliance_log::{CompactionConfig, Compactor, LogReader};
 use storage::S3Config;
 
