@@ -92,11 +92,13 @@ struct Span {
     new_cut: i64,
 }
 
-/// A segment to read, with the (partition, epoch) span it belongs to.
+/// A segment to read, with the (partition, epoch) span it belongs to, and its slices when the
+/// whole segment was fetched (taken by the one shard that reads them).
 #[derive(Debug)]
 struct Input {
     span: usize,
     located: Located,
+    slices: std::sync::Mutex<Option<Vec<CompanyRecords>>>,
 }
 
 /// One company's records from one segment.
@@ -147,15 +149,14 @@ impl Compactor {
         let horizon_moved = old_horizon != Some(horizon);
 
         // The segments to read, by span, and each span's new scan_from.
-        let mut inputs = Vec::new();
-        let mut partitions = Vec::with_capacity(spans.len());
+        let mut listed: Vec<(usize, storage::ObjectMeta)> = Vec::new();
         for (index, span) in spans.iter().enumerate() {
             let start = if horizon_moved {
                 span.old_scan_from.min(span.old_cut)
             } else {
                 span.old_cut
             };
-            let keys = view::segments_between(
+            let objects = view::segment_objects_between(
                 store,
                 topic,
                 span.partition,
@@ -164,15 +165,49 @@ impl Compactor {
                 span.new_cut,
             )
             .await?;
-            let located: Vec<Located> = futures::stream::iter(keys)
-                .map(|key| async move { segment::read_header(store, &key).await })
-                .buffered(self.concurrency)
-                .try_collect()
-                .await?;
-            let first_open = located
+            listed.extend(objects.into_iter().map(|o| (index, o)));
+        }
+        // When every input segment fits the shard budget, one GET per segment (header and
+        // body); otherwise the headers first, then each shard's slices by ranged GETs.
+        let whole = listed.iter().map(|(_, o)| o.size).sum::<u64>() <= self.shard_bytes;
+        let inputs: Vec<Input> = futures::stream::iter(listed)
+            .map(|(span, object)| async move {
+                if whole {
+                    let bytes = store.get(&object.key).await?;
+                    let (header, slices) = segment::decode(&object.key, &bytes)?;
+                    Ok::<_, LogError>(Input {
+                        span,
+                        located: Located {
+                            key: object.key,
+                            header,
+                            body_start: 0,
+                        },
+                        slices: std::sync::Mutex::new(Some(slices)),
+                    })
+                } else {
+                    Ok(Input {
+                        span,
+                        located: segment::read_header(store, &object.key).await?,
+                        slices: std::sync::Mutex::new(None),
+                    })
+                }
+            })
+            .buffered(self.concurrency)
+            .try_collect()
+            .await?;
+        let mut partitions = Vec::with_capacity(spans.len());
+        for (index, span) in spans.iter().enumerate() {
+            let first_open = inputs
                 .iter()
-                .find(|l| l.header.companies.iter().any(|c| c.max_time >= horizon))
-                .map(|l| l.header.source.first_offset);
+                .filter(|i| i.span == index)
+                .find(|i| {
+                    i.located
+                        .header
+                        .companies
+                        .iter()
+                        .any(|c| c.max_time >= horizon)
+                })
+                .map(|i| i.located.header.source.first_offset);
             let scan_from = if !horizon_moved && span.old_scan_from < span.old_cut {
                 span.old_scan_from
             } else {
@@ -184,10 +219,6 @@ impl Compactor {
                 cut: span.new_cut,
                 scan_from: scan_from.min(span.new_cut),
             });
-            inputs.extend(located.into_iter().map(|located| Input {
-                span: index,
-                located,
-            }));
         }
         let mut record = PassRecord::new(
             topic,
@@ -237,37 +268,36 @@ impl Compactor {
                 )
                 .await?;
             record.read.records += taken;
-            let spec_pass = &pass;
-            let mut objects: Vec<(String, Bytes)> = Vec::new();
-            for ((company, day), input) in content {
-                let (objs, tally) = self
-                    .merge_day(&company, day, input, spec_pass, &cuts)
-                    .await?;
-                add(&mut record.wrote, &tally);
-                objects.extend(objs);
-            }
             let mut by_company: BTreeMap<String, BTreeMap<NaiveDate, Vec<LogRecord>>> =
                 BTreeMap::new();
             for ((company, day), input) in meta {
                 by_company.entry(company).or_default().insert(day, input);
             }
-            for (company, days) in by_company {
-                let (objs, tally) = self
-                    .merge_meta(&company, days, spec_pass, &cuts, horizon)
-                    .await?;
-                add(&mut record.wrote, &tally);
-                objects.extend(objs);
-            }
-            for (key, bytes) in &objects {
-                written.push((key.clone(), body_sha256(bytes)));
-            }
-            futures::stream::iter(objects)
-                .map(|(key, bytes)| async move {
-                    put_new(store, &key, bytes).await.map_err(LogError::from)
+            // Company-days (and companies' metadata) are independent: merged and written a few
+            // at a time, each writing its objects as soon as they are verified.
+            let (pass, cuts) = (&pass, cuts.as_slice());
+            let days = content.into_iter().map(|((company, day), input)| {
+                futures::future::Either::Left(async move {
+                    let (objects, tally) = self.merge_day(&company, day, input, pass, cuts).await?;
+                    self.write_all(objects, tally).await
                 })
-                .buffer_unordered(self.concurrency)
-                .try_collect::<Vec<_>>()
-                .await?;
+            });
+            let metas = by_company.into_iter().map(|(company, days)| {
+                futures::future::Either::Right(async move {
+                    let (objects, tally) =
+                        self.merge_meta(&company, days, pass, cuts, horizon).await?;
+                    self.write_all(objects, tally).await
+                })
+            });
+            let done: Vec<(WroteTally, Vec<(String, String)>)> =
+                futures::stream::iter(days.chain(metas))
+                    .buffer_unordered(self.concurrency)
+                    .try_collect()
+                    .await?;
+            for (tally, objects) in done {
+                add(&mut record.wrote, &tally);
+                written.extend(objects);
+            }
         }
         written.sort();
         let lines: String = written.iter().map(|(k, s)| format!("{k} {s}\n")).collect();
@@ -293,6 +323,28 @@ impl Compactor {
             read: record.read,
             wrote: record.wrote,
         }))
+    }
+
+    /// Writes a group's objects (create-only); returns its tally and `(key, body sha256)` of
+    /// each object.
+    async fn write_all(
+        &self,
+        objects: Vec<(String, Bytes)>,
+        tally: WroteTally,
+    ) -> Result<(WroteTally, Vec<(String, String)>)> {
+        let store = self.store.as_ref();
+        let fingerprints = objects
+            .iter()
+            .map(|(key, bytes)| (key.clone(), body_sha256(bytes)))
+            .collect();
+        futures::stream::iter(objects)
+            .map(|(key, bytes)| async move {
+                put_new(store, &key, bytes).await.map_err(LogError::from)
+            })
+            .buffer_unordered(4)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok((tally, fingerprints))
     }
 
     /// Deletes what no reader needs any more; returns how many objects it deleted.
@@ -349,7 +401,18 @@ impl Compactor {
             .collect();
         let slices: Vec<(usize, Vec<CompanyRecords>)> = futures::stream::iter(wanted)
             .map(|input| async move {
-                let slices = segment::read_companies(store, &input.located, first, last).await?;
+                let fetched = input
+                    .slices
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                let slices = match fetched {
+                    Some(all) => all
+                        .into_iter()
+                        .filter(|(c, _)| c.as_str() >= first && c.as_str() <= last)
+                        .collect(),
+                    None => segment::read_companies(store, &input.located, first, last).await?,
+                };
                 Ok::<_, LogError>((input.span, slices))
             })
             .buffered(self.concurrency)

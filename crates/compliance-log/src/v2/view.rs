@@ -184,15 +184,33 @@ pub async fn segments_between(
     from: i64,
     before: i64,
 ) -> Result<Vec<String>> {
+    Ok(
+        segment_objects_between(store, topic, partition, epoch, from, before)
+            .await?
+            .into_iter()
+            .map(|o| o.key)
+            .collect(),
+    )
+}
+
+/// [`segments_between`], with the objects' sizes.
+pub async fn segment_objects_between(
+    store: &dyn ObjectStore,
+    topic: &str,
+    partition: i32,
+    epoch: u32,
+    from: i64,
+    before: i64,
+) -> Result<Vec<storage::ObjectMeta>> {
     let prefix = keys::segments_prefix(topic, partition, epoch);
     let mut start_after = keys::segments_from(topic, partition, epoch, from);
     let mut out = Vec::new();
     loop {
         let page = store.list_page(&prefix, Some(&start_after), 1000).await?;
-        for object in &page.objects {
+        for object in page.objects {
             match keys::segment_range(&object.key) {
                 Some((first, _)) if first >= before => return Ok(out),
-                Some((first, _)) if first >= from => out.push(object.key.clone()),
+                Some((first, _)) if first >= from => out.push(object),
                 _ => {}
             }
         }
