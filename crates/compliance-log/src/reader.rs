@@ -1,7 +1,7 @@
 //! Reads a company's log: events in a range, one UTC hour at a time, deduplicated by `event_id`
 //! and ordered by (time, `event_id`); and its metadata.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -296,8 +296,9 @@ struct DayLoader {
 
 /// Reads a range's days from both formats and sends them in order, each day's records inside
 /// the reader's position, deduplicated and ordered, by hour. Format 1 runs its own pipeline
-/// (below) when the company has a format-1 log (one LIST tells); format 2 reads the segments
-/// not compacted yet once, then the compacted parts day by day, a few days in flight.
+/// (below) when the company has a format-1 log (one LIST tells); format 2 reads the headers of
+/// the segments not compacted yet once, then day by day the compacted parts (a few days in
+/// flight) and the segment slices that may hold the day, so memory stays about a day.
 async fn prefetch(loader: DayLoader, tx: &tokio::sync::mpsc::Sender<Result<Day>>) -> Result<()> {
     let reader = loader.reader.clone();
     let store = Arc::clone(&reader.store);
@@ -317,24 +318,22 @@ async fn prefetch(loader: DayLoader, tx: &tokio::sync::mpsc::Sender<Result<Day>>
     };
 
     let snapshots = v2::Snapshot::open_all(store.as_ref(), reader.position.as_ref()).await?;
-    let mut segment_days: BTreeMap<NaiveDate, Vec<LogRecord>> = BTreeMap::new();
+    let mut slices = Vec::new();
     // Per day, the part keys of each topic (by index in `snapshots`).
     let mut part_days: BTreeMap<NaiveDate, Vec<(usize, Vec<String>)>> = BTreeMap::new();
     for (index, snapshot) in snapshots.iter().enumerate() {
-        for record in snapshot
-            .segment_records(
-                store.as_ref(),
-                &company_id,
-                from,
-                to,
-                v2::Kind::Content,
-                reader.concurrency,
-            )
-            .await?
-        {
-            let day = record.event.occurred_at.with_timezone(&Utc).date_naive();
-            segment_days.entry(day).or_default().push(record);
-        }
+        slices.extend(
+            snapshot
+                .slices(
+                    store.as_ref(),
+                    &company_id,
+                    from,
+                    to,
+                    v2::Kind::Content,
+                    reader.concurrency,
+                )
+                .await?,
+        );
         for (day, keys) in snapshot
             .part_keys(store.as_ref(), &company_id, first_day, last_day)
             .await?
@@ -342,22 +341,22 @@ async fn prefetch(loader: DayLoader, tx: &tokio::sync::mpsc::Sender<Result<Day>>
             part_days.entry(day).or_default().push((index, keys));
         }
     }
+    let mut segments = v2::SegmentDays::new(&company_id, v2::Kind::Content, from, to, slices);
     let snapshots = Arc::new(snapshots);
-    let days: BTreeSet<NaiveDate> = segment_days
-        .keys()
-        .chain(part_days.keys())
-        .copied()
-        .collect();
+    let mut days = segments.days(first_day, last_day);
+    days.extend(part_days.keys().copied());
+    // The compacted parts of a few days in flight; the segments' records are taken day by day
+    // as each comes up.
     let v2_days = futures::stream::iter(days)
         .map(|day| {
             let keys = part_days.remove(&day).unwrap_or_default();
-            let mut records = segment_days.remove(&day).unwrap_or_default();
             let (store, company_id, snapshots) = (
                 Arc::clone(&store),
                 company_id.clone(),
                 Arc::clone(&snapshots),
             );
             async move {
+                let mut records = Vec::new();
                 for (index, keys) in keys {
                     records.extend(
                         snapshots[index]
@@ -370,7 +369,6 @@ async fn prefetch(loader: DayLoader, tx: &tokio::sync::mpsc::Sender<Result<Day>>
         })
         .buffered(V2_DAYS_IN_FLIGHT);
     let mut v2_days = std::pin::pin!(v2_days);
-
     let mut v1_next: Option<Day> = next_v1(&mut v1_rx).await?;
     let mut v2_next: Option<(NaiveDate, Vec<LogRecord>)> = v2_days.try_next().await?;
     loop {
@@ -391,6 +389,11 @@ async fn prefetch(loader: DayLoader, tx: &tokio::sync::mpsc::Sender<Result<Day>>
             && let Some((_, more)) = v2_next.take()
         {
             records.extend(more);
+            records.extend(
+                segments
+                    .take(store.as_ref(), day, reader.concurrency)
+                    .await?,
+            );
             v2_next = v2_days.try_next().await?;
         }
         let settled = settle(records, |r| {

@@ -775,6 +775,15 @@ async fn a_month_after_compaction_costs_a_few_requests_per_day() {
     log.watermark(1, "2026-12-02T05:00:00Z").await;
     let expected = read(&LogReader::new(log.store.clone()), "acme", FROM, TO).await;
     assert_eq!(ids(&expected).len(), 600);
+    // Before compaction a read takes the segments' slices day by day, not all up front: after
+    // the first hour, every header (one ranged GET each) and the slices of a few days only.
+    let counting = Arc::new(CountingStore::new(log.store.clone()));
+    let reader = LogReader::new(counting.clone());
+    let mut cursor = reader.events("acme", at(FROM), at(TO));
+    assert!(cursor.next_hour().await.unwrap().is_some());
+    let early = counting.counts().range_gets;
+    assert!((30..30 + 6).contains(&early), "{:?}", counting.counts());
+    drop(cursor);
     let mut compactor = log.compactor().with_shard_budget(4096);
     compactor.config.max_chunk_bytes = 1 << 20;
     let summary = compactor

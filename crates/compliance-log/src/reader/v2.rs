@@ -8,7 +8,8 @@
 //! compacted parts: one LIST per 1,000 part keys across the range, then per day with data its
 //! chunks. Every record goes through `v2::isolation::admit` (in the decoders).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use futures::{StreamExt, TryStreamExt};
@@ -149,10 +150,10 @@ impl Snapshot {
         })
     }
 
-    /// This company's records of `kind` in the segments that are not compacted yet, with
-    /// `from <= occurred_at < to`, inside `position`. Reads segments from each span's cut, or
-    /// from its `scan_from` when the range reaches the horizon.
-    pub async fn segment_records(
+    /// This company's slices of `kind` in the segments that are not compacted yet, whose time
+    /// span meets `from..to`: each segment's header once (one ranged GET). Reads segments from
+    /// each span's cut, or from its `scan_from` when the range reaches the horizon.
+    pub async fn slices(
         &self,
         store: &dyn ObjectStore,
         company_id: &str,
@@ -160,7 +161,7 @@ impl Snapshot {
         to: DateTime<Utc>,
         kind: Kind,
         concurrency: usize,
-    ) -> Result<Vec<LogRecord>> {
+    ) -> Result<Vec<SliceRef>> {
         let horizon = self.horizon();
         let mut keys: Vec<(String, i64)> = Vec::new();
         for (&(partition, epoch), &(cut, scan_from, end)) in &self.spans {
@@ -171,11 +172,11 @@ impl Snapshot {
                 keys.push((key, cut));
             }
         }
-        let per_segment: Vec<Vec<LogRecord>> = futures::stream::iter(keys)
+        let found: Vec<Option<SliceRef>> = futures::stream::iter(keys)
             .map(|(key, cut)| async move {
                 let located = segment::read_header(store, &key).await?;
                 let Some(slice) = located.header.slice(company_id) else {
-                    return Ok(Vec::new());
+                    return Ok(None);
                 };
                 let wanted_kind = match kind {
                     Kind::Content => slice.records > slice.meta_records,
@@ -187,26 +188,21 @@ impl Snapshot {
                     || !slice.overlaps(from, to)
                     || (below_cut && slice.max_time < horizon)
                 {
-                    return Ok(Vec::new());
+                    return Ok(None);
                 }
-                let records = segment::read_company(store, &located, company_id).await?;
-                Ok::<_, LogError>(
-                    records
-                        .into_iter()
-                        .filter(|r| {
-                            let at = r.event.occurred_at.with_timezone(&Utc);
-                            (r.event.body.is_metadata() == (kind == Kind::Meta))
-                                && from <= at
-                                && at < to
-                                && (r.offset >= cut || at >= horizon)
-                        })
-                        .collect(),
-                )
+                let (min_time, max_time) = (slice.min_time, slice.max_time);
+                Ok::<_, LogError>(Some(SliceRef {
+                    located: Arc::new(located),
+                    cut,
+                    horizon,
+                    min_time,
+                    max_time,
+                }))
             })
             .buffered(concurrency)
             .try_collect()
             .await?;
-        Ok(per_segment.into_iter().flatten().collect())
+        Ok(found.into_iter().flatten().collect())
     }
 
     /// The keys of the company's compacted parts of the closed days in `first..=last`, by day:
@@ -271,6 +267,121 @@ impl Snapshot {
     }
 }
 
+/// One company's slice of an uncompacted segment, from its header.
+#[derive(Debug, Clone)]
+pub(super) struct SliceRef {
+    located: Arc<segment::Located>,
+    /// The cut and horizon of its topic's head pass: below the cut only open days count.
+    cut: i64,
+    horizon: DateTime<Utc>,
+    min_time: DateTime<Utc>,
+    max_time: DateTime<Utc>,
+}
+
+/// Hands out a company's uncompacted records one day at a time: a slice is fetched when the
+/// first day it may hold comes up, and its records wait, by day, until their day does. Memory:
+/// the records of the slices that reach the current day — about a day's worth for live
+/// traffic, at most a segment's for a backfill.
+#[derive(Debug)]
+pub(super) struct SegmentDays {
+    company_id: String,
+    kind: Kind,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    /// Not fetched yet, by `min_time`.
+    waiting: VecDeque<SliceRef>,
+    pending: BTreeMap<NaiveDate, Vec<LogRecord>>,
+}
+
+impl SegmentDays {
+    pub fn new(
+        company_id: &str,
+        kind: Kind,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        mut slices: Vec<SliceRef>,
+    ) -> Self {
+        slices.sort_by_key(|s| s.min_time);
+        Self {
+            company_id: company_id.to_owned(),
+            kind,
+            from,
+            to,
+            waiting: slices.into(),
+            pending: BTreeMap::new(),
+        }
+    }
+
+    /// The days in `first..=last` the slices may hold records of.
+    pub fn days(&self, first: NaiveDate, last: NaiveDate) -> BTreeSet<NaiveDate> {
+        let mut days = BTreeSet::new();
+        for slice in &self.waiting {
+            let mut day = slice.min_time.date_naive().max(first);
+            let end = slice.max_time.date_naive().min(last);
+            while day <= end {
+                days.insert(day);
+                match day.succ_opt() {
+                    Some(next) => day = next,
+                    None => break,
+                }
+            }
+        }
+        days
+    }
+
+    /// The records of `day` (days must be asked in order).
+    pub async fn take(
+        &mut self,
+        store: &dyn ObjectStore,
+        day: NaiveDate,
+        concurrency: usize,
+    ) -> Result<Vec<LogRecord>> {
+        let day_end = day
+            .succ_opt()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map_or(DateTime::<Utc>::MAX_UTC, |t| t.and_utc());
+        let mut due = Vec::new();
+        while self.waiting.front().is_some_and(|s| s.min_time < day_end) {
+            due.extend(self.waiting.pop_front());
+        }
+        let company_id = self.company_id.as_str();
+        let fetched: Vec<(SliceRef, Vec<LogRecord>)> = futures::stream::iter(due)
+            .map(|slice| async move {
+                let records = segment::read_company(store, &slice.located, company_id).await?;
+                Ok::<_, LogError>((slice, records))
+            })
+            .buffered(concurrency)
+            .try_collect()
+            .await?;
+        for (slice, records) in fetched {
+            for record in records {
+                let at = record.event.occurred_at.with_timezone(&Utc);
+                if record.event.body.is_metadata() == (self.kind == Kind::Meta)
+                    && self.from <= at
+                    && at < self.to
+                    && (record.offset >= slice.cut || at >= slice.horizon)
+                {
+                    self.pending
+                        .entry(at.date_naive())
+                        .or_default()
+                        .push(record);
+                }
+            }
+        }
+        Ok(self.pending.remove(&day).unwrap_or_default())
+    }
+
+    /// Every record at once (metadata: small).
+    pub async fn all(
+        mut self,
+        store: &dyn ObjectStore,
+        concurrency: usize,
+    ) -> Result<Vec<LogRecord>> {
+        self.take(store, NaiveDate::MAX, concurrency).await?;
+        Ok(self.pending.into_values().flatten().collect())
+    }
+}
+
 /// Whether every record a compacted object holds (all below `cuts`) is inside `position`.
 pub(super) fn within(position: Option<&LogPosition>, cuts: &[Cut]) -> bool {
     let Some(position) = position else {
@@ -328,8 +439,8 @@ pub(super) async fn metadata(
     concurrency: usize,
 ) -> Result<(Option<event_model::directory::Directory>, Vec<LogRecord>)> {
     let after = until + chrono::Duration::nanoseconds(1);
-    let late = snapshot
-        .segment_records(
+    let slices = snapshot
+        .slices(
             store,
             company_id,
             DateTime::<Utc>::MIN_UTC,
@@ -338,6 +449,15 @@ pub(super) async fn metadata(
             concurrency,
         )
         .await?;
+    let late = SegmentDays::new(
+        company_id,
+        Kind::Meta,
+        DateTime::<Utc>::MIN_UTC,
+        after,
+        slices,
+    )
+    .all(store, concurrency)
+    .await?;
     let horizon = snapshot.horizon();
     let mut by_day: BTreeMap<NaiveDate, Vec<String>> = BTreeMap::new();
     if let Some(head) = snapshot.head_ref() {
