@@ -5,21 +5,25 @@
 //! The loop holds no state: a pass's outcome lives in the log (its pass record), and a pass is
 //! deterministic and safe to kill at any point, so stopping mid-pass on shutdown loses nothing
 //! and two replicas running the loop at once do no harm.
+//!
+//! It runs on a thread of its own with a single-threaded runtime and its own S3 client: a pass is
+//! CPU work (merging, sorting, hashing) that must not take the consumer's workers, and the
+//! compactor's futures are not `Send` (so they could not be spawned on the shared runtime).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use compliance_log::compact::{CompactionConfig, Compactor};
 use telemetry::CancellationToken;
-use tokio::task::JoinHandle;
 
 use crate::Config;
 use crate::metrics::Metrics;
 
 /// What the loop needs from the compactor (the `compliance-log` compactor implements it).
-#[async_trait]
-pub trait Compaction: Send + Sync + 'static {
+#[async_trait(?Send)]
+pub trait Compaction {
     /// Runs one pass; returns a one-line summary when it wrote one, `None` when there was
     /// nothing to compact.
     async fn run_pass(&self, now: DateTime<Utc>) -> anyhow::Result<Option<String>>;
@@ -27,45 +31,82 @@ pub trait Compaction: Send + Sync + 'static {
     async fn collect_garbage(&self, now: DateTime<Utc>) -> anyhow::Result<u64>;
 }
 
-/// The compactor of the events topic's log, when this replica compacts (`--compaction on`).
-///
-/// TODO(issue 10): plug in `compliance_log::compact::Compactor` (being written on another
-/// branch): `Compactor::new(store, CompactionConfig { topic: config.events_topic, grace:
-/// config.compaction_grace(), retention: config.segment_retention(), max_chunk_bytes: 64 MiB })`
-/// with `impl Compaction for Compactor`. Until then this build has no compactor and says so.
-pub fn compactor(
-    _store: Arc<dyn storage::ObjectStore>,
+/// Starts the compaction loop on a thread of its own when this replica compacts
+/// (`--compaction on`); it stops when `stop` fires (a pass in progress is dropped).
+pub fn spawn(
     config: &Config,
-) -> Option<Arc<dyn Compaction>> {
+    metrics: Metrics,
+    stop: CancellationToken,
+) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
     if config.compaction == crate::Switch::Off {
-        return None;
+        return Ok(None);
     }
-    tracing::warn!("compaction is on but this build has no compactor yet; not compacting");
-    None
+    let settings = CompactionConfig {
+        grace: config.compaction_grace(),
+        retention: config.segment_retention(),
+        ..CompactionConfig::new(&config.events_topic)
+    };
+    let (s3, every) = (config.s3.clone(), config.compaction_interval());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let thread = std::thread::Builder::new()
+        .name("cce-compaction".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let store = Arc::new(storage::S3Store::connect(&s3).await);
+                let compactor = Compactor::new(store, settings);
+                run_loop(&compactor, every, &metrics, &stop).await;
+            });
+        })?;
+    Ok(Some(thread))
+}
+
+#[async_trait(?Send)]
+impl Compaction for Compactor {
+    async fn run_pass(&self, now: DateTime<Utc>) -> anyhow::Result<Option<String>> {
+        let summary = Compactor::run_pass(self, now).await?;
+        Ok(summary.map(|s| {
+            format!(
+                "pass {} ({}), horizon {}: read {} records of {} segments, wrote {} records \
+                 in {} parts and {} metadata days",
+                s.pass.seq,
+                s.pass.hash,
+                s.horizon.to_rfc3339(),
+                s.read.records,
+                s.read.segments,
+                s.wrote.records,
+                s.wrote.parts,
+                s.wrote.meta_days
+            )
+        }))
+    }
+
+    async fn collect_garbage(&self, now: DateTime<Utc>) -> anyhow::Result<u64> {
+        Ok(Compactor::collect_garbage(self, now).await?)
+    }
 }
 
 /// Runs a pass every `every` until `stop` fires (the first one right away).
-pub fn spawn_loop(
-    compaction: Arc<dyn Compaction>,
+pub async fn run_loop(
+    compaction: &dyn Compaction,
     every: Duration,
-    metrics: Metrics,
-    stop: CancellationToken,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(every);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = ticker.tick() => {}
-            }
-            // A pass cut short by shutdown is redone by the next one (passes are idempotent).
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                () = once(compaction.as_ref(), &metrics) => {}
-            }
+    metrics: &Metrics,
+    stop: &CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
         }
-    })
+        // A pass cut short by shutdown is redone by the next one (passes are idempotent).
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            () = once(compaction, metrics) => {}
+        }
+    }
 }
 
 /// One pass and one garbage collection; failures are logged and retried at the next interval.
@@ -117,7 +158,7 @@ mod tests {
         fail_pass: bool,
     }
 
-    #[async_trait]
+    #[async_trait(?Send)]
     impl Compaction for Recorder {
         async fn run_pass(&self, _now: DateTime<Utc>) -> anyhow::Result<Option<String>> {
             self.calls.lock().unwrap().push("pass");
@@ -167,16 +208,21 @@ mod tests {
     #[tokio::test]
     async fn the_loop_stops_when_told() {
         let stop = CancellationToken::new();
-        let task = spawn_loop(
-            Arc::new(Recorder::default()),
-            Duration::from_secs(3600),
-            metrics(),
-            stop.clone(),
-        );
-        stop.cancel();
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .expect("the loop stops")
-            .unwrap();
+        let recorder = Recorder::default();
+        let metrics = metrics();
+        let looping = run_loop(&recorder, Duration::from_secs(3600), &metrics, &stop);
+        let stopper = async {
+            // The first pass runs at once; then the loop waits an hour unless told.
+            while recorder.calls.lock().unwrap().len() < 2 {
+                tokio::task::yield_now().await;
+            }
+            stop.cancel();
+        };
+        tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::join!(looping, stopper)
+        })
+        .await
+        .expect("the loop stops");
+        assert_eq!(*recorder.calls.lock().unwrap(), ["pass", "gc"]);
     }
 }

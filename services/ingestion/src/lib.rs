@@ -72,14 +72,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let lineage = lineage::KafkaLineage::new(&config.kafka_brokers, &config.events_topic)
         .context("creating the lineage reader")?;
     // Compaction runs beside the consumer and stops with it; a pass cut short is redone.
-    let compaction_task = compaction::compactor(Arc::clone(&store), &config).map(|compactor| {
-        compaction::spawn_loop(
-            compactor,
-            config.compaction_interval(),
-            metrics.clone(),
-            lag_stop.clone(),
-        )
-    });
+    let compaction_thread = compaction::spawn(&config, metrics.clone(), lag_stop.clone())
+        .context("starting the compaction loop")?;
     let parts = consumer::Parts {
         writer: LogWriter::new(store),
         lineage,
@@ -92,8 +86,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         let result = consumer::run(&config, parts, shutdown).await;
         lag_stop.cancel();
         let _ = lag_task.await;
-        if let Some(task) = compaction_task {
-            let _ = task.await;
+        if let Some(thread) = compaction_thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
         health.set_ready(false);
         ops_shutdown.cancel();
