@@ -16,7 +16,7 @@ use compliance_log::v2::epoch::EpochMarker;
 use compliance_log::v2::keys;
 use log_v2_support::{objects, posts, segment_contents, topics, wait_durable};
 use telemetry::CancellationToken;
-use tests::{Stack, expected_by_company, ingestion_config, kafka, unique, wait_for};
+use tests::{Stack, expected_by_company, ingestion_config, kafka, log_event_ids, unique, wait_for};
 
 /// Commits `offset` for partition 0 of `topic` in `group`, as a member that has left would have.
 async fn commit(stack: &Stack, group: &str, topic: &str, offset: i64) {
@@ -170,4 +170,9 @@ async fn a_recreated_topic_begins_a_new_epoch_and_leaves_the_old_one_byte_for_by
         expected.entry(company).or_default().extend(ids);
     }
     assert_eq!(by_company, expected, "both histories, whole");
+    // The project's reader reads both epochs, each event once.
+    let reader = compliance_log::LogReader::new(std::sync::Arc::new(stack.s3_store().await));
+    for (company, ids) in &expected {
+        assert_eq!(&log_event_ids(&reader, company).await, ids, "{company}");
+    }
 }
