@@ -359,3 +359,73 @@ async fn a_replay_below_the_durable_offset_writes_nothing_and_sends_no_dead_lett
     );
     assert_eq!(by_company, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ingestion_compacts_closed_days_itself_and_reads_stay_exact() {
+    let stack = Stack::from_env();
+    let store = stack.s3_store().await;
+    let t = topics(&stack, 2).await;
+    let prefix = format!("{}-", unique("compact"));
+    // January 2026: every day long closed.
+    let messages: Vec<(String, Vec<u8>)> = loadgen::Generator::new(loadgen::Options {
+        seed: 5,
+        id_prefix: prefix.clone(),
+        content_events: 1_500,
+        ..loadgen::Options::default()
+    })
+    .map(|m| (m.key, m.payload))
+    .collect();
+    kafka::produce(&kafka::producer(&stack), &t.events, &messages).await;
+    let shutdown = CancellationToken::new();
+    let running = ingestion::start(
+        ingestion_config(
+            &stack,
+            &t.events,
+            &t.dlq,
+            &t.group,
+            &[
+                "--flush-interval-ms",
+                "300",
+                "--compaction-interval-secs",
+                "1",
+            ],
+        ),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    wait_durable(
+        &store,
+        &t.events,
+        2,
+        messages.len() as i64,
+        "every offset durable",
+    )
+    .await;
+    // Once the time watermarks pass the last publish, a pass compacts everything produced.
+    let passes = keys::passes_prefix(&t.events);
+    wait_for(
+        "a compaction pass by cce-ingestion",
+        Duration::from_secs(60),
+        || async {
+            let page = metrics_page(running.ops_addr).await;
+            let listed = list_all(&store, &passes).await.ok()?;
+            (!listed.is_empty()
+                && metric(
+                    &page,
+                    "cce_log_compaction_passes_total{outcome=\"compacted\"}",
+                ) >= 1.0)
+                .then_some(())
+        },
+    )
+    .await;
+    let reader = compliance_log::LogReader::new(std::sync::Arc::new(stack.s3_store().await));
+    let expected = expected_by_company(messages.iter().map(|(_, p)| p.clone()));
+    for (company, ids) in &expected {
+        let parts = list_all(&store, &keys::days_prefix(company)).await.unwrap();
+        assert!(!parts.is_empty(), "{company}: no compacted day");
+        assert_eq!(&log_event_ids(&reader, company).await, ids, "{company}");
+    }
+    shutdown.cancel();
+    running.task.await.unwrap().unwrap();
+}
