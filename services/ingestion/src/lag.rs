@@ -71,8 +71,9 @@ impl LagReader {
         })
     }
 
-    /// Reads every partition's position (blocking: call from a blocking thread).
-    pub fn read(&self) -> anyhow::Result<Vec<PartitionLag>> {
+    /// Every partition's low watermark and probe (the high watermark, with the instant taken
+    /// before asking for it). Blocking: call from a blocking thread.
+    pub fn watermarks(&self) -> anyhow::Result<Vec<(i32, i64, Probe)>> {
         let metadata = self.consumer.fetch_metadata(Some(&self.topic), TIMEOUT)?;
         let partitions: Vec<i32> = metadata
             .topics()
@@ -85,34 +86,47 @@ impl LagReader {
             "topic {} has no partitions (does it exist?)",
             self.topic
         );
-        let mut list = TopicPartitionList::new();
-        for p in &partitions {
-            list.add_partition(&self.topic, *p);
-        }
-        let committed = self.consumer.committed_offsets(list, TIMEOUT)?;
-        let mut lags = Vec::with_capacity(partitions.len());
+        let mut marks = Vec::with_capacity(partitions.len());
         for partition in partitions {
             let at = Utc::now();
             let (low, high) = self
                 .consumer
                 .fetch_watermarks(&self.topic, partition, TIMEOUT)?;
-            let committed = committed
-                .find_partition(&self.topic, partition)
-                .and_then(|e| match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                });
-            lags.push(PartitionLag {
-                partition,
+            let probe = Probe {
+                at,
                 high_watermark: high,
-                probe: Probe {
-                    at,
-                    high_watermark: high,
-                },
-                committed,
-                lag: lag_of(low, high, committed),
-            });
+            };
+            marks.push((partition, low, probe));
         }
+        Ok(marks)
+    }
+
+    /// Reads every partition's position (blocking: call from a blocking thread).
+    pub fn read(&self) -> anyhow::Result<Vec<PartitionLag>> {
+        let marks = self.watermarks()?;
+        let mut list = TopicPartitionList::new();
+        for (p, _, _) in &marks {
+            list.add_partition(&self.topic, *p);
+        }
+        let committed = self.consumer.committed_offsets(list, TIMEOUT)?;
+        let lags = marks
+            .into_iter()
+            .map(|(partition, low, probe)| {
+                let committed = committed
+                    .find_partition(&self.topic, partition)
+                    .and_then(|e| match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    });
+                PartitionLag {
+                    partition,
+                    high_watermark: probe.high_watermark,
+                    probe,
+                    committed,
+                    lag: lag_of(low, probe.high_watermark, committed),
+                }
+            })
+            .collect();
         Ok(lags)
     }
 }
@@ -158,6 +172,17 @@ pub fn spawn_monitor(
                         tracing::warn!(%error, "cannot read the consumer lag from the broker");
                     }
                     failing = true;
+                    // The group's offsets may be what failed: the probes need only the
+                    // watermarks, and the log's time watermark must not stall for the lag.
+                    let reader = std::sync::Arc::clone(&reader);
+                    if let Ok(Ok(marks)) =
+                        tokio::task::spawn_blocking(move || reader.watermarks()).await
+                    {
+                        let mut probes = probes.lock().unwrap_or_else(|p| p.into_inner());
+                        for (partition, _, probe) in marks {
+                            probes.insert(partition, probe);
+                        }
+                    }
                 }
                 Err(error) => tracing::warn!(%error, "lag check task failed"),
             }
