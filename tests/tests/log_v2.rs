@@ -204,7 +204,12 @@ async fn sigkill_between_segments_and_restart_loses_and_doubles_nothing() {
     let expected = expected_by_company(messages.iter().map(|(_, p)| p.clone()));
     assert_eq!(by_company, expected, "every event in the segments");
     // Through the project's reader: each company's events, each once (it fails on a duplicate).
-    let reader = compliance_log::LogReader::new(std::sync::Arc::new(stack.s3_store().await));
+    // At the topic's position: reads only this topic of the shared bucket.
+    let position = compliance_log::LogPosition::read(&store, &t.events)
+        .await
+        .unwrap();
+    let reader =
+        compliance_log::LogReader::new(std::sync::Arc::new(stack.s3_store().await)).at(position);
     for (company, ids) in &expected {
         assert_eq!(&log_event_ids(&reader, company).await, ids, "{company}");
     }
@@ -419,7 +424,11 @@ async fn ingestion_compacts_closed_days_itself_and_reads_stay_exact() {
         },
     )
     .await;
-    let reader = compliance_log::LogReader::new(std::sync::Arc::new(stack.s3_store().await));
+    let position = compliance_log::LogPosition::read(&store, &t.events)
+        .await
+        .unwrap();
+    let reader =
+        compliance_log::LogReader::new(std::sync::Arc::new(stack.s3_store().await)).at(position);
     let expected = expected_by_company(messages.iter().map(|(_, p)| p.clone()));
     for (company, ids) in &expected {
         let parts = list_all(&store, &keys::days_prefix(company)).await.unwrap();

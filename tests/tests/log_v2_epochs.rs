@@ -171,7 +171,12 @@ async fn a_recreated_topic_begins_a_new_epoch_and_leaves_the_old_one_byte_for_by
     }
     assert_eq!(by_company, expected, "both histories, whole");
     // The project's reader reads both epochs, each event once.
-    let reader = compliance_log::LogReader::new(std::sync::Arc::new(stack.s3_store().await));
+    // At the topic's position: reads only this topic of the shared bucket.
+    let position = compliance_log::LogPosition::read(&store, &t.events)
+        .await
+        .unwrap();
+    let reader =
+        compliance_log::LogReader::new(std::sync::Arc::new(stack.s3_store().await)).at(position);
     for (company, ids) in &expected {
         assert_eq!(&log_event_ids(&reader, company).await, ids, "{company}");
     }
