@@ -46,14 +46,21 @@ pub struct Config {
     )]
     pub notifications_topic: String,
     /// Topic the chat platform publishes its events to (the ingestion service's). An export
-    /// records where it ended when the export was accepted, and waits for ingestion to get there.
+    /// waits until the log's watermarks for this topic (`log/v2/watermarks/<topic>/`) say the
+    /// log is durable far enough, then reads the log at that position.
     #[arg(long, env = "CCE_EVENTS_TOPIC", default_value = "chat-events")]
     pub events_topic: String,
-    /// Consumer group of the ingestion service: its committed offsets say what is in the log.
-    #[arg(long, env = "CCE_INGEST_GROUP", default_value = "cce-ingestion")]
-    pub ingest_group: String,
-    /// How long an export may wait for ingestion to write every event accepted before the
-    /// request, in seconds from its acceptance; then it fails, saying what to check.
+    /// How long after a range's end, in seconds, its events may still be published and count as
+    /// on time: an export waits until the log is durable up to the range's end plus this, or up
+    /// to its own acceptance if that is earlier. Events published later than that (an older
+    /// `occurred_at` arriving late) are in the log but only in exports started after they
+    /// arrive. A value past any range (e.g. 3153600000, 100 years) makes every export wait for
+    /// every event published before it was requested.
+    #[arg(long = "lateness-grace-secs", env = "CCE_EXPORT_LATENESS_GRACE_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(0..=3_153_600_000))]
+    pub lateness_grace_secs: u64,
+    /// How long an export may wait for the log to become durable far enough, in seconds from
+    /// its acceptance; then it fails, saying what to check.
     #[arg(long = "ingest-wait-secs", env = "CCE_EXPORT_INGEST_WAIT_SECS", default_value_t = 900,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub ingest_wait_secs: u64,

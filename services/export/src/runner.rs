@@ -11,9 +11,10 @@
 //! can never overwrite the archive a job's accepted result names; a refused result's object is
 //! deleted.
 //!
-//! Before the engine reads the log, a job waits until ingestion has written every event the
-//! events topic had accepted when the job was accepted ([`crate::watermark`]), heartbeating
-//! how far behind it is; it fails if that takes longer than the configured wait.
+//! Before the engine reads the log, a job waits until the log's own watermark says it is durable
+//! past the range's end (plus a grace, capped at the job's acceptance), heartbeating how far
+//! the log has got, and then reads the log at that position ([`crate::watermark`]); it fails if
+//! that takes longer than the configured wait.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -31,9 +32,10 @@ use crate::state::{
     Command, Job, JobProgress, JobResult, JobSpec, JobStatus, Outcome, SERVICE_ACTOR,
 };
 use crate::statelog::StateLog;
-use crate::watermark::{IngestOffsets, SourceOffsets, WaitError};
+use crate::watermark::{LogWatermark, WaitError};
 
-/// The engine's request for a job.
+/// The engine's request for a job, reading all the log holds (the runner sets the position it
+/// waited for, [`crate::watermark`]).
 pub fn export_request(company_id: &str, spec: &JobSpec) -> ExportRequest {
     ExportRequest {
         company_id: company_id.to_owned(),
@@ -46,22 +48,7 @@ pub fn export_request(company_id: &str, spec: &JobSpec) -> ExportRequest {
             .cloned()
             .collect::<BTreeSet<_>>(),
         time_zone: spec.time_zone.clone(),
-        source_offsets: spec.source.as_ref().map(manifest_offsets),
-    }
-}
-
-/// The job's source offsets as the manifest records them.
-fn manifest_offsets(source: &SourceOffsets) -> archive::manifest::SourceOffsets {
-    archive::manifest::SourceOffsets {
-        topic: source.topic.clone(),
-        partitions: source
-            .partitions
-            .iter()
-            .map(|p| archive::manifest::PartitionOffset {
-                partition: p.partition,
-                end_offset: p.end_offset,
-            })
-            .collect(),
+        position: None,
     }
 }
 
@@ -91,9 +78,9 @@ pub fn archive_key(
 pub struct Runner {
     pub log: StateLog,
     pub liveness: Liveness,
-    /// Where ingestion stands, to wait for it before exporting.
-    pub ingest: IngestOffsets,
-    /// How long a job may wait for ingestion, counted from its acceptance.
+    /// The log's durable watermark, to wait for before exporting and to read at.
+    pub watermark: LogWatermark,
+    /// How long a job may wait for the log, counted from its acceptance.
     pub ingest_wait: Duration,
     pub log_store: Arc<dyn ObjectStore>,
     pub archive_store: Arc<dyn ObjectStore>,
@@ -296,24 +283,28 @@ impl Runner {
             cancel.clone(),
         ));
         let export = {
-            let (progress, cancel, request, key) = (progress.clone(), &cancel, &request, &key);
-            let (source, accepted) = (job.spec.source.clone(), job.created_at);
+            let (progress, cancel, key) = (progress.clone(), &cancel, &key);
+            let mut request = request.clone();
+            let accepted = job.created_at;
             async move {
-                if let Some(source) = &source {
-                    let set = |lag| {
-                        *progress.lock().unwrap_or_else(|e| e.into_inner()) = JobProgress {
-                            waiting_for_ingestion: Some(lag),
-                            ..JobProgress::default()
-                        };
+                // Waits until the log is durable far enough for the range, then reads the log
+                // at the position that showed it, whatever arrives meanwhile.
+                let needed = self.watermark.needed(request.to, accepted);
+                let set = |lag| {
+                    *progress.lock().unwrap_or_else(|e| e.into_inner()) = JobProgress {
+                        waiting_for_log: Some(lag),
+                        ..JobProgress::default()
                     };
-                    let clock = self.log.clock().as_ref();
-                    self.ingest
-                        .wait_for(source, accepted, self.ingest_wait, clock, cancel, set)
-                        .await?;
-                    *progress.lock().unwrap_or_else(|e| e.into_inner()) = JobProgress::default();
-                }
+                };
+                let clock = self.log.clock().as_ref();
+                let position = self
+                    .watermark
+                    .wait_for(needed, accepted, self.ingest_wait, clock, cancel, set)
+                    .await?;
+                *progress.lock().unwrap_or_else(|e| e.into_inner()) = JobProgress::default();
+                request.position = Some(position);
                 archive::export_to_s3(
-                    request,
+                    &request,
                     self.log_store.clone(),
                     self.archive_store.clone(),
                     key,
@@ -324,7 +315,7 @@ impl Runner {
                             files_written: p.files_written,
                             bytes_written: p.bytes_written,
                             percent: p.percent.min(99),
-                            waiting_for_ingestion: None,
+                            waiting_for_log: None,
                         };
                     },
                 )
@@ -372,7 +363,7 @@ impl Runner {
                         files_written: stored.summary.files + 1,
                         bytes_written: stored.size,
                         percent: 100,
-                        waiting_for_ingestion: None,
+                        waiting_for_log: None,
                     }),
                 };
                 self.finish(company, job_id, finish, Some(&stored.key))
@@ -703,8 +694,8 @@ mod tests {
             let runner = Runner {
                 log: self.state_log().await,
                 liveness,
-                // Jobs here record no source offsets, so nothing waits for ingestion.
-                ingest: crate::watermark::IngestOffsets::caught_up(),
+                // A log durable forever: nothing waits for ingestion.
+                watermark: crate::watermark::LogWatermark::durable_forever(),
                 ingest_wait: Duration::from_secs(60),
                 log_store: self.store.clone(),
                 archive_store: self.store.clone(),
