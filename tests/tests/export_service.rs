@@ -226,8 +226,6 @@ async fn produced_events_reach_a_downloaded_archive_with_mail_and_a_platform_eve
             "https://portal.test/exports",
             "--events-topic",
             &events,
-            "--ingest-group",
-            &group,
         ],
     )
     .await;
@@ -1028,8 +1026,9 @@ async fn a_killed_replicas_export_is_completed_by_another_and_no_partial_object_
         .unwrap();
     assert_eq!(sha256(&bytes), job.archive_sha256);
     verify_archive(&bytes);
-    // The same request run directly gives the same bytes: a takeover changes nothing.
-    let request = export::runner::export_request(
+    // The same request at the same log position (the harness's events topic, whose
+    // watermarks have not moved) run directly gives the same bytes: a takeover changes nothing.
+    let mut request = export::runner::export_request(
         &company,
         &export::state::JobSpec {
             from: None,
@@ -1038,18 +1037,12 @@ async fn a_killed_replicas_export_is_completed_by_another_and_no_partial_object_
             conversation_ids: vec![],
             time_zone: String::new(),
             format: "json".into(),
-            // What the job recorded: the harness's events topic, empty (2 partitions).
-            source: Some(export::watermark::SourceOffsets {
-                topic: format!("{state_topic}-events"),
-                partitions: (0..2)
-                    .map(|partition| export::watermark::PartitionEnd {
-                        partition,
-                        end_offset: 0,
-                        start_offset: 0,
-                    })
-                    .collect(),
-            }),
         },
+    );
+    request.position = Some(
+        compliance_log::LogPosition::read(store.as_ref(), &format!("{state_topic}-events"))
+            .await
+            .unwrap(),
     );
     let direct = archive::export_to_s3(
         &request,
