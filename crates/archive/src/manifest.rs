@@ -151,3 +151,26 @@ pub struct ExportSummary {
     /// Their uncompressed bytes.
     pub json_bytes: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_format_3_manifest_head_still_reads_with_no_position() {
+        let v3 = r#"{"format":"cce-export-json","format_version":3,
+            "request":{"company_id":"acme","from":null,"to":"2026-01-08T00:00:00Z",
+                       "all_history":true,"person_ids":[],"conversation_ids":[],"time_zone":"UTC"},
+            "log_position":{"log_format_version":1,"events_before":"2026-01-08T00:00:00Z",
+                            "events_read":3},
+            "source_offsets":{"topic":"chat-events",
+                              "partitions":[{"partition":0,"end_offset":7}]},
+            "conversations":[],
+            "totals":{"events":0,"posts":0,"edits":0,"deletes":0,"notes":0,"files_shared":0}}"#;
+        let head: ManifestHead = serde_json::from_str(v3).unwrap();
+        assert_eq!(head.log_position.events_read, 3);
+        assert_eq!(head.log_position.topic, None);
+        assert_eq!(head.log_position.durable_until, None);
+        assert!(head.log_position.partitions.is_empty());
+    }
+}

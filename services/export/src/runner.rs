@@ -678,6 +678,19 @@ mod tests {
             lease: Duration,
             liveness: Liveness,
         ) -> Runner {
+            // A log durable forever: nothing waits for ingestion.
+            let watermark = crate::watermark::LogWatermark::durable_forever();
+            self.runner_with(worker, lease, liveness, watermark).await
+        }
+
+        /// A replica's runner, started, waiting for the log as `watermark` says.
+        async fn runner_with(
+            &self,
+            worker: &str,
+            lease: Duration,
+            liveness: Liveness,
+            watermark: crate::watermark::LogWatermark,
+        ) -> Runner {
             // Nothing listens there: notifications fail and are retried, which these tests
             // do not look at.
             let config = crate::Config::try_parse_from([
@@ -694,8 +707,7 @@ mod tests {
             let runner = Runner {
                 log: self.state_log().await,
                 liveness,
-                // A log durable forever: nothing waits for ingestion.
-                watermark: crate::watermark::LogWatermark::durable_forever(),
+                watermark,
                 ingest_wait: Duration::from_secs(60),
                 log_store: self.store.clone(),
                 archive_store: self.store.clone(),
@@ -882,6 +894,101 @@ mod tests {
                 assert_eq!(job.attempts, 1, "{job:?}");
             }
         });
+        replicas.stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_job_waits_for_the_log_then_exports_at_the_position_it_waited_for() {
+        use crate::watermark::{FixedPositions, LogPosition, LogWatermark, PartitionPosition};
+        let replicas = Replicas::new();
+        let admin = replicas.state_log().await;
+        admin.submit("acme", "ann", Command::Enable).await.unwrap();
+        let positions = FixedPositions::new("events", 2, None);
+        let watermark = LogWatermark::with(
+            Arc::new(positions.clone()),
+            "events",
+            Duration::from_secs(60),
+        );
+        let liveness = Liveness::start(Arc::new(replicas.channel.clone()), replicas.stop.clone());
+        let runner = replicas
+            .runner_with("w", Duration::from_secs(5), liveness, watermark)
+            .await;
+        create(&admin, "j1").await; // all history up to now: the log must reach the request
+
+        // No watermark yet: the job runs, waiting, and its progress says so.
+        let waiting = async {
+            loop {
+                if let Some(lag) = runner
+                    .liveness
+                    .progress("j1", 1)
+                    .and_then(|p| p.waiting_for_log)
+                {
+                    return lag;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let lag = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the waiting job reports its progress within 10 s");
+        let job = admin.read(|s| s.company("acme").unwrap().job("j1").cloned().unwrap());
+        assert_eq!(job.stored_status(), JobStatus::InProgress);
+        assert_eq!((lag.partitions, lag.durable_until), (0, None));
+        assert_eq!(lag.needed.at, job.created_at, "up to now: the request");
+
+        // The log becomes durable past the request: the job exports at that position.
+        let past = chrono::Utc::now() + chrono::Duration::seconds(1);
+        let position = LogPosition {
+            topic: "events".into(),
+            expected_partitions: 2,
+            partitions: (0..2)
+                .map(|partition| PartitionPosition {
+                    partition,
+                    epoch: 1,
+                    durable_offset: 40 + i64::from(partition),
+                    time_watermark: Some(past),
+                })
+                .collect(),
+        };
+        positions.set(position);
+        let done = wait_job(&admin, "j1", "completed", |j| {
+            j.stored_status() == JobStatus::Completed
+        })
+        .await;
+        let bytes = replicas
+            .store
+            .get(&done.archive.unwrap().key)
+            .await
+            .unwrap();
+        let entries = archive::verify::read_entries(&bytes).unwrap();
+        let (_, manifest) = entries
+            .iter()
+            .find(|(name, _)| name.ends_with("/manifest.json"))
+            .unwrap();
+        let manifest: serde_json::Value = serde_json::from_slice(manifest).unwrap();
+        let at = manifest["log_position"].clone();
+        assert_eq!(at["topic"], "events", "{at}");
+        assert_eq!(
+            at["partitions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| (
+                    p["partition"].as_i64().unwrap(),
+                    p["durable_offset"].as_i64().unwrap()
+                ))
+                .collect::<Vec<_>>(),
+            [(0, 40), (1, 41)],
+            "{at}"
+        );
+        assert_eq!(
+            at["durable_until"]
+                .as_str()
+                .unwrap()
+                .parse::<chrono::DateTime<chrono::Utc>>()
+                .unwrap(),
+            past
+        );
         replicas.stop.cancel();
     }
 }
