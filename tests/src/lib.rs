@@ -86,6 +86,62 @@ impl Stack {
     }
 }
 
+/// Whether the ingestion service publishes the log's watermark pointers (format 2 ingestion).
+/// While it does not, the tests that export what ingestion wrote publish them themselves
+/// ([`put_watermarks`], [`idle_watermarks`]), only once the log holds everything below them.
+pub const INGESTION_PUBLISHES_WATERMARKS: bool = false;
+
+/// Every partition's end offset (high watermark) of `topic`, which has `partitions`.
+pub async fn end_offsets(stack: &Stack, topic: &str, partitions: i32) -> Vec<(i32, i64)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", stack.kafka_brokers())
+        .create()
+        .unwrap();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        (0..partitions)
+            .map(|p| {
+                let (_, high) = consumer
+                    .fetch_watermarks(&topic, p, std::time::Duration::from_secs(10))
+                    .unwrap();
+                (p, high)
+            })
+            .collect()
+    })
+    .await
+    .unwrap()
+}
+
+/// What ingestion publishes for a topic nothing more is published to, once the log holds all
+/// of it: every partition durable to its end, the time watermark moving with the clock (its
+/// probes find nothing pending). Until `stop`; a no-op when ingestion publishes them itself.
+pub async fn idle_watermarks(
+    stack: &Stack,
+    topic: &str,
+    partitions: i32,
+    stop: telemetry::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let ends = end_offsets(stack, topic, partitions).await;
+    let store = stack.s3_store().await;
+    let topic = topic.to_owned();
+    tokio::spawn(async move {
+        while !INGESTION_PUBLISHES_WATERMARKS && !stop.is_cancelled() {
+            let now = chrono::Utc::now();
+            for &(partition, end) in &ends {
+                let mut pointer =
+                    compliance_log::Watermark::new(&topic, partition, partitions, 1, end);
+                pointer.time_watermark = Some(now);
+                pointer.write(&store).await.unwrap();
+            }
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            }
+        }
+    })
+}
+
 /// Writes the log's watermark pointers of `topic` (with `partitions` partitions), as ingestion
 /// does: per `(partition, durable offset, time watermark)`, in epoch 1.
 pub async fn put_watermarks(

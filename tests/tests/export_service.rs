@@ -190,11 +190,14 @@ async fn produced_events_reach_a_downloaded_archive_with_mail_and_a_platform_eve
     let expected = expected_by_company(messages.iter().map(|(_, p)| p.clone()));
     let company = format!("{prefix}acme");
     let reader = compliance_log::LogReader::new(Arc::new(stack.s3_store().await));
-    wait_for("ingestion", Duration::from_secs(120), || async {
-        let got = tests::log_event_ids(&reader, &company).await;
-        (got == expected[&company]).then_some(())
-    })
-    .await;
+    for (company, ids) in &expected {
+        wait_for("ingestion", Duration::from_secs(120), || async {
+            (tests::log_event_ids(&reader, company).await == *ids).then_some(())
+        })
+        .await;
+    }
+    // The log holds everything produced: its watermarks move with the clock from now on.
+    let watermarks = tests::idle_watermarks(&stack, &events, 2, stop_ingestion.child_token()).await;
 
     // What the archive must hold: every post created in a conversation the company is in.
     let now = chrono::Utc::now();
@@ -310,6 +313,7 @@ async fn produced_events_reach_a_downloaded_archive_with_mail_and_a_platform_eve
     assert_eq!(audit[0].subject, id);
     replica.shutdown().await;
     stop_ingestion.cancel();
+    watermarks.await.unwrap();
     ingestion.task.await.unwrap().unwrap();
 }
 
