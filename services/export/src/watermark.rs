@@ -347,7 +347,6 @@ impl LogWatermark {
     /// at. Fails once `wait` has passed since `accepted` (by `clock`) with the log still short.
     /// The deadline is checked after the pointers: a job that waited in the queue past it still
     /// runs when the log is far enough.
-    #[allow(clippy::too_many_arguments)]
     pub async fn wait_for(
         &self,
         needed: Needed,
