@@ -8,8 +8,13 @@ run on the same broker it prints, for the same topic of generated events:
     happens only after the events are durable in the log on S3), its events/s and MB/s, CPU
     seconds per million events and peak RSS.
 Each is repeated; medians and the ratio are reported.
+
+--live N[,M…] instead generates live traffic: N companies chatting at once with current
+timestamps (every flush touches many companies), and also reports the log's S3 writes per
+partition flush and per 10,000 events, read from cce-ingestion's metrics, for each N — so the
+cost per flush can be compared at 10 and at 1,000 companies.
 """
-import argparse, json, os, statistics, subprocess, sys, time, uuid
+import argparse, json, os, socket, statistics, subprocess, sys, time, urllib.request, uuid
 
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -61,10 +66,37 @@ def proc_stats(pid):
     return cpu, hwm_kib / 1024
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(ops):
+    """Prometheus text from cce-ingestion, as {name{labels}: value}."""
+    text = urllib.request.urlopen(f"http://{ops}/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def log_writes(metrics):
+    """PUTs the log took and flushes that caused them, from the ingestion's own counters."""
+    puts = sum(v for k, v in metrics.items()
+               if k.startswith("cce_log_objects_written_total")
+               or k.startswith("cce_ingest_log_objects_written_total"))
+    flushes = sum(v for k, v in metrics.items() if k.startswith("cce_ingest_flush_duration_seconds_count"))
+    return puts, flushes
+
+
 def run_ingestion(args, env, topic, total, partitions):
     group = f"bench-{uuid.uuid4().hex}"
+    ops = f"127.0.0.1:{free_port()}"
     cmd = [args.ingestion, "--events-topic", topic, "--dead-letter-topic", args.dlq,
-           "--group-id", group, "--ops-addr", "127.0.0.1:0"]
+           "--group-id", group, "--ops-addr", ops]
     started = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
     try:
@@ -78,10 +110,11 @@ def run_ingestion(args, env, topic, total, partitions):
                 raise SystemExit("ingestion did not finish within 15 minutes")
         elapsed = time.monotonic() - started
         cpu, rss_mib = proc_stats(proc.pid)
+        puts, flushes = log_writes(scrape(ops))
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    return elapsed, cpu, rss_mib
+    return elapsed, cpu, rss_mib, puts, flushes
 
 
 def main():
@@ -93,17 +126,40 @@ def main():
     p.add_argument("--events", type=int, default=200_000, help="content events to generate")
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--live", default="", help="live traffic: comma-separated company counts, e.g. 10,1000")
     args = p.parse_args()
     env = dict(os.environ, RUST_LOG="warn")
+    if args.live:
+        results = [bench(args, env, int(n)) for n in args.live.split(",")]
+        print(json.dumps(results))
+    else:
+        print(json.dumps(bench(args, env, None)))
 
+
+def generation(args, companies):
+    """loadgen arguments: a backfill of 5 companies over 60 days, or live traffic."""
+    if companies is None:
+        return ["--events", str(args.events), "--companies", "5",
+                "--conversations-per-company", "40", "--span-days", "60"]
+    # Live: every company chats at once, timestamps now, spread over the time production takes
+    # at ~5,000 events/s.
+    return ["--events", str(args.events), "--companies", str(companies),
+            "--people-per-company", "4", "--conversations-per-company", "3",
+            "--start", "now", "--span-seconds", str(max(1, args.events // 5000))]
+
+
+def produce(args, env, companies):
+    """A new topic with the generated events; its name, message count and MB of JSON. Every run
+    gets its own topic: the log never rewrites what it holds, so draining a topic it already
+    holds again would write nothing and measure nothing."""
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": args.brokers})
     for f in admin.create_topics([NewTopic(topic, args.partitions, 1)]).values():
         f.result()
-    log(f"producing {args.events} generated events to {topic}")
+    log(f"producing {args.events} generated events to {topic}"
+        + (f" (live traffic, {companies} companies)" if companies else ""))
     produced = subprocess.run([args.loadgen, "--brokers", args.brokers, "--topic", topic,
-                               "--events", str(args.events), "--companies", "5",
-                               "--conversations-per-company", "40", "--span-days", "60"],
+                               "--id-prefix", topic + "-"] + generation(args, companies),
                               env=env, check=True, capture_output=True, text=True)
     log(produced.stderr.strip().splitlines()[-1])
     # Count and size the topic exactly with the baseline client.
@@ -112,25 +168,34 @@ def main():
     total = sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
                 for p in range(args.partitions))
     c.close()
-    dry = subprocess.run([args.loadgen, "--dry-run", "--events", str(args.events), "--companies", "5",
-                          "--conversations-per-company", "40", "--span-days", "60"],
+    dry = subprocess.run([args.loadgen, "--dry-run", "--id-prefix", topic + "-"] + generation(args, companies),
                          capture_output=True, check=True)
     mbytes = (len(dry.stdout) - dry.stdout.count(b"\n")) / 1e6
     log(f"{total} messages, {mbytes:.1f} MB of JSON")
+    return topic, total, mbytes
 
+
+def bench(args, env, companies):
+    # Compaction is measured on its own; here only what ingestion writes.
+    env = dict(env, CCE_COMPACTION="off")
     base, ingest = [], []
     for i in range(args.repeat):
+        topic, total, mbytes = produce(args, env, companies)
         base.append(bare_drain(args.brokers, topic, total))
         log(f"baseline run {i + 1}: {total / base[-1]:,.0f} msg/s")
         ingest.append(run_ingestion(args, env, topic, total, args.partitions))
-        e, cpu, rss = ingest[-1]
-        log(f"ingestion run {i + 1}: {total / e:,.0f} events/s, {cpu:.1f} CPU s, peak RSS {rss:.0f} MiB")
+        e, cpu, rss, puts, flushes = ingest[-1]
+        log(f"ingestion run {i + 1}: {total / e:,.0f} events/s, {cpu:.1f} CPU s, peak RSS {rss:.0f} MiB, "
+            f"{puts:.0f} log PUTs in {flushes:.0f} flushes")
 
     b = statistics.median(base)
     e = statistics.median(x[0] for x in ingest)
     cpu = statistics.median(x[1] for x in ingest)
     rss = max(x[2] for x in ingest)
+    puts = statistics.median(x[3] for x in ingest)
+    flushes = statistics.median(x[4] for x in ingest)
     result = {
+        "mode": f"live, {companies} companies" if companies else "backfill, 5 companies over 60 days",
         "messages": total, "megabytes": round(mbytes, 1), "runs": args.repeat,
         "baseline_bare_consumer_msgs_per_s": round(total / b),
         "ingestion_events_per_s": round(total / e),
@@ -138,16 +203,21 @@ def main():
         "ratio_to_baseline": round(b / e, 3),
         "ingestion_cpu_s_per_million_events": round(cpu / total * 1e6, 1),
         "ingestion_peak_rss_mib": round(rss),
+        "log_puts": puts, "flushes": flushes,
+        "log_puts_per_flush": round(puts / flushes, 2) if flushes else None,
+        "log_puts_per_10k_events": round(puts / total * 1e4, 2),
     }
     print(f"""
-ingestion benchmark ({total:,} events, {mbytes:.1f} MB, {args.partitions} partitions, median of {args.repeat})
+ingestion benchmark, {result['mode']} ({total:,} events, {mbytes:.1f} MB, {args.partitions} partitions, median of {args.repeat})
   baseline: bare librdkafka consumer (confluent-kafka) drain   {result['baseline_bare_consumer_msgs_per_s']:>10,} msg/s
   cce-ingestion, until durable in the log and committed        {result['ingestion_events_per_s']:>10,} events/s  {result['ingestion_mb_per_s']:.2f} MB/s
   ratio ingestion / baseline                                   {result['ratio_to_baseline']:>10.3f}
   ingestion CPU per million events                             {result['ingestion_cpu_s_per_million_events']:>10.1f} s
   ingestion peak RSS                                           {result['ingestion_peak_rss_mib']:>10} MiB
+  log PUTs per partition flush (segments + pointers + markers) {result['log_puts_per_flush']!s:>10}
+  log PUTs per 10,000 events                                   {result['log_puts_per_10k_events']:>10}
 """)
-    print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":

@@ -35,15 +35,27 @@ struct Args {
     /// Content events after the initial people and conversations.
     #[arg(long, default_value_t = 1000)]
     events: u64,
-    /// First event time (RFC 3339).
-    #[arg(long, default_value = "2026-01-01T00:00:00Z")]
+    /// First event time (RFC 3339), or `now`.
+    #[arg(long, default_value = "2026-01-01T00:00:00Z", value_parser = parse_start)]
     start: chrono::DateTime<chrono::Utc>,
     /// Days the content events spread over.
     #[arg(long, default_value_t = 30)]
     span_days: i64,
+    /// Seconds the content events spread over, instead of `--span-days`: with `--start now`
+    /// this is live traffic (every company chatting at once, current timestamps).
+    #[arg(long)]
+    span_seconds: Option<i64>,
     /// Print the events as JSON lines on stdout instead of producing them.
     #[arg(long)]
     dry_run: bool,
+}
+
+fn parse_start(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if text == "now" {
+        return Ok(chrono::Utc::now());
+    }
+    text.parse()
+        .map_err(|e| format!("{e}: give an RFC 3339 time such as 2026-01-01T00:00:00Z, or now"))
 }
 
 #[tokio::main]
@@ -57,7 +69,10 @@ async fn main() -> anyhow::Result<()> {
         conversations_per_company: args.conversations_per_company,
         content_events: args.events,
         start: args.start,
-        span: chrono::Duration::days(args.span_days),
+        span: match args.span_seconds {
+            Some(seconds) => chrono::Duration::seconds(seconds),
+            None => chrono::Duration::days(args.span_days),
+        },
     });
     if args.dry_run {
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
