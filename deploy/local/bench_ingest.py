@@ -85,9 +85,11 @@ def scrape(ops):
 
 def log_writes(metrics):
     """PUTs the log took and flushes that caused them, from the ingestion's own counters."""
-    puts = sum(v for k, v in metrics.items()
-               if k.startswith("cce_log_objects_written_total")
-               or k.startswith("cce_ingest_log_objects_written_total"))
+    # cce_ingest_log_objects_written_total counts the same objects (kept for older dashboards):
+    # take the v2 counter when the service has it, never both.
+    v2 = [v for k, v in metrics.items() if k.startswith("cce_log_objects_written_total")]
+    puts = sum(v2) if v2 else sum(v for k, v in metrics.items()
+                                  if k.startswith("cce_ingest_log_objects_written_total"))
     flushes = sum(v for k, v in metrics.items() if k.startswith("cce_ingest_flush_duration_seconds_count"))
     return puts, flushes
 

@@ -3,11 +3,14 @@
 //! - [`format`]: object keys and the checksummed object encoding of format version 1, which
 //!   the reader still reads.
 //! - [`v2`]: format version 2, which ingestion writes.
-//! - [`writer`]: turns a flushed range of one Kafka partition into immutable log objects.
+//! - [`writer`]: turns a flushed range of one Kafka partition into immutable log objects: per
+//!   assigned partition, its epoch ([`lineage`]), one segment per flush and the partition's
+//!   watermark pointer.
 //! - [`reader`]: a company's events in a time range, deduplicated and ordered, one hour at a
 //!   time; and its metadata events (people, conversations, membership).
 
 pub mod format;
+pub mod lineage;
 pub mod reader;
 pub mod v2;
 pub mod writer;
@@ -15,7 +18,9 @@ pub mod writer;
 pub use format::{LogRecord, SourceRange, Stream};
 pub use reader::{EventCursor, LogReader};
 pub use v2::pointer::{LogPosition, PartitionPosition, Watermark};
-pub use writer::{PendingRecord, V1Writer, WriteStats};
+pub use writer::{
+    FlushStats, LogWriter, Opened, PartitionLog, PendingRecord, Probe, V1Writer, WriteStats,
+};
 
 /// Errors reading or writing the log, with the object concerned.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +33,21 @@ pub enum LogError {
     Corrupt { key: String, reason: String },
     #[error("cannot encode a log object for company {company_id}: {reason}")]
     Encode { company_id: String, reason: String },
+    /// Kafka could not tell whether a partition's offsets continue the log's.
+    #[error("cannot check the lineage of {topic} partition {partition}: {reason}")]
+    Lineage {
+        topic: String,
+        partition: i32,
+        reason: String,
+    },
+}
+
+impl LogError {
+    /// Whether a create-only write found other bytes under its name (two writers, one name):
+    /// never retried into a replace; the writer stops.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Storage(e) if e.kind == storage::ErrorKind::Conflict)
+    }
 }
 
 pub type Result<T, E = LogError> = std::result::Result<T, E>;

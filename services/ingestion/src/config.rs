@@ -53,6 +53,20 @@ pub struct Config {
     /// refuses us, before keeping the letter on the object store only (under `dead-letters/`).
     #[arg(long, env = "CCE_DEAD_LETTER_TOPIC_WAIT_SECS", default_value_t = 30)]
     pub dead_letter_topic_wait_secs: u64,
+    /// Whether this replica compacts the log's closed days into per-company objects (`on` or
+    /// `off`). Every replica may: passes are deterministic and one at a time per topic.
+    #[arg(long, env = "CCE_COMPACTION", value_enum, default_value_t = Switch::On)]
+    pub compaction: Switch,
+    /// Seconds between compaction passes (default 60).
+    #[arg(long, env = "CCE_COMPACTION_INTERVAL_SECS", default_value_t = 60)]
+    pub compaction_interval_secs: u64,
+    /// How long after a day ends, in seconds of the log's time watermark, before compaction
+    /// closes it; later events of that day still land, as deltas (default 300).
+    #[arg(long, env = "CCE_COMPACTION_GRACE_SECS", default_value_t = 300)]
+    pub compaction_grace_secs: u64,
+    /// How long, in days, segments are kept after compaction has rewritten them (default 7).
+    #[arg(long, env = "CCE_SEGMENT_RETENTION_DAYS", default_value_t = 7)]
+    pub segment_retention_days: u64,
     #[command(flatten)]
     pub s3: S3Config,
     /// Address of the health (`/healthz`, `/readyz`) and metrics (`/metrics`) endpoint.
@@ -61,6 +75,13 @@ pub struct Config {
     /// Log line format on stderr.
     #[arg(long, env = "CCE_LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,
+}
+
+/// A feature switch, as a flag or variable takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 impl Config {
@@ -86,6 +107,10 @@ impl Config {
             "--max-event-bytes must be positive"
         );
         anyhow::ensure!(
+            self.compaction_interval_secs > 0,
+            "--compaction-interval-secs must be positive"
+        );
+        anyhow::ensure!(
             self.events_topic != self.dead_letter_topic,
             "the dead-letter topic must differ from the events topic"
         );
@@ -106,6 +131,18 @@ impl Config {
 
     pub fn drain_deadline(&self) -> Duration {
         Duration::from_millis(self.drain_deadline_ms)
+    }
+
+    pub fn compaction_interval(&self) -> Duration {
+        Duration::from_secs(self.compaction_interval_secs)
+    }
+
+    pub fn compaction_grace(&self) -> Duration {
+        Duration::from_secs(self.compaction_grace_secs)
+    }
+
+    pub fn segment_retention(&self) -> Duration {
+        Duration::from_secs(self.segment_retention_days.saturating_mul(24 * 3600))
     }
 
     pub fn limits(&self) -> event_model::Limits {

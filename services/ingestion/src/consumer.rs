@@ -1,10 +1,17 @@
-//! The consumer loop: Kafka → validation → per-partition buffers → log objects → offsets.
+//! The consumer loop: Kafka → validation → per-partition buffers → log segments → offsets.
 //!
 //! Offsets are stored (and then committed by librdkafka's auto-commit) only after everything
 //! before them is durable, in order: `enable.auto.offset.store=false`, and a partition's offset
-//! is stored only after its flushed range is written to the log and its dead letters are
-//! delivered. A crash at any point replays from the last committed offset; the log's
-//! deterministic keys and the reader's dedup by `event_id` keep a replay from showing twice.
+//! is stored only after its flushed range's dead letters are delivered and its segment and
+//! watermark pointer are written (`flusher.rs`). A crash at any point replays from the last
+//! committed offset; the writer drops what is below the published durable offset (dead letters
+//! too), and a segment written again under its name has the same bytes.
+//!
+//! **Each assigned partition's log is opened before its first flush**: its epoch is decided
+//! from the log and Kafka (`compliance_log::lineage`). Messages are buffered meanwhile but not
+//! flushed; when a new epoch begins (a re-created topic, another cluster), the buffer is dropped
+//! and the partition is sought to the epoch's start, whatever offset the group had committed.
+//! Idle partitions get their time watermark moved from the lag reader's probes.
 //!
 //! **One partition never holds up another.** Each partition's flush runs on a task of its own
 //! (at most one at a time per partition, so its ranges become durable in order) while the loop
@@ -21,12 +28,11 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use compliance_log::{PendingRecord, SourceRange, V1Writer};
-use futures::future::join_all;
+use chrono::{DateTime, Utc};
+use compliance_log::{LogWriter, PendingRecord};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -37,30 +43,15 @@ use tokio::task::JoinHandle;
 
 use crate::Config;
 use crate::dead_letter::{DeadLetter, DeadLetters};
+use crate::flusher::{
+    Done, Draining, Flusher, InFlight, Opening, PartitionBuffer, Retrying, SharedLog, lock,
+};
+use crate::lag::Probes;
+use crate::lineage::KafkaLineage;
 use crate::metrics::Metrics;
-use crate::retry::Backoff;
 
 /// How often the loop looks at every partition (finished flushes, due flushes, pauses, stalls).
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(20);
-
-/// What one partition has consumed and not yet made durable.
-#[derive(Debug)]
-struct PartitionBuffer {
-    first_offset: i64,
-    last_offset: i64,
-    records: Vec<PendingRecord>,
-    dead_letters: Vec<DeadLetter>,
-    bytes: usize,
-    since: Instant,
-}
-
-/// A partition's flush, running on its own task. Yields the offset to store once durable, or
-/// `None` when stopped first.
-#[derive(Debug)]
-struct InFlight {
-    stop: CancellationToken,
-    task: JoinHandle<Option<i64>>,
-}
 
 /// An assigned partition.
 #[derive(Debug, Default)]
@@ -69,6 +60,19 @@ struct Assigned {
     /// already buffered.
     next: Option<i64>,
     paused: bool,
+    /// The partition's log, once opened; no flush before.
+    log: Option<SharedLog>,
+    /// A seek to the start of a new epoch not yet done: messages are dropped until it is.
+    seek_to: Option<i64>,
+    /// The time of the last probe handed to the idle partition's log.
+    last_probe: Option<DateTime<Utc>>,
+}
+
+impl Assigned {
+    /// Whether its buffer may be flushed now.
+    fn writable(&self) -> Option<&SharedLog> {
+        self.log.as_ref().filter(|_| self.seek_to.is_none())
+    }
 }
 
 /// State the consumer loop and the rebalance callback share. They never run at the same time
@@ -77,6 +81,7 @@ struct Assigned {
 struct Shared {
     buffers: Mutex<BTreeMap<i32, PartitionBuffer>>,
     inflight: Mutex<BTreeMap<i32, InFlight>>,
+    opening: Mutex<BTreeMap<i32, Opening>>,
     assigned: Mutex<BTreeMap<i32, Assigned>>,
     /// Set once the consumer is being dropped without a drain (the loop's task was cancelled or
     /// panicked, or the runtime is going away): a revoke then must not block on the runtime.
@@ -90,198 +95,6 @@ struct AbandonGuard(Arc<Shared>);
 impl Drop for AbandonGuard {
     fn drop(&mut self) {
         self.0.abandoned.store(true, Ordering::Release);
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Since when, and why, each partition's flush has been failing (absent: not failing).
-pub type Retrying = Arc<Mutex<BTreeMap<i32, (Instant, String)>>>;
-
-/// Makes a partition's buffer durable: log objects, then dead letters, retrying failures.
-#[derive(Debug, Clone)]
-struct Flusher {
-    writer: V1Writer,
-    dead_letters: DeadLetters,
-    topic: String,
-    metrics: Metrics,
-    retrying: Retrying,
-}
-
-impl Flusher {
-    fn report(&self, partition: i32, failing: Option<String>) {
-        let mut retrying = lock(&self.retrying);
-        match failing {
-            Some(reason) => {
-                retrying
-                    .entry(partition)
-                    .and_modify(|(_, why)| why.clone_from(&reason))
-                    .or_insert_with(|| (Instant::now(), reason));
-            }
-            None => {
-                retrying.remove(&partition);
-            }
-        }
-    }
-
-    /// Makes `buffer` durable and returns the offset to store (the next one to consume).
-    /// Gives up only when `stop` fires; the buffer is gone either way.
-    async fn flush(
-        &self,
-        partition: i32,
-        buffer: PartitionBuffer,
-        stop: &CancellationToken,
-    ) -> Option<i64> {
-        let done = self.flush_inner(partition, &buffer, stop).await;
-        self.metrics
-            .buffered_events
-            .sub(buffer.records.len() as i64);
-        if done.is_some() {
-            self.report(partition, None);
-        }
-        done
-    }
-
-    async fn flush_inner(
-        &self,
-        partition: i32,
-        buffer: &PartitionBuffer,
-        stop: &CancellationToken,
-    ) -> Option<i64> {
-        let started = Instant::now();
-        if !buffer.records.is_empty() {
-            self.write_log(partition, buffer, stop).await?;
-        }
-        for letter in &buffer.dead_letters {
-            let report = |failing: Option<String>| self.report(partition, failing);
-            let delivery = self
-                .dead_letters
-                .deliver(letter, &report, stop)
-                .await
-                .ok()?;
-            self.metrics
-                .dead_lettered
-                .with_label_values(&[letter.reason])
-                .inc();
-            self.metrics
-                .dead_letter_deliveries
-                .with_label_values(&[delivery.as_str()])
-                .inc();
-        }
-        self.metrics
-            .flush_seconds
-            .observe(started.elapsed().as_secs_f64());
-        Some(buffer.last_offset + 1)
-    }
-
-    async fn write_log(
-        &self,
-        partition: i32,
-        buffer: &PartitionBuffer,
-        stop: &CancellationToken,
-    ) -> Option<()> {
-        let source = SourceRange {
-            topic: self.topic.clone(),
-            partition,
-            first_offset: buffer.first_offset,
-            last_offset: buffer.last_offset,
-        };
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        loop {
-            let attempt = tokio::select! {
-                written = self.writer.write(&source, &buffer.records) => written,
-                _ = stop.cancelled() => return None,
-            };
-            match attempt {
-                Ok(stats) => {
-                    self.metrics.objects_written.inc_by(stats.objects);
-                    self.metrics.bytes_written.inc_by(stats.bytes);
-                    for (kind, count) in stats.appended {
-                        self.metrics
-                            .appended
-                            .with_label_values(&[kind])
-                            .inc_by(count);
-                    }
-                    return Some(());
-                }
-                Err(error) => {
-                    self.metrics.write_retries.inc();
-                    self.report(
-                        partition,
-                        Some(format!("writing to the compliance log: {error}")),
-                    );
-                    tracing::warn!(
-                        partition, first_offset = source.first_offset,
-                        last_offset = source.last_offset, %error,
-                        "failed to write to the compliance log; retrying"
-                    );
-                    backoff.wait(stop).await.ok()?;
-                }
-            }
-        }
-    }
-
-    /// Finishes a partition being given up (revoke, shutdown): awaits its running flush, then
-    /// flushes what is buffered, until `deadline`. Returns the offset to store, if any.
-    async fn drain(
-        &self,
-        partition: i32,
-        inflight: Option<InFlight>,
-        buffer: Option<PartitionBuffer>,
-        deadline: &CancellationToken,
-    ) -> Option<i64> {
-        let mut durable = None;
-        if let Some(InFlight { stop, mut task }) = inflight {
-            let done = tokio::select! {
-                done = &mut task => done,
-                _ = deadline.cancelled() => {
-                    stop.cancel();
-                    task.await
-                }
-            };
-            match done {
-                Ok(Some(next)) => durable = Some(next),
-                // Not durable: nothing after it may be stored either.
-                Ok(None) | Err(_) => {
-                    if let Some(buffer) = buffer {
-                        self.metrics
-                            .buffered_events
-                            .sub(buffer.records.len() as i64);
-                    }
-                    return None;
-                }
-            }
-        }
-        if let Some(buffer) = buffer
-            && let Some(next) = self.flush(partition, buffer, deadline).await
-        {
-            durable = Some(next);
-        }
-        durable
-    }
-
-    /// Drains several partitions concurrently; returns the offsets to store.
-    async fn drain_all(
-        &self,
-        mut inflight: BTreeMap<i32, InFlight>,
-        mut buffers: BTreeMap<i32, PartitionBuffer>,
-        deadline: &CancellationToken,
-    ) -> Vec<(i32, i64)> {
-        let partitions: HashSet<i32> = inflight.keys().chain(buffers.keys()).copied().collect();
-        let drains = partitions.into_iter().map(|partition| {
-            let flight = inflight.remove(&partition);
-            let buffer = buffers.remove(&partition);
-            async move {
-                self.drain(partition, flight, buffer, deadline)
-                    .await
-                    .map(|next| (partition, next))
-            }
-        });
-        join_all(drains).await.into_iter().flatten().collect()
     }
 }
 
@@ -316,38 +129,17 @@ impl ConsumerContext for IngestContext {
             .iter()
             .map(|e| e.partition())
             .collect();
-        let (inflight, buffers) = {
-            let mut assigned = lock(&self.shared.assigned);
-            let mut buffers = lock(&self.shared.buffers);
-            let mut inflight = lock(&self.shared.inflight);
-            let mut taken_flights = BTreeMap::new();
-            let mut taken_buffers = BTreeMap::new();
-            for p in &partitions {
-                assigned.remove(p);
-                if let Some(f) = inflight.remove(p) {
-                    taken_flights.insert(*p, f);
-                }
-                if let Some(b) = buffers.remove(p) {
-                    taken_buffers.insert(*p, b);
-                }
-            }
-            (taken_flights, taken_buffers)
-        };
+        let mut draining = take_partitions(&self.shared, &partitions);
         let abandoned = self.shared.abandoned.load(Ordering::Acquire);
         if consumer.assignment_lost() || abandoned {
             // Lost: the group moved on. Abandoned: nobody can drive a drain any more. Either
             // way, what is not committed is replayed by the next owner.
-            for flight in inflight.values() {
-                flight.stop.cancel();
-                flight.task.abort();
-            }
-            let dropped: usize = buffers.values().map(|b| b.records.len()).sum();
-            self.flusher.metrics.buffered_events.sub(dropped as i64);
+            let dropped = give_up(&mut draining, &self.flusher.metrics);
             let mut retrying = lock(&self.flusher.retrying);
             for p in &partitions {
                 retrying.remove(p);
             }
-            if abandoned && inflight.is_empty() && buffers.is_empty() {
+            if abandoned && draining.values().all(|d| d.is_idle()) {
                 return; // the normal close, after the drain
             }
             tracing::warn!(
@@ -359,7 +151,7 @@ impl ConsumerContext for IngestContext {
             );
             return;
         }
-        if inflight.is_empty() && buffers.is_empty() {
+        if draining.values().all(|d| d.is_idle()) {
             return;
         }
         let flusher = self.flusher.clone();
@@ -369,7 +161,7 @@ impl ConsumerContext for IngestContext {
         let stored = tokio::task::block_in_place(|| {
             self.runtime.block_on(async {
                 let (deadline, guard) = deadline_in(drain_deadline);
-                let stored = flusher.drain_all(inflight, buffers, &deadline).await;
+                let stored = flusher.drain_all(draining, &deadline).await;
                 guard.abort();
                 stored
             })
@@ -400,8 +192,19 @@ impl ConsumerContext for IngestContext {
                 .collect();
             {
                 let mut state = lock(&self.shared.assigned);
+                let mut opening = lock(&self.shared.opening);
                 for p in &partitions {
                     state.entry(*p).or_default();
+                    // Its log is opened (the epoch decided) before anything is flushed.
+                    let stop = CancellationToken::new();
+                    let task = self.runtime.spawn({
+                        let (flusher, stop, partition) = (self.flusher.clone(), stop.clone(), *p);
+                        async move { flusher.open(partition, &stop).await }
+                    });
+                    if let Some(stale) = opening.insert(*p, Opening { stop, task }) {
+                        stale.stop.cancel();
+                        stale.task.abort();
+                    }
                 }
             }
             // librdkafka keeps an application's pause across a revoke and a new assignment of
@@ -418,6 +221,48 @@ impl ConsumerContext for IngestContext {
             tracing::info!(?partitions, "partitions assigned");
         }
     }
+}
+
+/// Takes everything in progress for `partitions` out of the shared state: they are no longer
+/// assigned, and their writers must never write again once drained.
+fn take_partitions(shared: &Shared, partitions: &[i32]) -> BTreeMap<i32, Draining> {
+    let mut assigned = lock(&shared.assigned);
+    let mut buffers = lock(&shared.buffers);
+    let mut inflight = lock(&shared.inflight);
+    let mut opening = lock(&shared.opening);
+    partitions
+        .iter()
+        .map(|p| {
+            let draining = Draining {
+                opening: opening.remove(p),
+                inflight: inflight.remove(p),
+                log: assigned.remove(p).and_then(|a| a.log),
+                buffer: buffers.remove(p),
+            };
+            (*p, draining)
+        })
+        .collect()
+}
+
+/// Gives up partitions without a drain: cancels their tasks and drops their buffers. Returns
+/// how many buffered events were dropped.
+fn give_up(draining: &mut BTreeMap<i32, Draining>, metrics: &Metrics) -> usize {
+    let mut dropped = 0;
+    for part in draining.values_mut() {
+        if let Some(flight) = &part.inflight {
+            flight.stop.cancel();
+            flight.task.abort();
+        }
+        if let Some(opening) = &part.opening {
+            opening.stop.cancel();
+            opening.task.abort();
+        }
+        if let Some(buffer) = part.buffer.take() {
+            dropped += buffer.records.len();
+        }
+    }
+    metrics.buffered_events.sub(dropped as i64);
+    dropped
 }
 
 fn store_offsets<C: Consumer<X>, X: ConsumerContext>(
@@ -446,28 +291,35 @@ fn store_offsets<C: Consumer<X>, X: ConsumerContext>(
 /// The services a consumer loop needs, built by the caller.
 #[derive(Debug)]
 pub struct Parts {
-    pub writer: V1Writer,
+    pub writer: LogWriter,
+    pub lineage: KafkaLineage,
     pub dead_letters: DeadLetters,
     pub metrics: Metrics,
     pub health: Health,
+    /// The lag reader's time-watermark probes.
+    pub probes: Probes,
 }
 
 /// Consumes until `shutdown` fires, then drains and commits within the drain deadline.
 pub async fn run(config: &Config, parts: Parts, shutdown: CancellationToken) -> anyhow::Result<()> {
     let Parts {
         writer,
+        lineage,
         dead_letters,
         metrics,
         health,
+        probes,
     } = parts;
     let shared = Arc::new(Shared::default());
     let retrying: Retrying = Arc::default();
     let flusher = Flusher {
         writer,
+        lineage,
         dead_letters,
         topic: config.events_topic.clone(),
         metrics: metrics.clone(),
         retrying: Arc::clone(&retrying),
+        probes,
     };
     let context = IngestContext {
         shared: Arc::clone(&shared),
@@ -513,7 +365,9 @@ pub async fn run(config: &Config, parts: Parts, shutdown: CancellationToken) -> 
         if let Err(error) = collect_finished(&consumer, &shared, &config.events_topic).await {
             break Err(error);
         }
+        collect_opened(&consumer, &shared, &config.events_topic, &metrics).await;
         start_due_flushes(config, &shared, &flusher);
+        start_advances(&shared, &flusher);
         apply_backpressure(&consumer, &shared, config);
         stalled_before = report_stalls(&retrying, config, &metrics, &health, &stalled_before);
     };
@@ -521,19 +375,22 @@ pub async fn run(config: &Config, parts: Parts, shutdown: CancellationToken) -> 
     // Shutdown: finish running flushes and drain what is buffered within the deadline, commit,
     // leave the group. After a failed flush task nothing more is stored: a newer range of its
     // partition would commit past the one that was never written.
-    let inflight = std::mem::take(&mut *lock(&shared.inflight));
-    let buffers = std::mem::take(&mut *lock(&shared.buffers));
-    let pending = inflight.len().max(buffers.len());
+    let partitions: Vec<i32> = {
+        let mut all: HashSet<i32> = lock(&shared.assigned).keys().copied().collect();
+        all.extend(lock(&shared.buffers).keys());
+        all.extend(lock(&shared.inflight).keys());
+        all.extend(lock(&shared.opening).keys());
+        all.into_iter().collect()
+    };
+    let mut draining = take_partitions(&shared, &partitions);
+    let pending = draining.values().filter(|d| !d.is_idle()).count();
     let stored = if outcome.is_ok() {
         let (deadline, guard) = deadline_in(config.drain_deadline());
-        let stored = flusher.drain_all(inflight, buffers, &deadline).await;
+        let stored = flusher.drain_all(draining, &deadline).await;
         guard.abort();
         stored
     } else {
-        for flight in inflight.values() {
-            flight.stop.cancel();
-            flight.task.abort();
-        }
+        give_up(&mut draining, &metrics);
         Vec::new()
     };
     store_offsets(&consumer, &config.events_topic, &stored);
@@ -580,8 +437,8 @@ async fn collect_finished<C: Consumer<X>, X: ConsumerContext>(
     };
     for (partition, flight) in finished {
         match flight.task.await {
-            Ok(Some(next)) => store_offsets(consumer, topic, &[(partition, next)]),
-            Ok(None) => {}
+            Ok(Done::Store(next)) => store_offsets(consumer, topic, &[(partition, next)]),
+            Ok(Done::Nothing | Done::Stopped) => {}
             Err(error) => {
                 anyhow::bail!(
                     "the flush task of partition {partition} failed ({error}); stopping so that \
@@ -593,21 +450,146 @@ async fn collect_finished<C: Consumer<X>, X: ConsumerContext>(
     Ok(())
 }
 
-/// Hands each due buffer whose partition has no flush running to a flush task of its own.
+/// Takes the partition logs that finished opening. A new epoch drops what was buffered and
+/// seeks the partition to the epoch's start; until that seek is done, messages are dropped.
+/// Also retries seeks that librdkafka refused (a partition not fetching yet).
+async fn collect_opened<C: Consumer<X>, X: ConsumerContext>(
+    consumer: &C,
+    shared: &Shared,
+    topic: &str,
+    metrics: &Metrics,
+) {
+    let finished: Vec<(i32, Opening)> = {
+        let mut opening = lock(&shared.opening);
+        let done: Vec<i32> = opening
+            .iter()
+            .filter(|(_, o)| o.task.is_finished())
+            .map(|(p, _)| *p)
+            .collect();
+        done.into_iter()
+            .filter_map(|p| opening.remove(&p).map(|o| (p, o)))
+            .collect()
+    };
+    for (partition, opening) in finished {
+        let log = match opening.task.await {
+            Ok(Some(log)) => log,
+            // Stopped (revoked meanwhile) or failed: a panic leaves the partition unopened, so
+            // nothing is flushed and nothing stored; a restart or the next owner opens it.
+            Ok(None) => continue,
+            Err(error) => {
+                tracing::error!(partition, %error, "opening the partition's log failed; it stays unflushed");
+                continue;
+            }
+        };
+        let resume_from = log.resume_from();
+        let mut assigned = lock(&shared.assigned);
+        let Some(state) = assigned.get_mut(&partition) else {
+            continue; // revoked meanwhile
+        };
+        state.log = Some(Arc::new(tokio::sync::Mutex::new(log)));
+        if let Some(start) = resume_from {
+            let mut buffers = lock(&shared.buffers);
+            // Already consuming from the epoch's start (a first epoch, usually): keep it.
+            if buffers
+                .get(&partition)
+                .is_some_and(|b| b.first_offset == start)
+            {
+                continue;
+            }
+            if let Some(buffer) = buffers.remove(&partition) {
+                metrics.buffered_events.sub(buffer.records.len() as i64);
+            }
+            state.seek_to = Some(start);
+            state.next = None;
+        }
+    }
+    let mut assigned = lock(&shared.assigned);
+    for (partition, state) in assigned.iter_mut() {
+        let Some(start) = state.seek_to else {
+            continue;
+        };
+        // librdkafka purges what it prefetched for the partition, so the next message is at
+        // `start`. It refuses a seek before the partition fetches: retried at the next pass.
+        match consumer.seek(
+            topic,
+            *partition,
+            Offset::Offset(start),
+            Duration::from_secs(1),
+        ) {
+            Ok(()) => {
+                tracing::info!(
+                    partition,
+                    offset = start,
+                    "consuming the new log epoch from its start"
+                );
+                state.seek_to = None;
+                state.next = None;
+            }
+            Err(error) => {
+                tracing::debug!(partition, %error, "seek to the new epoch's start not possible yet")
+            }
+        }
+    }
+}
+
+/// Moves the time watermark of each idle assigned partition (open, nothing buffered, nothing
+/// running) when the lag reader has probed it again.
+fn start_advances(shared: &Shared, flusher: &Flusher) {
+    let buffers = lock(&shared.buffers);
+    let mut inflight = lock(&shared.inflight);
+    let mut assigned = lock(&shared.assigned);
+    for (partition, state) in assigned.iter_mut() {
+        if buffers.contains_key(partition) || inflight.contains_key(partition) {
+            continue;
+        }
+        let Some(log) = state.writable().cloned() else {
+            continue;
+        };
+        let Some(probe) = flusher.probe(*partition) else {
+            continue;
+        };
+        if state.last_probe.is_some_and(|at| at >= probe.at) {
+            continue;
+        }
+        state.last_probe = Some(probe.at);
+        let partition = *partition;
+        let task = tokio::spawn({
+            let flusher = flusher.clone();
+            async move { flusher.advance(partition, &log, probe).await }
+        });
+        inflight.insert(
+            partition,
+            InFlight {
+                stop: CancellationToken::new(),
+                task,
+            },
+        );
+    }
+}
+
+/// Hands each due buffer whose partition is open and has no flush running to a flush task of
+/// its own.
 fn start_due_flushes(config: &Config, shared: &Shared, flusher: &Flusher) {
     let mut buffers = lock(&shared.buffers);
     let mut inflight = lock(&shared.inflight);
+    let assigned = lock(&shared.assigned);
+    let logs: BTreeMap<i32, SharedLog> = assigned
+        .iter()
+        .filter_map(|(p, a)| a.writable().map(|log| (*p, Arc::clone(log))))
+        .collect();
+    drop(assigned);
     // Buffers waiting behind a running flush do not count: one stuck partition must not make
     // every other one flush tiny objects at every pass.
     let total: usize = buffers
         .iter()
-        .filter(|(p, _)| !inflight.contains_key(p))
+        .filter(|(p, _)| !inflight.contains_key(p) && logs.contains_key(p))
         .map(|(_, b)| b.bytes)
         .sum();
     let due: Vec<i32> = buffers
         .iter()
         .filter(|(p, b)| {
             !inflight.contains_key(p)
+                && logs.contains_key(p)
                 && (total >= config.flush_max_bytes
                     || b.bytes >= config.flush_max_bytes
                     || b.since.elapsed() >= config.flush_interval())
@@ -615,21 +597,20 @@ fn start_due_flushes(config: &Config, shared: &Shared, flusher: &Flusher) {
         .map(|(p, _)| *p)
         .collect();
     for partition in due {
-        let Some(buffer) = buffers.remove(&partition) else {
+        let (Some(buffer), Some(log)) = (buffers.remove(&partition), logs.get(&partition)) else {
             continue;
         };
         let stop = CancellationToken::new();
         let task = tokio::spawn({
-            let flusher = flusher.clone();
-            let stop = stop.clone();
-            async move { flusher.flush(partition, buffer, &stop).await }
+            let (flusher, stop, log) = (flusher.clone(), stop.clone(), Arc::clone(log));
+            async move { flusher.flush(partition, &log, buffer, &stop).await }
         });
         inflight.insert(partition, InFlight { stop, task });
     }
 }
 
 /// Pauses a partition that has a full buffer waiting behind a running flush (its store or dead
-/// letters are failing), and resumes it once the flush is through. Polling goes on meanwhile,
+/// letters are failing) or an unopened log, and resumes it once the flush is through. Polling goes on meanwhile,
 /// so the other partitions keep flowing and the consumer keeps its place in the group.
 fn apply_backpressure<C: Consumer<X>, X: ConsumerContext>(
     consumer: &C,
@@ -640,7 +621,7 @@ fn apply_backpressure<C: Consumer<X>, X: ConsumerContext>(
     let inflight = lock(&shared.inflight);
     let mut assigned = lock(&shared.assigned);
     for (partition, state) in assigned.iter_mut() {
-        let full = inflight.contains_key(partition)
+        let full = (inflight.contains_key(partition) || state.writable().is_none())
             && buffers
                 .get(partition)
                 .is_some_and(|b| b.bytes >= config.flush_max_bytes);
@@ -721,7 +702,6 @@ fn accept(
     limits: &event_model::Limits,
     metrics: &Metrics,
 ) {
-    metrics.consumed.inc();
     let partition = message.partition();
     let offset = message.offset();
     {
@@ -730,12 +710,17 @@ fn accept(
             // A message fetched before its partition was revoked: the new owner consumes it.
             return;
         };
+        if state.seek_to.is_some() {
+            // Consumed again from the new epoch's start once the seek is done.
+            return;
+        }
         if state.next.is_some_and(|next| offset < next) {
             // Fetched again after a pause: already buffered.
             return;
         }
         state.next = Some(offset + 1);
     }
+    metrics.consumed.inc();
     let payload = message.payload().unwrap_or_default();
     let (record, letter) = match event_model::parse_event(payload, limits, Utc::now()) {
         Ok((event, raw)) => (Some(PendingRecord { offset, event, raw }), None),
@@ -755,9 +740,13 @@ fn accept(
         dead_letters: Vec::new(),
         bytes: 0,
         since: Instant::now(),
+        last_payload: Vec::new(),
     });
     buffer.last_offset = offset;
     buffer.bytes += payload.len();
+    // Only the last message's payload is fingerprinted (into the watermark pointer).
+    buffer.last_payload.clear();
+    buffer.last_payload.extend_from_slice(payload);
     if let Some(record) = record {
         buffer.records.push(record);
         metrics.buffered_events.inc();

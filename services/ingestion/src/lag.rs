@@ -3,9 +3,17 @@
 //! own. Unlike librdkafka's statistics it does not depend on this consumer polling or owning the
 //! partition, so a stuck partition shows its true, growing lag (never a stale 0). Every replica
 //! reports the whole topic: aggregate with `max` across replicas.
+//!
+//! The same reads are the log's time-watermark probes ([`Probes`]): the instant taken before
+//! asking for a partition's high watermark, and the answer. Once a partition's log is durable up
+//! to that high watermark, everything published before the instant is in the log.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::Utc;
+use compliance_log::Probe;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use telemetry::CancellationToken;
@@ -22,6 +30,8 @@ pub struct PartitionLag {
     pub partition: i32,
     /// The offset the next produced message gets.
     pub high_watermark: i64,
+    /// When the high watermark was asked for (taken before the request).
+    pub probe: Probe,
     /// The group's committed offset (the next to consume), if it has one.
     pub committed: Option<i64>,
     pub lag: i64,
@@ -82,6 +92,7 @@ impl LagReader {
         let committed = self.consumer.committed_offsets(list, TIMEOUT)?;
         let mut lags = Vec::with_capacity(partitions.len());
         for partition in partitions {
+            let at = Utc::now();
             let (low, high) = self
                 .consumer
                 .fetch_watermarks(&self.topic, partition, TIMEOUT)?;
@@ -94,6 +105,10 @@ impl LagReader {
             lags.push(PartitionLag {
                 partition,
                 high_watermark: high,
+                probe: Probe {
+                    at,
+                    high_watermark: high,
+                },
                 committed,
                 lag: lag_of(low, high, committed),
             });
@@ -102,10 +117,15 @@ impl LagReader {
     }
 }
 
-/// Publishes `cce_ingest_consumer_lag` every few seconds until `stop` fires.
+/// The latest probe of each partition of the events topic, shared with the consumer.
+pub type Probes = Arc<Mutex<BTreeMap<i32, Probe>>>;
+
+/// Publishes `cce_ingest_consumer_lag` and the partitions' [`Probes`] every few seconds until
+/// `stop` fires.
 pub fn spawn_monitor(
     reader: LagReader,
     metrics: Metrics,
+    probes: Probes,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     let reader = std::sync::Arc::new(reader);
@@ -119,6 +139,12 @@ pub fn spawn_monitor(
             match read {
                 Ok(Ok(lags)) => {
                     failing = false;
+                    {
+                        let mut probes = probes.lock().unwrap_or_else(|p| p.into_inner());
+                        for lag in &lags {
+                            probes.insert(lag.partition, lag.probe);
+                        }
+                    }
                     for lag in lags {
                         metrics
                             .consumer_lag

@@ -2,12 +2,16 @@
 //!
 //! [`run`] (or [`start`], for tests that need the bound addresses) wires the pieces: the
 //! consumer loop ([`consumer`]), the dead-letter producer ([`dead_letter`]), the log writer
-//! (`compliance-log`), metrics and the ops endpoint.
+//! (`compliance-log`), the lag reader and its time-watermark probes ([`lag`]), the compaction
+//! loop ([`compaction`]), metrics and the ops endpoint.
 
+pub mod compaction;
 mod config;
 pub mod consumer;
 pub mod dead_letter;
+mod flusher;
 pub mod lag;
+pub mod lineage;
 mod metrics;
 mod retry;
 
@@ -15,11 +19,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use compliance_log::V1Writer;
+use compliance_log::LogWriter;
 use dead_letter::DeadLetters;
 use telemetry::{CancellationToken, Health, OpsServer};
 
-pub use config::Config;
+pub use config::{Config, Switch};
 pub use metrics::Metrics;
 
 /// A started ingestion service.
@@ -63,17 +67,34 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     )
     .context("creating the lag reader")?;
     let lag_stop = CancellationToken::new();
-    let lag_task = lag::spawn_monitor(lag, metrics.clone(), lag_stop.clone());
+    let probes = lag::Probes::default();
+    let lag_task = lag::spawn_monitor(lag, metrics.clone(), probes.clone(), lag_stop.clone());
+    let lineage = lineage::KafkaLineage::new(&config.kafka_brokers, &config.events_topic)
+        .context("creating the lineage reader")?;
+    // Compaction runs beside the consumer and stops with it; a pass cut short is redone.
+    let compaction_task = compaction::compactor(Arc::clone(&store), &config).map(|compactor| {
+        compaction::spawn_loop(
+            compactor,
+            config.compaction_interval(),
+            metrics.clone(),
+            lag_stop.clone(),
+        )
+    });
     let parts = consumer::Parts {
-        writer: V1Writer::new(store),
+        writer: LogWriter::new(store),
+        lineage,
         dead_letters,
         metrics,
         health: health.clone(),
+        probes,
     };
     let task = tokio::spawn(async move {
         let result = consumer::run(&config, parts, shutdown).await;
         lag_stop.cancel();
         let _ = lag_task.await;
+        if let Some(task) = compaction_task {
+            let _ = task.await;
+        }
         health.set_ready(false);
         ops_shutdown.cancel();
         ops.task.await.context("joining the ops endpoint")?;

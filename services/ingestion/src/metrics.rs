@@ -20,7 +20,16 @@ pub struct Metrics {
     pub partition_stalled: IntGaugeVec,
     pub stalled_partitions: IntGauge,
     pub lag_checks_failed: IntCounter,
+    /// Log objects written (v2), by kind: `segment`, `watermark`, `epoch`.
+    pub log_objects: IntCounterVec,
+    /// Object-store PUTs per partition flush (segment and watermark pointer).
+    pub puts_per_flush: Histogram,
+    /// Compaction passes by outcome.
+    pub compaction_passes: IntCounterVec,
 }
+
+/// The kinds of log objects ingestion writes, as `cce_log_objects_written_total` labels them.
+pub const LOG_OBJECT_KINDS: [&str; 3] = ["segment", "watermark", "epoch"];
 
 impl Metrics {
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
@@ -95,6 +104,27 @@ impl Metrics {
                 "cce_ingest_lag_checks_failed_total",
                 "Reads of the broker's watermarks and the group's committed offsets that failed",
             )?,
+            log_objects: IntCounterVec::new(
+                Opts::new(
+                    "cce_log_objects_written_total",
+                    "Log objects (format v2) written by kind: segment (one per partition flush), watermark (the partition's pointer), epoch (a marker)",
+                ),
+                &["kind"],
+            )?,
+            puts_per_flush: Histogram::with_opts(
+                HistogramOpts::new(
+                    "cce_log_puts_per_flush",
+                    "Object-store PUTs of one partition flush (segment and watermark pointer)",
+                )
+                .buckets(vec![0.0, 1.0, 2.0, 3.0, 4.0, 8.0, 16.0]),
+            )?,
+            compaction_passes: IntCounterVec::new(
+                Opts::new(
+                    "cce_log_compaction_passes_total",
+                    "Compaction passes by outcome: compacted (a pass record written), idle (nothing to compact), failed",
+                ),
+                &["outcome"],
+            )?,
         };
         registry.register(Box::new(metrics.consumed.clone()))?;
         registry.register(Box::new(metrics.appended.clone()))?;
@@ -109,6 +139,15 @@ impl Metrics {
         registry.register(Box::new(metrics.partition_stalled.clone()))?;
         registry.register(Box::new(metrics.stalled_partitions.clone()))?;
         registry.register(Box::new(metrics.lag_checks_failed.clone()))?;
+        registry.register(Box::new(metrics.log_objects.clone()))?;
+        registry.register(Box::new(metrics.puts_per_flush.clone()))?;
+        registry.register(Box::new(metrics.compaction_passes.clone()))?;
+        for kind in LOG_OBJECT_KINDS {
+            metrics.log_objects.with_label_values(&[kind]);
+        }
+        for outcome in ["compacted", "idle", "failed"] {
+            metrics.compaction_passes.with_label_values(&[outcome]);
+        }
         // Every reason shows from the start, at zero, so alerts need no "absent" special case.
         for reason in RejectReason::ALL {
             metrics.dead_lettered.with_label_values(&[reason.as_str()]);
