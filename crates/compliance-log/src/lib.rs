@@ -9,12 +9,14 @@
 //! - [`reader`]: a company's events in a time range, deduplicated and ordered, one hour at a
 //!   time; and its metadata events (people, conversations, membership).
 
+pub mod compact;
 pub mod format;
 pub mod lineage;
 pub mod reader;
 pub mod v2;
 pub mod writer;
 
+pub use compact::{CompactionConfig, Compactor, PassSummary};
 pub use format::{LogRecord, SourceRange, Stream};
 pub use reader::{EventCursor, LogReader};
 pub use v2::pointer::{LogPosition, PartitionPosition, Watermark};

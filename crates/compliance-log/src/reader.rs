@@ -1,7 +1,7 @@
 //! Reads a company's log: events in a range, one UTC hour at a time, deduplicated by `event_id`
 //! and ordered by (time, `event_id`); and its metadata.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -9,8 +9,11 @@ use event_model::directory::Directory;
 use futures::{StreamExt, TryFutureExt, TryStreamExt};
 use storage::{ObjectStore, list_all};
 
-use crate::Result;
 use crate::format::{self, LogRecord, floor_hour, hour_of_events_key};
+use crate::v2::isolation;
+use crate::{LogError, Result};
+
+mod v2;
 use crate::v2::pointer::LogPosition;
 
 /// Reads company logs. Cheap to clone; safe to share.
@@ -65,36 +68,87 @@ impl LogReader {
     }
 
     /// The company's metadata events (people, conversations, membership) with
-    /// `occurred_at <= until`, deduplicated and ordered.
+    /// `occurred_at <= until`, deduplicated and ordered: the whole history (for tools; an
+    /// export uses [`metadata`](Self::metadata), which starts from a snapshot).
     pub async fn meta_events(
         &self,
         company_id: &str,
         until: DateTime<Utc>,
     ) -> Result<Vec<LogRecord>> {
-        let keys: Vec<String> = list_all(self.store.as_ref(), &format::meta_prefix(company_id))
-            .await?
-            .into_iter()
-            .map(|o| o.key)
-            .collect();
-        let records = self.fetch(keys).await?;
+        let mut records = self.v1_meta_events(company_id).await?;
+        let snapshots = v2::Snapshot::open_all(self.store.as_ref(), self.position.as_ref()).await?;
+        let (_, changes) = v2::metadata_all(
+            &snapshots,
+            self.store.as_ref(),
+            company_id,
+            until,
+            self.position.as_ref(),
+            false,
+            self.concurrency,
+        )
+        .await?;
+        records.extend(changes);
         Ok(settle(records, |r| {
-            r.event.occurred_at.with_timezone(&Utc) <= until
+            self.admits(r) && r.event.occurred_at.with_timezone(&Utc) <= until
         }))
     }
 
-    /// The company's people and conversations as they stood at `as_of` (inclusive).
+    /// The company's people and conversations as they stood at `as_of` (inclusive). Reads the
+    /// latest usable directory snapshot before `as_of`'s day and the changes after it, never
+    /// the whole history (unless the company also has a format-1 log, whose metadata has no
+    /// snapshots).
     pub async fn metadata(&self, company_id: &str, as_of: DateTime<Utc>) -> Result<Directory> {
-        let mut directory = Directory::default();
-        for record in self.meta_events(company_id, as_of).await? {
+        let v1 = self.v1_meta_events(company_id).await?;
+        let snapshots = v2::Snapshot::open_all(self.store.as_ref(), self.position.as_ref()).await?;
+        let (base, mut changes) = v2::metadata_all(
+            &snapshots,
+            self.store.as_ref(),
+            company_id,
+            as_of,
+            self.position.as_ref(),
+            v1.is_empty(),
+            self.concurrency,
+        )
+        .await?;
+        let mut directory = base.unwrap_or_default();
+        changes.extend(v1);
+        for record in settle(changes, |r| {
+            self.admits(r) && r.event.occurred_at.with_timezone(&Utc) <= as_of
+        }) {
             directory.apply(&record.event);
         }
         Ok(directory)
     }
 
+    /// Whether the reader's position (if any) holds the record.
+    fn admits(&self, record: &LogRecord) -> bool {
+        self.position.as_ref().is_none_or(|p| p.admits(record))
+    }
+
+    /// Every format-1 metadata event of the company (none when it has no format-1 log).
+    async fn v1_meta_events(&self, company_id: &str) -> Result<Vec<LogRecord>> {
+        let keys: Vec<String> = list_all(self.store.as_ref(), &format::meta_prefix(company_id))
+            .await?
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        self.fetch(company_id, keys).await
+    }
+
+    /// Whether the company has any format-1 object (one LIST of one key).
+    async fn has_v1(&self, company_id: &str) -> Result<bool> {
+        Ok(!self
+            .store
+            .list_page(&format::company_prefix(company_id), None, 1)
+            .await?
+            .objects
+            .is_empty())
+    }
+
     /// Fetches and decodes objects, `concurrency` at a time, in the order of `keys`.
-    async fn fetch(&self, keys: Vec<String>) -> Result<Vec<LogRecord>> {
+    async fn fetch(&self, company_id: &str, keys: Vec<String>) -> Result<Vec<LogRecord>> {
         let objects: Vec<Vec<LogRecord>> = futures::stream::iter(keys)
-            .map(|key| read_object(Arc::clone(&self.store), key))
+            .map(|key| read_object(Arc::clone(&self.store), key, company_id.to_owned()))
             .buffered(self.concurrency)
             .try_collect()
             .await?;
@@ -102,20 +156,25 @@ impl LogReader {
     }
 }
 
-/// One log object, fetched and decoded.
-async fn read_object(store: Arc<dyn ObjectStore>, key: String) -> Result<Vec<LogRecord>> {
+/// One format-1 object of `company_id`, fetched, decoded and admitted.
+async fn read_object(
+    store: Arc<dyn ObjectStore>,
+    key: String,
+    company_id: String,
+) -> Result<Vec<LogRecord>> {
     let bytes = store.get(&key).await?;
-    let (_, records) = format::decode(&key, &bytes)?;
-    Ok(records)
+    let (header, records) = format::decode(&key, &bytes)?;
+    isolation::admit(&key, &company_id, &header.company_id, records)
 }
 
 /// Keeps the records `keep` accepts, collapses duplicates of one `event_id` (keeping the copy
-/// earliest in the source, so the choice is deterministic) and sorts by (time, `event_id`).
+/// with the smallest (epoch, partition, offset), so the choice is deterministic) and sorts by
+/// (time, `event_id`).
 fn settle(records: Vec<LogRecord>, keep: impl Fn(&LogRecord) -> bool) -> Vec<LogRecord> {
     let mut by_id: HashMap<String, LogRecord> = HashMap::new();
     for record in records.into_iter().filter(|r| keep(r)) {
         match by_id.get(&record.event.event_id) {
-            Some(seen) if (seen.partition, seen.offset) <= (record.partition, record.offset) => {}
+            Some(seen) if seen.source_position() <= record.source_position() => {}
             _ => {
                 by_id.insert(record.event.event_id.clone(), record);
             }
@@ -235,14 +294,142 @@ struct DayLoader {
     last_day: NaiveDate,
 }
 
-/// Lists the range's days in order and fetches their objects through one window of
+/// Reads a range's days from both formats and sends them in order, each day's records inside
+/// the reader's position, deduplicated and ordered, by hour. Format 1 runs its own pipeline
+/// (below) when the company has a format-1 log (one LIST tells); format 2 reads the headers of
+/// the segments not compacted yet once, then day by day the compacted parts (a few days in
+/// flight) and the segment slices that may hold the day, so memory stays about a day.
+async fn prefetch(loader: DayLoader, tx: &tokio::sync::mpsc::Sender<Result<Day>>) -> Result<()> {
+    let reader = loader.reader.clone();
+    let store = Arc::clone(&reader.store);
+    let (company_id, from, to) = (loader.company_id.clone(), loader.from, loader.to);
+    let (first_day, last_day) = (loader.next_day, loader.last_day);
+
+    let (v1_tx, mut v1_rx) = tokio::sync::mpsc::channel(DAYS_AHEAD);
+    let _v1_task = if reader.has_v1(&company_id).await? {
+        Some(AbortOnDrop(tokio::spawn(async move {
+            if let Err(error) = prefetch_v1(loader, &v1_tx).await {
+                let _ = v1_tx.send(Err(error)).await;
+            }
+        })))
+    } else {
+        drop(v1_tx);
+        None
+    };
+
+    let snapshots = v2::Snapshot::open_all(store.as_ref(), reader.position.as_ref()).await?;
+    let mut slices = Vec::new();
+    // Per day, the part keys of each topic (by index in `snapshots`).
+    let mut part_days: BTreeMap<NaiveDate, Vec<(usize, Vec<String>)>> = BTreeMap::new();
+    for (index, snapshot) in snapshots.iter().enumerate() {
+        slices.extend(
+            snapshot
+                .slices(
+                    store.as_ref(),
+                    &company_id,
+                    from,
+                    to,
+                    v2::Kind::Content,
+                    reader.concurrency,
+                )
+                .await?,
+        );
+        for (day, keys) in snapshot
+            .part_keys(store.as_ref(), &company_id, first_day, last_day)
+            .await?
+        {
+            part_days.entry(day).or_default().push((index, keys));
+        }
+    }
+    let mut segments = v2::SegmentDays::new(&company_id, v2::Kind::Content, from, to, slices);
+    let snapshots = Arc::new(snapshots);
+    let mut days = segments.days(first_day, last_day);
+    days.extend(part_days.keys().copied());
+    // The compacted parts of a few days in flight; the segments' records are taken day by day
+    // as each comes up.
+    let v2_days = futures::stream::iter(days)
+        .map(|day| {
+            let keys = part_days.remove(&day).unwrap_or_default();
+            let (store, company_id, snapshots) = (
+                Arc::clone(&store),
+                company_id.clone(),
+                Arc::clone(&snapshots),
+            );
+            async move {
+                let mut records = Vec::new();
+                for (index, keys) in keys {
+                    records.extend(
+                        snapshots[index]
+                            .day_content(store.as_ref(), &company_id, &keys)
+                            .await?,
+                    );
+                }
+                Ok::<_, LogError>((day, records))
+            }
+        })
+        .buffered(V2_DAYS_IN_FLIGHT);
+    let mut v2_days = std::pin::pin!(v2_days);
+    let mut v1_next: Option<Day> = next_v1(&mut v1_rx).await?;
+    let mut v2_next: Option<(NaiveDate, Vec<LogRecord>)> = v2_days.try_next().await?;
+    loop {
+        let day = match (&v1_next, &v2_next) {
+            (None, None) => return Ok(()),
+            (Some((a, _)), Some((b, _))) => *a.min(b),
+            (Some((a, _)), None) => *a,
+            (None, Some((b, _))) => *b,
+        };
+        let mut records = Vec::new();
+        if v1_next.as_ref().is_some_and(|(d, _)| *d == day)
+            && let Some((_, hours)) = v1_next.take()
+        {
+            records.extend(hours.into_iter().flat_map(|(_, r)| r));
+            v1_next = next_v1(&mut v1_rx).await?;
+        }
+        if v2_next.as_ref().is_some_and(|(d, _)| *d == day)
+            && let Some((_, more)) = v2_next.take()
+        {
+            records.extend(more);
+            records.extend(
+                segments
+                    .take(store.as_ref(), day, reader.concurrency)
+                    .await?,
+            );
+            v2_next = v2_days.try_next().await?;
+        }
+        let settled = settle(records, |r| {
+            let at = r.event.occurred_at.with_timezone(&Utc);
+            reader.admits(r) && from <= at && at < to
+        });
+        let mut hours: Vec<(DateTime<Utc>, Vec<LogRecord>)> = Vec::new();
+        for record in settled {
+            let hour = floor_hour(record.event.occurred_at.with_timezone(&Utc));
+            match hours.last_mut() {
+                Some((last, pending)) if *last == hour => pending.push(record),
+                _ => hours.push((hour, vec![record])),
+            }
+        }
+        if tx.send(Ok((day, hours))).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// How many format-2 days are fetched at once.
+const V2_DAYS_IN_FLIGHT: usize = 4;
+
+async fn next_v1(rx: &mut tokio::sync::mpsc::Receiver<Result<Day>>) -> Result<Option<Day>> {
+    rx.recv().await.transpose()
+}
+
+/// Format 1: lists the range's days in order and fetches their objects through one window of
 /// `concurrency` GETs that runs across day boundaries, sending each day when its last object
 /// is in. A sparse log (a few small objects per day, as a long all-history export reads) then
 /// keeps the window full instead of waiting on each day's LIST and its last GET in turn; the
 /// next day's LIST runs while the current day's GETs are in flight. Memory: the day being
 /// assembled, up to `concurrency` objects past it, and [`DAYS_AHEAD`] days in the channel.
-async fn prefetch(loader: DayLoader, tx: &tokio::sync::mpsc::Sender<Result<Day>>) -> Result<()> {
+async fn prefetch_v1(loader: DayLoader, tx: &tokio::sync::mpsc::Sender<Result<Day>>) -> Result<()> {
     let reader = loader.reader.clone();
+    let company_id = loader.company_id.clone();
     let keys = futures::stream::try_unfold(loader, |mut loader| async move {
         Ok::<_, crate::LogError>(loader.next_day_keys().await?.map(|day| (day, loader)))
     })
@@ -256,7 +443,8 @@ async fn prefetch(loader: DayLoader, tx: &tokio::sync::mpsc::Sender<Result<Day>>
     .try_flatten();
     let fetched = keys
         .map_ok(|(day, hour, key)| {
-            read_object(Arc::clone(&reader.store), key).map_ok(move |records| (day, hour, records))
+            read_object(Arc::clone(&reader.store), key, company_id.clone())
+                .map_ok(move |records| (day, hour, records))
         })
         .try_buffered(reader.concurrency);
     let mut fetched = std::pin::pin!(fetched);

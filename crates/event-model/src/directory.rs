@@ -7,17 +7,19 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, FixedOffset};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::event::{ConversationKind, ConversationRef, Event, EventBody, Member};
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+/// Serialisable both ways: compaction stores a company's directory as of the end of each day
+/// (a snapshot) so that a reader starts from it instead of folding the whole history.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Directory {
     pub people: BTreeMap<String, PersonState>,
     pub conversations: BTreeMap<String, ConversationState>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PersonState {
     pub id: String,
     pub company_id: String,
@@ -26,7 +28,7 @@ pub struct PersonState {
     pub active: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConversationState {
     pub id: String,
     pub kind: ConversationKind,
@@ -215,5 +217,8 @@ mod tests {
         assert_eq!(directory.people["x9"].email.as_deref(), Some("xi@b"));
         assert_eq!(directory.people["u1"].name.as_deref(), Some("Ann"));
         assert!(!directory.people["u1"].active);
+        // A snapshot read back is the same directory (compaction stores it).
+        let text = serde_json::to_string(&directory).unwrap();
+        assert_eq!(serde_json::from_str::<Directory>(&text).unwrap(), directory);
     }
 }

@@ -9,6 +9,7 @@
 //! first, and an object already there with other bytes is a [`ErrorKind::Conflict`], never
 //! replaced. Callers also make keys and contents deterministic, so a retry finds its own bytes.
 
+mod counting;
 mod memory;
 mod s3;
 
@@ -20,6 +21,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use counting::{CountingStore, RequestCounts};
 pub use memory::MemoryStore;
 pub use s3::{S3Config, S3Store};
 

@@ -1,0 +1,511 @@
+//! Reading format version 2 for one company: compacted parts for closed days, segments for the
+//! rest (`docs/log-format.md`, "Reading").
+//!
+//! Per read: the head pass (a LIST and a GET), which (partition, epoch) spans exist (the
+//! reader's position, or one LIST of the epoch markers), one LIST of segments per span from its
+//! cut (late events) or its `scan_from` (open days), each listed segment's header once, and
+//! then only this company's slices whose time span meets the range. Closed days come from the
+//! compacted parts: one LIST per 1,000 part keys across the range, then per day with data its
+//! chunks. Every record goes through `v2::isolation::admit` (in the decoders).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use futures::{StreamExt, TryStreamExt};
+use storage::{ObjectStore, list_all};
+
+use crate::v2::keys;
+use crate::v2::pass::{Cut, PassRecord, PassRef};
+use crate::v2::pointer::LogPosition;
+use crate::v2::segment;
+use crate::v2::view;
+use crate::{LogError, LogRecord, Result};
+
+/// Which records a segment scan keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Content,
+    Meta,
+}
+
+/// The v2 state one read works from: the topic, its head pass and the spans to scan.
+#[derive(Debug, Clone)]
+pub(super) struct Snapshot {
+    pub topic: String,
+    pub head: Option<PassRecord>,
+    /// (partition, epoch) → (cut, scan_from, read segments that start before this).
+    pub spans: BTreeMap<(i32, u32), (i64, i64, i64)>,
+}
+
+impl Snapshot {
+    /// Every closed day is before it (the Unix epoch's start before the first pass).
+    pub fn horizon(&self) -> DateTime<Utc> {
+        self.head
+            .as_ref()
+            .map_or(DateTime::<Utc>::MIN_UTC, |h| h.horizon)
+    }
+
+    pub fn head_ref(&self) -> Option<PassRef> {
+        self.head.as_ref().map(PassRecord::reference)
+    }
+
+    /// Opens the v2 state of the log: the position's topic, or every topic with a pointer
+    /// (a bucket normally holds one; tests share one between topics).
+    pub async fn open_all(
+        store: &dyn ObjectStore,
+        position: Option<&LogPosition>,
+    ) -> Result<Vec<Self>> {
+        if let Some(position) = position {
+            return Ok(vec![
+                Self::open(store, &position.topic, Some(position), &[]).await?,
+            ]);
+        }
+        let root = format!("{}watermarks/", keys::ROOT);
+        let mut by_topic: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for object in list_all(store, &root).await? {
+            if let Some((topic, _)) = object
+                .key
+                .strip_prefix(&root)
+                .and_then(|rest| rest.split_once('/'))
+            {
+                by_topic
+                    .entry(topic.to_owned())
+                    .or_default()
+                    .push(object.key.clone());
+            }
+        }
+        let mut out = Vec::with_capacity(by_topic.len());
+        for (topic, pointer_keys) in by_topic {
+            out.push(Self::open(store, &topic, None, &pointer_keys).await?);
+        }
+        Ok(out)
+    }
+
+    /// Opens one topic: its head pass and its (partition, epoch) spans — every epoch the
+    /// position covers (epochs count up from 1), or every epoch marker and pointer.
+    async fn open(
+        store: &dyn ObjectStore,
+        topic: &str,
+        position: Option<&LogPosition>,
+        pointer_keys: &[String],
+    ) -> Result<Self> {
+        let head = PassRecord::head(store, topic).await?;
+        let mut spans: BTreeMap<(i32, u32), (i64, i64, i64)> = BTreeMap::new();
+        match position {
+            Some(position) => {
+                for p in &position.partitions {
+                    for epoch in 1..=p.epoch {
+                        let end = if epoch == p.epoch {
+                            p.durable_offset
+                        } else {
+                            i64::MAX
+                        };
+                        spans.insert((p.partition, epoch), (0, 0, end));
+                    }
+                }
+            }
+            None => {
+                let prefix = format!("{}epochs/{topic}/", keys::ROOT);
+                for object in list_all(store, &prefix).await? {
+                    let partition = object
+                        .key
+                        .strip_prefix(&prefix)
+                        .and_then(|rest| rest.split('/').next())
+                        .and_then(|p| p.parse::<i32>().ok());
+                    if let (Some(partition), Some(epoch)) =
+                        (partition, keys::epoch_of_key(&object.key))
+                    {
+                        spans.insert((partition, epoch), (0, 0, i64::MAX));
+                    }
+                }
+                // Epochs start at 1: a partition with a pointer has at least that one.
+                let pointers = keys::watermarks_prefix(topic);
+                for key in pointer_keys {
+                    if let Some(partition) = key
+                        .strip_prefix(&pointers)
+                        .and_then(|name| name.strip_suffix(".json"))
+                        .and_then(|p| p.parse::<i32>().ok())
+                    {
+                        spans.entry((partition, 1)).or_insert((0, 0, i64::MAX));
+                    }
+                }
+                for p in head.iter().flat_map(|h| &h.partitions) {
+                    spans
+                        .entry((p.partition, p.epoch))
+                        .or_insert((0, 0, i64::MAX));
+                }
+            }
+        }
+        for ((partition, epoch), span) in &mut spans {
+            if let Some(p) = head.as_ref().and_then(|h| h.partition(*partition, *epoch)) {
+                span.0 = p.cut;
+                span.1 = p.scan_from.min(p.cut);
+            }
+        }
+        Ok(Self {
+            topic: topic.to_owned(),
+            head,
+            spans,
+        })
+    }
+
+    /// This company's slices of `kind` in the segments that are not compacted yet, whose time
+    /// span meets `from..to`: each segment's header once (one ranged GET). Reads segments from
+    /// each span's cut, or from its `scan_from` when the range reaches the horizon.
+    pub async fn slices(
+        &self,
+        store: &dyn ObjectStore,
+        company_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        kind: Kind,
+        concurrency: usize,
+    ) -> Result<Vec<SliceRef>> {
+        let horizon = self.horizon();
+        let mut keys: Vec<(String, i64)> = Vec::new();
+        for (&(partition, epoch), &(cut, scan_from, end)) in &self.spans {
+            let start = if to > horizon { scan_from } else { cut };
+            for key in
+                view::segments_between(store, &self.topic, partition, epoch, start, end).await?
+            {
+                keys.push((key, cut));
+            }
+        }
+        let found: Vec<Option<SliceRef>> = futures::stream::iter(keys)
+            .map(|(key, cut)| async move {
+                let located = segment::read_header(store, &key).await?;
+                let Some(slice) = located.header.slice(company_id) else {
+                    return Ok(None);
+                };
+                let wanted_kind = match kind {
+                    Kind::Content => slice.records > slice.meta_records,
+                    Kind::Meta => slice.meta_records > 0,
+                };
+                // Below the cut only the records of open days count: closed ones are compacted.
+                let below_cut = located.header.source.last_offset < cut;
+                if !wanted_kind
+                    || !slice.overlaps(from, to)
+                    || (below_cut && slice.max_time < horizon)
+                {
+                    return Ok(None);
+                }
+                let (min_time, max_time) = (slice.min_time, slice.max_time);
+                Ok::<_, LogError>(Some(SliceRef {
+                    located: Arc::new(located),
+                    cut,
+                    horizon,
+                    min_time,
+                    max_time,
+                }))
+            })
+            .buffered(concurrency)
+            .try_collect()
+            .await?;
+        Ok(found.into_iter().flatten().collect())
+    }
+
+    /// The keys of the company's compacted parts of the closed days in `first..=last`, by day:
+    /// one LIST per 1,000 keys.
+    pub async fn part_keys(
+        &self,
+        store: &dyn ObjectStore,
+        company_id: &str,
+        first: NaiveDate,
+        last: NaiveDate,
+    ) -> Result<BTreeMap<NaiveDate, Vec<String>>> {
+        let mut out: BTreeMap<NaiveDate, Vec<String>> = BTreeMap::new();
+        if self.head.is_none() {
+            return Ok(out);
+        }
+        let last = last.min(
+            self.horizon()
+                .date_naive()
+                .pred_opt()
+                .unwrap_or(NaiveDate::MIN),
+        );
+        if first > last {
+            return Ok(out);
+        }
+        let prefix = keys::days_prefix(company_id);
+        // Keys of day D start with "<prefix>D/", which sorts right after "<prefix>D".
+        let mut start_after = format!("{prefix}{}", first.format("%Y-%m-%d"));
+        loop {
+            let page = store.list_page(&prefix, Some(&start_after), 1000).await?;
+            for object in &page.objects {
+                let Some(name) = keys::parse_part_key(&object.key) else {
+                    continue;
+                };
+                if name.day > last {
+                    return Ok(out);
+                }
+                if name.day >= first {
+                    out.entry(name.day).or_default().push(object.key.clone());
+                }
+            }
+            match page.next_start_after {
+                Some(next) => start_after = next,
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// A closed day's compacted content for the company.
+    pub async fn day_content(
+        &self,
+        store: &dyn ObjectStore,
+        company_id: &str,
+        keys: &[String],
+    ) -> Result<Vec<LogRecord>> {
+        let Some(head) = self.head_ref() else {
+            return Ok(Vec::new());
+        };
+        let candidates = view::candidates(keys.iter().map(String::as_str), &head);
+        Ok(view::read_day(store, company_id, &candidates)
+            .await?
+            .records)
+    }
+}
+
+/// One company's slice of an uncompacted segment, from its header.
+#[derive(Debug, Clone)]
+pub(super) struct SliceRef {
+    located: Arc<segment::Located>,
+    /// The cut and horizon of its topic's head pass: below the cut only open days count.
+    cut: i64,
+    horizon: DateTime<Utc>,
+    min_time: DateTime<Utc>,
+    max_time: DateTime<Utc>,
+}
+
+/// Hands out a company's uncompacted records one day at a time: a slice is fetched when the
+/// first day it may hold comes up, and its records wait, by day, until their day does. Memory:
+/// the records of the slices that reach the current day — about a day's worth for live
+/// traffic, at most a segment's for a backfill.
+#[derive(Debug)]
+pub(super) struct SegmentDays {
+    company_id: String,
+    kind: Kind,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    /// Not fetched yet, by `min_time`.
+    waiting: VecDeque<SliceRef>,
+    pending: BTreeMap<NaiveDate, Vec<LogRecord>>,
+}
+
+impl SegmentDays {
+    pub fn new(
+        company_id: &str,
+        kind: Kind,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        mut slices: Vec<SliceRef>,
+    ) -> Self {
+        slices.sort_by_key(|s| s.min_time);
+        Self {
+            company_id: company_id.to_owned(),
+            kind,
+            from,
+            to,
+            waiting: slices.into(),
+            pending: BTreeMap::new(),
+        }
+    }
+
+    /// The days in `first..=last` the slices may hold records of.
+    pub fn days(&self, first: NaiveDate, last: NaiveDate) -> BTreeSet<NaiveDate> {
+        let mut days = BTreeSet::new();
+        for slice in &self.waiting {
+            let mut day = slice.min_time.date_naive().max(first);
+            let end = slice.max_time.date_naive().min(last);
+            while day <= end {
+                days.insert(day);
+                match day.succ_opt() {
+                    Some(next) => day = next,
+                    None => break,
+                }
+            }
+        }
+        days
+    }
+
+    /// The records of `day` (days must be asked in order).
+    pub async fn take(
+        &mut self,
+        store: &dyn ObjectStore,
+        day: NaiveDate,
+        concurrency: usize,
+    ) -> Result<Vec<LogRecord>> {
+        let day_end = day
+            .succ_opt()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map_or(DateTime::<Utc>::MAX_UTC, |t| t.and_utc());
+        let mut due = Vec::new();
+        while self.waiting.front().is_some_and(|s| s.min_time < day_end) {
+            due.extend(self.waiting.pop_front());
+        }
+        let company_id = self.company_id.as_str();
+        let fetched: Vec<(SliceRef, Vec<LogRecord>)> = futures::stream::iter(due)
+            .map(|slice| async move {
+                let records = segment::read_company(store, &slice.located, company_id).await?;
+                Ok::<_, LogError>((slice, records))
+            })
+            .buffered(concurrency)
+            .try_collect()
+            .await?;
+        for (slice, records) in fetched {
+            for record in records {
+                let at = record.event.occurred_at.with_timezone(&Utc);
+                if record.event.body.is_metadata() == (self.kind == Kind::Meta)
+                    && self.from <= at
+                    && at < self.to
+                    && (record.offset >= slice.cut || at >= slice.horizon)
+                {
+                    self.pending
+                        .entry(at.date_naive())
+                        .or_default()
+                        .push(record);
+                }
+            }
+        }
+        Ok(self.pending.remove(&day).unwrap_or_default())
+    }
+
+    /// Every record at once (metadata: small).
+    pub async fn all(
+        mut self,
+        store: &dyn ObjectStore,
+        concurrency: usize,
+    ) -> Result<Vec<LogRecord>> {
+        self.take(store, NaiveDate::MAX, concurrency).await?;
+        Ok(self.pending.into_values().flatten().collect())
+    }
+}
+
+/// Whether every record a compacted object holds (all below `cuts`) is inside `position`.
+pub(super) fn within(position: Option<&LogPosition>, cuts: &[Cut]) -> bool {
+    let Some(position) = position else {
+        return true;
+    };
+    cuts.iter().all(|c| {
+        c.cut <= 0
+            || position.partition(c.partition).is_some_and(|p| {
+                c.epoch < p.epoch || (c.epoch == p.epoch && c.cut <= p.durable_offset)
+            })
+    })
+}
+
+/// The company's metadata from v2 over every topic: with one topic, as [`metadata`]; with
+/// several, every change (no snapshot: the topics' compactions are independent).
+pub(super) async fn metadata_all(
+    snapshots: &[Snapshot],
+    store: &dyn ObjectStore,
+    company_id: &str,
+    until: DateTime<Utc>,
+    position: Option<&LogPosition>,
+    snapshot_allowed: bool,
+    concurrency: usize,
+) -> Result<(Option<event_model::directory::Directory>, Vec<LogRecord>)> {
+    let allowed = snapshot_allowed && snapshots.len() == 1;
+    let mut base = None;
+    let mut changes = Vec::new();
+    for snapshot in snapshots {
+        let (directory, more) = metadata(
+            snapshot,
+            store,
+            company_id,
+            until,
+            position,
+            allowed,
+            concurrency,
+        )
+        .await?;
+        base = base.or(directory);
+        changes.extend(more);
+    }
+    Ok((base, changes))
+}
+
+/// The company's metadata from v2: a directory snapshot (if one can be used) and the changes
+/// after it up to `until`, inside `position`. With `snapshot_allowed` false (or none usable),
+/// every change from the start.
+pub(super) async fn metadata(
+    snapshot: &Snapshot,
+    store: &dyn ObjectStore,
+    company_id: &str,
+    until: DateTime<Utc>,
+    position: Option<&LogPosition>,
+    snapshot_allowed: bool,
+    concurrency: usize,
+) -> Result<(Option<event_model::directory::Directory>, Vec<LogRecord>)> {
+    let after = until + chrono::Duration::nanoseconds(1);
+    let slices = snapshot
+        .slices(
+            store,
+            company_id,
+            DateTime::<Utc>::MIN_UTC,
+            after,
+            Kind::Meta,
+            concurrency,
+        )
+        .await?;
+    let late = SegmentDays::new(
+        company_id,
+        Kind::Meta,
+        DateTime::<Utc>::MIN_UTC,
+        after,
+        slices,
+    )
+    .all(store, concurrency)
+    .await?;
+    let horizon = snapshot.horizon();
+    let mut by_day: BTreeMap<NaiveDate, Vec<String>> = BTreeMap::new();
+    if let Some(head) = snapshot.head_ref() {
+        for object in list_all(store, &keys::meta_days_prefix(company_id)).await? {
+            if let Some(name) = keys::parse_part_key(&object.key)
+                && name.seq <= head.seq
+            {
+                by_day.entry(name.day).or_default().push(object.key);
+            }
+        }
+    }
+    let until_day = until.date_naive();
+    // A snapshot must predate every change not folded into it: the day of `until` and the
+    // earliest uncompacted change of a closed day.
+    let earliest_late = late
+        .iter()
+        .map(|r| r.event.occurred_at.with_timezone(&Utc))
+        .filter(|at| *at < horizon)
+        .map(|at| at.date_naive())
+        .min();
+    let limit = earliest_late.map_or(until_day, |d| d.min(until_day));
+    let head = snapshot.head_ref();
+    let mut changes: Vec<LogRecord> = Vec::new();
+    let mut base = None;
+    let mut read_days: BTreeSet<NaiveDate> = BTreeSet::new();
+    if let Some(head) = &head {
+        // Newest day first: the first usable snapshot ends the walk.
+        for (day, keys) in by_day.range(..=until_day).rev() {
+            let candidates = view::candidates(keys.iter().map(String::as_str), head);
+            let meta = view::read_meta_day(store, company_id, &candidates).await?;
+            read_days.insert(*day);
+            if snapshot_allowed
+                && *day < limit
+                && let Some(directory) = meta.snapshot
+                && within(position, &meta.cuts)
+            {
+                base = Some(directory);
+                break;
+            }
+            changes.extend(meta.changes);
+        }
+    }
+    changes.extend(late);
+    let changes = changes
+        .into_iter()
+        .filter(|r| {
+            r.event.occurred_at.with_timezone(&Utc) <= until && position.is_none_or(|p| p.admits(r))
+        })
+        .collect();
+    Ok((base, changes))
+}
