@@ -86,10 +86,10 @@ impl Stack {
     }
 }
 
-/// Whether the ingestion service publishes the log's watermark pointers (format 2 ingestion).
-/// While it does not, the tests that export what ingestion wrote publish them themselves
-/// ([`put_watermarks`], [`idle_watermarks`]), only once the log holds everything below them.
-pub const INGESTION_PUBLISHES_WATERMARKS: bool = false;
+/// Whether the ingestion service publishes the log's watermark pointers (format 2 ingestion
+/// does). While it did not, the tests that export what ingestion wrote published them themselves
+/// ([`put_watermarks`], [`idle_watermarks`]), only once the log held everything below them.
+pub const INGESTION_PUBLISHES_WATERMARKS: bool = true;
 
 /// Every partition's end offset (high watermark) of `topic`, which has `partitions`.
 pub async fn end_offsets(stack: &Stack, topic: &str, partitions: i32) -> Vec<(i32, i64)> {

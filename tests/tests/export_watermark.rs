@@ -5,10 +5,11 @@
 //! and object store, with the ingestion service in-process.
 //!
 //! Who writes the watermark pointers (`log/v2/watermarks/<topic>/<partition>.json`): the
-//! format 2 ingestion service publishes them itself. While [`INGESTION_PUBLISHES_WATERMARKS`] is
-//! false (an ingestion service that does not yet), these tests write them where ingestion would,
-//! and only once the ingestion service has made everything below them durable in the log — so a
-//! pointer never claims more than the log holds.
+//! format 2 ingestion service publishes them itself. Were [`INGESTION_PUBLISHES_WATERMARKS`]
+//! false (an ingestion service that does not), these tests would write them where ingestion
+//! would, and only once the ingestion service has made everything below them durable in the log
+//! — so a pointer never claims more than the log holds. (The stalled-partition test writes its
+//! own pointers either way: no ingestion runs in it.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
@@ -33,6 +34,8 @@ const PARTITIONS: i32 = 4;
 /// A past range (the README's).
 const FROM: &str = "2026-01-01T00:00:00Z";
 const TO: &str = "2026-01-08T00:00:00Z";
+/// The export service's default lateness grace (`CCE_EXPORT_LATENESS_GRACE_SECS`).
+const GRACE_SECS: i64 = 10;
 
 fn past_range() -> (DateTime<Utc>, DateTime<Utc>) {
     (FROM.parse().unwrap(), TO.parse().unwrap())
@@ -187,6 +190,15 @@ async fn stop_then_report(
     if let Err(panic) = checked {
         std::panic::resume_unwind(panic);
     }
+}
+
+/// What an export up to now waits for: its range's end (the request) plus the grace, which is
+/// later than its acceptance.
+fn needed_until_now(job: &pb::ExportJob) -> DateTime<Utc> {
+    let to = time(job.request.as_ref().unwrap().to.as_ref());
+    let needed = to + chrono::Duration::seconds(GRACE_SECS);
+    assert!(needed > time(job.created_at.as_ref()), "{job:?}");
+    needed
 }
 
 /// Requests everything from two hours ago until now.
@@ -358,8 +370,6 @@ fn check_position(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs an ingestion service that publishes the log's watermarks (format 2, branch \
-            v2-ing): set INGESTION_PUBLISHES_WATERMARKS and remove this once it is merged"]
 async fn an_export_requested_right_after_producing_holds_every_event_published_before_it() {
     let stack = Stack::from_env();
     let source = Source::create(&stack).await;
@@ -387,12 +397,7 @@ async fn an_export_requested_right_after_producing_holds_every_event_published_b
         .await;
         assert_eq!(job.status, pb::ExportStatus::Completed as i32, "{job:?}");
         let manifest = check_archive(&replica, &token, &job, &source, &messages).await;
-        check_position(
-            &manifest,
-            &source,
-            time(job.created_at.as_ref()),
-            messages.len(),
-        );
+        check_position(&manifest, &source, needed_until_now(&job), messages.len());
     })
     .catch_unwind()
     .await;
@@ -414,13 +419,16 @@ async fn an_export_waits_while_ingestion_is_stopped_and_completes_with_the_event
         let before = Utc::now();
         source.produce(&stack, first).await;
         let running = source.start_ingestion(&stack).await;
-        let stopped_at = source.durable(&stack, first, before).await;
+        source.durable(&stack, first, before).await;
         running.0.cancel();
         running.1.task.await.unwrap().unwrap();
+        // Where ingestion left the log (it may have moved its idle partitions' time watermarks
+        // until it stopped).
+        let stopped_at = source.position(&stack).await.min_time_watermark().unwrap();
 
         // The second half is published while nothing ingests; an export up to now waits,
         // saying how far the log has got: durable until ingestion stopped, on no partition as
-        // far as the request.
+        // far as the range's end (the request) plus the grace.
         source.produce(&stack, second).await;
         let id = create_until_now(&replica, &token).await;
         let mut client = replica.client().await;
@@ -439,18 +447,19 @@ async fn an_export_waits_while_ingestion_is_stopped_and_completes_with_the_event
         )
         .await;
         let progress = waiting.progress.clone().unwrap();
-        let accepted = time(waiting.created_at.as_ref());
+        let needed = needed_until_now(&waiting);
         assert_eq!(time(progress.log_durable_until.as_ref()), stopped_at);
-        assert_eq!(time(progress.log_durable_needed.as_ref()), accepted);
+        assert_eq!(time(progress.log_durable_needed.as_ref()), needed);
         let secs = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
         assert_eq!(
             progress.detail,
             format!(
-                "waiting for ingestion: the log is durable until {}, {}s short of {} (when \
-                 the export was requested); {PARTITIONS} of {PARTITIONS} partitions behind",
+                "waiting for ingestion: the log is durable until {}, {}s short of {} (the \
+                 range's end plus {GRACE_SECS}s of grace); {PARTITIONS} of {PARTITIONS} \
+                 partitions behind",
                 secs(stopped_at),
-                (accepted - stopped_at).num_seconds().max(1),
-                secs(accepted),
+                (needed - stopped_at).num_seconds().max(1),
+                secs(needed),
             )
         );
         assert_eq!(
@@ -479,7 +488,7 @@ async fn an_export_waits_while_ingestion_is_stopped_and_completes_with_the_event
         // Ingestion resumes: the export completes with every event, both halves, and its
         // manifest names the position it read at.
         ingestion = Some(source.start_ingestion(&stack).await);
-        source.durable(&stack, &messages, accepted).await;
+        source.durable(&stack, &messages, needed).await;
         let job = wait_job(
             &mut client,
             &token,
@@ -497,12 +506,7 @@ async fn an_export_waits_while_ingestion_is_stopped_and_completes_with_the_event
             "{done:?}"
         );
         let manifest = check_archive(&replica, &token, &job, &source, &messages).await;
-        check_position(
-            &manifest,
-            &source,
-            time(job.created_at.as_ref()),
-            messages.len(),
-        );
+        check_position(&manifest, &source, needed, messages.len());
     })
     .catch_unwind()
     .await;
@@ -516,19 +520,21 @@ async fn an_export_fails_saying_what_to_check_when_a_partition_stays_behind() {
     let (replica, token) = source
         .export_service(&stack, &["--ingest-wait-secs", "3"])
         .await;
-    // Three partitions are durable until now; partition 2 stalled in January, before the
-    // range's end plus the grace. (No ingestion runs in this test: the pointers are the test's.)
-    let now = Utc::now();
+    // Three partitions are durable past the request (an hour from now); partition 2 stalled in
+    // January: what was published to it since is not in the log, and a past range's export
+    // needs everything published before its request. (No ingestion runs in this test: the
+    // pointers are the test's.)
+    let later = Utc::now() + chrono::Duration::hours(1);
     let stalled: DateTime<Utc> = "2026-01-07T12:00:00Z".parse().unwrap();
     put_watermarks(
         &stack,
         &source.events,
         PARTITIONS,
         &[
-            (0, 10, Some(now)),
-            (1, 10, Some(now)),
+            (0, 10, Some(later)),
+            (1, 10, Some(later)),
             (2, 3, Some(stalled)),
-            (3, 10, Some(now)),
+            (3, 10, Some(later)),
         ],
     )
     .await;
@@ -545,11 +551,23 @@ async fn an_export_fails_saying_what_to_check_when_a_partition_stays_behind() {
         is(pb::ExportStatus::Failed),
     )
     .await;
+    // What is needed is the request: everything published before it. How many seconds short
+    // the log is depends on when it was accepted; that it is a number is checked, the rest is
+    // said as is.
+    let accepted = time(job.created_at.as_ref()).to_rfc3339_opts(SecondsFormat::Secs, true);
+    let short = job
+        .error
+        .split_once("the log is durable until 2026-01-07T12:00:00Z, ")
+        .and_then(|(_, rest)| rest.split_once("s short of "))
+        .map(|(secs, _)| secs);
+    assert!(
+        short.is_some_and(|s| s.parse::<u64>().is_ok_and(|s| s > 0)),
+        "{short:?} in {:?}",
+        job.error
+    );
     for part in [
         "gave up waiting for ingestion 3s after the export was accepted".to_owned(),
-        "the log is durable until 2026-01-07T12:00:00Z, 43260s short of 2026-01-08T00:01:00Z \
-         (the range's end plus 60s of grace); 1 of 4 partitions behind"
-            .to_owned(),
+        format!("s short of {accepted} (when the export was requested); 1 of 4 partitions behind"),
         format!("topic {:?}, partitions behind: 2.", source.events),
         "is the ingestion service running, and is one of these partitions stalled?".to_owned(),
         "/readyz".to_owned(),
@@ -584,7 +602,6 @@ async fn events_published_after_an_export_are_in_a_new_export_of_the_range_not_i
         let messages = source.generate_past(1_500);
         let (first, late) = messages.split_at(messages.len() / 2);
         let (from, to) = past_range();
-        let needed = to + chrono::Duration::seconds(60);
 
         // The first half is published and ingested; an export of the range reads it.
         let before = Utc::now();
@@ -602,12 +619,16 @@ async fn events_published_after_an_export_are_in_a_new_export_of_the_range_not_i
             is(pb::ExportStatus::Completed),
         )
         .await;
+        // A past range's export needs everything published before its request: the first
+        // half, all of it.
         let first_manifest = check_archive(&replica, &token, &first_job, &source, first).await;
-        check_position(&first_manifest, &source, needed, first.len());
+        let first_needed = time(first_job.created_at.as_ref());
+        check_position(&first_manifest, &source, first_needed, first.len());
 
-        // The second half is published afterwards, every event dated inside the exported range
-        // (late events): ingestion writes them to the log; a new export of the same range
-        // includes them, and the first archive's manifest still says where it read up to.
+        // The second half is published after the first export completed, every event dated
+        // inside the exported range (late events): ingestion writes them to the log; a new
+        // export of the same range includes them, the first archive does not, and its manifest
+        // still says where it read up to.
         let late_in_range = expected(late, &source.company(), &first_job).0;
         assert!(late_in_range.len() > 100, "{}", late_in_range.len());
         let before = Utc::now();
@@ -625,7 +646,12 @@ async fn events_published_after_an_export_are_in_a_new_export_of_the_range_not_i
         .await;
         let second_manifest =
             check_archive(&replica, &token, &second_job, &source, &messages).await;
-        check_position(&second_manifest, &source, needed, messages.len());
+        check_position(
+            &second_manifest,
+            &source,
+            time(second_job.created_at.as_ref()),
+            messages.len(),
+        );
         let read = |m: &serde_json::Value| m["log_position"]["events_read"].as_u64().unwrap();
         assert_eq!(
             read(&second_manifest) - read(&first_manifest),
@@ -639,21 +665,18 @@ async fn events_published_after_an_export_are_in_a_new_export_of_the_range_not_i
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs an ingestion service that publishes the log's watermarks (format 2, branch \
-            v2-ing): set INGESTION_PUBLISHES_WATERMARKS and remove this once it is merged"]
-async fn with_a_grace_past_any_range_a_past_ranges_export_holds_every_event_published_before_it() {
+async fn a_past_ranges_export_holds_every_event_published_before_its_request() {
     let stack = Stack::from_env();
     let source = Source::create(&stack).await;
     let ingestion = source.start_ingestion(&stack).await;
-    // 100 years: the wait is always the request's acceptance, whatever the range.
-    let (replica, token) = source
-        .export_service(&stack, &["--lateness-grace-secs", "3153600000"])
-        .await;
+    // The default grace.
+    let (replica, token) = source.export_service(&stack, &[]).await;
     let checked = std::panic::AssertUnwindSafe(async {
-        // A history dated in January, published now, and an export of January requested at
-        // once, before ingestion has flushed: with the default grace it would not wait for
-        // these late events; with this one it waits until everything published before the
-        // request is durable.
+        // A history dated in January, published now (a backfill), and an export of January
+        // requested at once, before ingestion has flushed: the range ended long before the
+        // request, and the export waits until everything published before the request is
+        // durable — so it holds every event. (Waiting only for the range's end plus the grace,
+        // it completed with none of them.)
         let messages = source.generate_past(5_000);
         source.produce(&stack, &messages).await;
         let (from, to) = past_range();

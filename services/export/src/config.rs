@@ -50,14 +50,16 @@ pub struct Config {
     /// log is durable far enough, then reads the log at that position.
     #[arg(long, env = "CCE_EVENTS_TOPIC", default_value = "chat-events")]
     pub events_topic: String,
-    /// How long after a range's end, in seconds, its events may still be published and count as
-    /// on time: an export waits until the log is durable up to the range's end plus this, or up
-    /// to its own acceptance if that is earlier. Events published later than that (an older
-    /// `occurred_at` arriving late) are in the log but only in exports started after they
-    /// arrive. A value past any range (e.g. 3153600000, 100 years) makes every export wait for
-    /// every event published before it was requested.
-    #[arg(long = "lateness-grace-secs", env = "CCE_EXPORT_LATENESS_GRACE_SECS", default_value_t = 60,
-          value_parser = clap::value_parser!(u64).range(0..=3_153_600_000))]
+    /// How long after it occurred, in seconds, an event may still be published and count as on
+    /// time, for a range that ends near or after its request. An export waits until everything
+    /// published before it was requested is durable in the log (whatever the events'
+    /// `occurred_at`: a backfill, a backlog behind a stalled partition); a range that ends less
+    /// than this before the request (an export "until now") also waits until its end plus this,
+    /// for the events dated at its end that are published a little later. Events published
+    /// later than that are in the log, and in exports requested after they are published.
+    /// At most a day, the longest an export may wait (`--ingest-wait-secs`).
+    #[arg(long = "lateness-grace-secs", env = "CCE_EXPORT_LATENESS_GRACE_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub lateness_grace_secs: u64,
     /// How long an export may wait for the log to become durable far enough, in seconds from
     /// its acceptance; then it fails, saying what to check.

@@ -12,9 +12,10 @@
 //! deleted.
 //!
 //! Before the engine reads the log, a job waits until the log's own watermark says it is durable
-//! past the range's end (plus a grace, capped at the job's acceptance), heartbeating how far
-//! the log has got, and then reads the log at that position ([`crate::watermark`]); it fails if
-//! that takes longer than the configured wait.
+//! past the job's acceptance (everything published before the request), or past the range's end
+//! plus a grace if that is later, heartbeating how far the log has got, and then reads the log
+//! at that position ([`crate::watermark`]); it fails if that takes longer than the configured
+//! wait.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -913,7 +914,7 @@ mod tests {
         let runner = replicas
             .runner_with("w", Duration::from_secs(5), liveness, watermark)
             .await;
-        create(&admin, "j1").await; // all history up to now: the log must reach the request
+        create(&admin, "j1").await; // all history up to now: its end plus the grace
 
         // No watermark yet: the job runs, waiting, and its progress says so.
         let waiting = async {
@@ -934,10 +935,17 @@ mod tests {
         let job = admin.read(|s| s.company("acme").unwrap().job("j1").cloned().unwrap());
         assert_eq!(job.stored_status(), JobStatus::InProgress);
         assert_eq!((lag.partitions, lag.durable_until), (0, None));
-        assert_eq!(lag.needed.at, job.created_at, "up to now: the request");
+        assert_eq!(
+            lag.needed,
+            crate::watermark::Needed {
+                at: job.spec.to + chrono::Duration::seconds(60),
+                grace_secs: Some(60)
+            },
+            "up to now: the range's end plus the grace, past the request"
+        );
 
-        // The log becomes durable past the request: the job exports at that position.
-        let past = chrono::Utc::now() + chrono::Duration::seconds(1);
+        // The log becomes durable as far as that: the job exports at that position.
+        let past = lag.needed.at;
         let position = LogPosition {
             topic: "events".into(),
             expected_partitions: 2,

@@ -442,8 +442,8 @@ impl ComplianceExportService for Api {
         let result = async {
             let caller = self.authorize(&request, Action::CreateExport).await?;
             let body = request.get_ref();
-            // The job's acceptance (its `created_at`) bounds what it waits for in the log
-            // (`watermark.rs`): nothing is read from the events topic here.
+            // The job's acceptance (its `created_at`) is what it waits for in the log (everything
+            // published before it, `watermark.rs`): nothing is read from the events topic here.
             let spec = spec_from_request(&caller.company_id, body, self.now())?;
             let job_id = uuid::Uuid::new_v4().to_string();
             let outcome = self

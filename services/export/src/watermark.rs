@@ -6,8 +6,10 @@
 //! in the log, and a time watermark — every event published to the partition before it is
 //! durable. Before the engine reads the log, the runner re-reads these pointers every few
 //! seconds ([`LogWatermark::wait_for`]) until every partition has one and the smallest time
-//! watermark has reached [`Needed::at`]: the range's end plus a lateness grace, or the export's
-//! acceptance if that is earlier. It then returns the [`LogPosition`] it saw, and the engine
+//! watermark has reached [`Needed::at`]: the export's acceptance — everything published before
+//! the request, whatever its `occurred_at` (a backfill, a backlog behind a stalled partition) —
+//! or, for a range that ends less than a lateness grace before the request (or later), the
+//! range's end plus the grace. It then returns the [`LogPosition`] it saw, and the engine
 //! reads the log at it (`LogReader::at`): events that become durable afterwards are not half
 //! included, and the same position gives the same archive. While it waits, the job's progress
 //! says how far the log has got ([`LogLag`]); past the deadline, counted from acceptance, the job
@@ -30,26 +32,33 @@ pub struct Needed {
     /// Every event published before this instant must be durable in the log.
     pub at: DateTime<Utc>,
     /// The lateness grace added to the range's end, in seconds; `None` when `at` is the
-    /// export's acceptance (which came first).
+    /// export's acceptance (which came later, or at the same instant).
     pub grace_secs: Option<u64>,
 }
 
 impl Needed {
-    /// `min(to + grace, accepted)`: an event of the range is published at the latest `grace`
-    /// after the range's end, and nothing published after the request can be asked for.
+    /// `max(to + grace, accepted)`: an export holds every event of its range published before
+    /// it was requested, however long after its `occurred_at` that was (a backfill, a backlog
+    /// behind a stalled partition), so it waits until everything published before the request
+    /// is durable. An event is published a little after it occurred, so a range that ends less
+    /// than `grace` before the request (or later) waits until its end plus the grace. A tie is
+    /// the request.
     pub fn new(to: DateTime<Utc>, accepted: DateTime<Utc>, grace: Duration) -> Self {
         let grace_secs = grace.as_secs();
+        // A grace too large to add is past any request: the end is "later" (the latest instant).
         let end = chrono::Duration::try_seconds(i64::try_from(grace_secs).unwrap_or(i64::MAX))
-            .and_then(|g| to.checked_add_signed(g));
-        match end {
-            Some(end) if end < accepted => Self {
+            .and_then(|g| to.checked_add_signed(g))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        if end > accepted {
+            Self {
                 at: end,
                 grace_secs: Some(grace_secs),
-            },
-            _ => Self {
+            }
+        } else {
+            Self {
                 at: accepted,
                 grace_secs: None,
-            },
+            }
         }
     }
 
@@ -441,29 +450,29 @@ mod tests {
     }
 
     #[test]
-    fn the_log_must_reach_the_range_end_plus_grace_or_the_request_if_earlier() {
+    fn the_log_must_reach_the_request_or_the_range_end_plus_grace_if_later() {
         let minute = Duration::from_secs(60);
         let cases = [
             (
                 "2026-01-08T00:00:00Z",
                 "2026-11-26T10:00:00Z",
                 minute,
-                ("2026-01-08T00:01:00Z", Some(60)),
-                "a past range: its end plus the grace",
+                ("2026-11-26T10:00:00Z", None),
+                "a past range: the request (everything published before it)",
             ),
             (
                 "2026-11-26T10:00:00Z",
                 "2026-11-26T10:00:00Z",
                 minute,
-                ("2026-11-26T10:00:00Z", None),
-                "until now: the request, not a minute into the future",
+                ("2026-11-26T10:01:00Z", Some(60)),
+                "until now: its end plus the grace",
             ),
             (
                 "2026-11-26T09:59:30Z",
                 "2026-11-26T10:00:00Z",
                 minute,
-                ("2026-11-26T10:00:00Z", None),
-                "the grace would pass the request: capped at it",
+                ("2026-11-26T10:00:30Z", Some(60)),
+                "ends 30 s before the request: its end plus the grace, past the request",
             ),
             (
                 "2026-11-26T09:59:00Z",
@@ -476,15 +485,15 @@ mod tests {
                 "2026-01-08T00:00:00Z",
                 "2026-11-26T10:00:00Z",
                 Duration::ZERO,
-                ("2026-01-08T00:00:00Z", Some(0)),
-                "no grace: the range's end",
+                ("2026-11-26T10:00:00Z", None),
+                "no grace, a past range: the request",
             ),
             (
-                "2026-01-08T00:00:00Z",
+                "2026-11-26T10:05:00Z",
                 "2026-11-26T10:00:00Z",
-                Duration::from_secs(3_153_600_000),
-                ("2026-11-26T10:00:00Z", None),
-                "a grace past any range: every export waits for its request",
+                minute,
+                ("2026-11-26T10:06:00Z", Some(60)),
+                "a range ending in the future: its end plus the grace",
             ),
         ];
         for (to, accepted, grace, (at, grace_secs), what) in cases {
@@ -621,8 +630,18 @@ mod tests {
             "events",
             Duration::from_secs(60),
         );
-        let accepted = Utc::now();
+        // Whole seconds, so that positions can be written as text.
+        let accepted = t(&instant(Utc::now()));
         let needed = watermark.needed(t("2026-01-08T00:00:00Z"), accepted);
+        assert_eq!(
+            needed,
+            Needed {
+                at: accepted,
+                grace_secs: None
+            },
+            "a past range waits for everything published before its request"
+        );
+        let just_short = instant(accepted - chrono::Duration::seconds(1));
         let reports = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = Arc::clone(&reports);
         let waiting = tokio::spawn({
@@ -650,10 +669,7 @@ mod tests {
             .expect("a report within 5 s");
         assert_eq!(reports.lock().unwrap()[0].partitions, 0, "no pointer yet");
         // One partition durable far enough, the other just short: still waiting.
-        positions.set(position(&[
-            Some("2026-11-26T09:00:00Z"),
-            Some("2026-01-08T00:00:59Z"),
-        ]));
+        positions.set(position(&[Some("2100-01-01T00:00:00Z"), Some(&just_short)]));
         let short = async {
             loop {
                 let last = *reports.lock().unwrap().last().unwrap();
@@ -666,10 +682,10 @@ mod tests {
         let short = tokio::time::timeout(Duration::from_secs(10), short)
             .await
             .expect("the new position is read within 10 s");
-        assert_eq!(short.durable_until, Some(t("2026-01-08T00:00:59Z")));
+        assert_eq!(short.durable_until, Some(t(&just_short)));
         assert_eq!(short.partitions_behind, 1);
         assert!(!waiting.is_finished());
-        let enough = position(&[Some("2026-11-26T09:00:00Z"), Some("2026-01-08T00:01:00Z")]);
+        let enough = position(&[Some("2100-01-01T00:00:00Z"), Some(&instant(accepted))]);
         positions.set(enough.clone());
         let got = tokio::time::timeout(Duration::from_secs(10), waiting)
             .await
@@ -682,9 +698,11 @@ mod tests {
         );
     }
 
-    async fn fail_at_deadline(positions: Arc<dyn Positions>) -> String {
+    /// A past range's export accepted 2 minutes ago, waiting at most 1: its failure message,
+    /// and when it was accepted (whole seconds).
+    async fn fail_at_deadline(positions: Arc<dyn Positions>) -> (String, DateTime<Utc>) {
         let watermark = LogWatermark::with(positions, "chat-events", Duration::from_secs(60));
-        let accepted = Utc::now() - chrono::Duration::seconds(120);
+        let accepted = t(&instant(Utc::now() - chrono::Duration::seconds(120)));
         let failed = watermark
             .wait_for(
                 watermark.needed(t("2026-01-08T00:00:00Z"), accepted),
@@ -708,30 +726,34 @@ mod tests {
         ] {
             assert!(message.contains(part), "{part:?} missing from {message:?}");
         }
-        message
+        (message, accepted)
     }
 
     #[tokio::test]
     async fn a_wait_past_its_deadline_fails_saying_how_far_the_log_got_and_what_to_check() {
         let mut behind = position(&[
-            Some("2026-11-26T09:00:00Z"),
+            Some("2100-01-01T00:00:00Z"),
             Some("2026-01-07T23:00:00Z"),
             None,
         ]);
         behind.topic = "chat-events".into();
         let fixed = FixedPositions::new("chat-events", 0, None);
         fixed.set(behind);
-        let message = fail_at_deadline(Arc::new(fixed)).await;
+        let (message, accepted) = fail_at_deadline(Arc::new(fixed)).await;
         for part in [
             "1 of 3 partitions has no watermark yet",
-            "durable until 2026-01-08T00:01:00Z (the range's end plus 60s of grace)",
+            &format!(
+                "durable until {} (when the export was requested)",
+                instant(accepted)
+            ),
             "topic \"chat-events\", partitions behind: 1, 2.",
             "Is the ingestion service running, and is one of these partitions stalled?",
         ] {
             assert!(message.contains(part), "{part:?} missing from {message:?}");
         }
 
-        let nothing = fail_at_deadline(Arc::new(FixedPositions::new("chat-events", 3, None))).await;
+        let (nothing, _) =
+            fail_at_deadline(Arc::new(FixedPositions::new("chat-events", 3, None))).await;
         assert!(
             nothing.contains("has no watermark at all") && nothing.contains("CCE_EVENTS_TOPIC"),
             "{nothing}"
@@ -748,7 +770,7 @@ mod tests {
                 })
             }
         }
-        let unread = fail_at_deadline(Arc::new(Unreadable)).await;
+        let (unread, _) = fail_at_deadline(Arc::new(Unreadable)).await;
         assert!(
             unread.contains("could not be read") && unread.contains("store down"),
             "{unread}"
