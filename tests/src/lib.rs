@@ -86,6 +86,79 @@ impl Stack {
     }
 }
 
+/// Whether the ingestion service publishes the log's watermark pointers (format 2 ingestion
+/// does). While it did not, the tests that export what ingestion wrote published them themselves
+/// ([`put_watermarks`], [`idle_watermarks`]), only once the log held everything below them.
+pub const INGESTION_PUBLISHES_WATERMARKS: bool = true;
+
+/// Every partition's end offset (high watermark) of `topic`, which has `partitions`.
+pub async fn end_offsets(stack: &Stack, topic: &str, partitions: i32) -> Vec<(i32, i64)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", stack.kafka_brokers())
+        .create()
+        .unwrap();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        (0..partitions)
+            .map(|p| {
+                let (_, high) = consumer
+                    .fetch_watermarks(&topic, p, std::time::Duration::from_secs(10))
+                    .unwrap();
+                (p, high)
+            })
+            .collect()
+    })
+    .await
+    .unwrap()
+}
+
+/// What ingestion publishes for a topic nothing more is published to, once the log holds all
+/// of it: every partition durable to its end, the time watermark moving with the clock (its
+/// probes find nothing pending). Until `stop`; a no-op when ingestion publishes them itself.
+pub async fn idle_watermarks(
+    stack: &Stack,
+    topic: &str,
+    partitions: i32,
+    stop: telemetry::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let ends = end_offsets(stack, topic, partitions).await;
+    let store = stack.s3_store().await;
+    let topic = topic.to_owned();
+    tokio::spawn(async move {
+        while !INGESTION_PUBLISHES_WATERMARKS && !stop.is_cancelled() {
+            let now = chrono::Utc::now();
+            for &(partition, end) in &ends {
+                let mut pointer =
+                    compliance_log::Watermark::new(&topic, partition, partitions, 1, end);
+                pointer.time_watermark = Some(now);
+                pointer.write(&store).await.unwrap();
+            }
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            }
+        }
+    })
+}
+
+/// Writes the log's watermark pointers of `topic` (with `partitions` partitions), as ingestion
+/// does: per `(partition, durable offset, time watermark)`, in epoch 1.
+pub async fn put_watermarks(
+    stack: &Stack,
+    topic: &str,
+    partitions: i32,
+    pointers: &[(i32, i64, Option<chrono::DateTime<chrono::Utc>>)],
+) {
+    let store = stack.s3_store().await;
+    for &(partition, durable_offset, time_watermark) in pointers {
+        let mut pointer =
+            compliance_log::Watermark::new(topic, partition, partitions, 1, durable_offset);
+        pointer.time_watermark = time_watermark;
+        pointer.write(&store).await.unwrap();
+    }
+}
+
 /// `KEY=VALUE` lines; blank lines and `#` comments ignored; no quoting.
 pub fn parse_env_file(text: &str) -> BTreeMap<String, String> {
     text.lines()
@@ -409,8 +482,8 @@ pub mod exports {
     }
 
     /// The export service's flags for a test: its own state and notification topics, and its
-    /// own (empty, unless the test produces to it) events topic and ingestion group, unless
-    /// `extra` names them.
+    /// own events topic (empty, its log durable forever: [`create_topics`]), unless `extra`
+    /// names one.
     pub fn args(stack: &Stack, state_topic: &str, grpc_port: u16, extra: &[&str]) -> Vec<String> {
         let mut args: Vec<String> = vec![
             "--kafka-brokers".into(),
@@ -436,20 +509,28 @@ pub mod exports {
         if !extra.contains(&"--events-topic") {
             args.extend(["--events-topic".into(), format!("{state_topic}-events")]);
         }
-        if !extra.contains(&"--ingest-group") {
-            args.extend(["--ingest-group".into(), format!("{state_topic}-ingest")]);
-        }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         args
     }
 
     /// Creates a test's state topic (one partition, kept forever), liveness topic, notification
-    /// topic and events topic (the default one of [`args`]).
+    /// topic and events topic (the default one of [`args`]). Nothing is published to that events
+    /// topic and no ingestion reads it, so its log's watermarks say it is durable forever:
+    /// exports of logs the test writes itself never wait.
     pub async fn create_topics(stack: &Stack, state_topic: &str) {
         super::kafka::create_topic_with(stack, state_topic, 1, &[("retention.ms", "-1")]).await;
         super::kafka::create_topic(stack, &format!("{state_topic}-liveness"), 1).await;
         super::kafka::create_topic(stack, &format!("{state_topic}-notifications"), 1).await;
-        super::kafka::create_topic(stack, &format!("{state_topic}-events"), 2).await;
+        let events = format!("{state_topic}-events");
+        super::kafka::create_topic(stack, &events, 2).await;
+        let forever = chrono::DateTime::<chrono::Utc>::MAX_UTC;
+        super::put_watermarks(
+            stack,
+            &events,
+            2,
+            &[(0, 0, Some(forever)), (1, 0, Some(forever))],
+        )
+        .await;
     }
 
     /// An export service running in this process.

@@ -86,7 +86,7 @@ async fn an_export_from_the_real_store_opens_in_every_reader_and_verifies() {
         person_ids: BTreeSet::new(),
         conversation_ids: BTreeSet::new(),
         time_zone: "Europe/Paris".into(),
-        source_offsets: None,
+        position: None,
     };
     let key = format!("exports/{prefix}/archive.zip");
     let mut last_percent = 0;
@@ -175,7 +175,7 @@ async fn a_failed_export_leaves_no_object() {
         person_ids: BTreeSet::new(),
         conversation_ids: BTreeSet::new(),
         time_zone: String::new(),
-        source_offsets: None,
+        position: None,
     };
     let key = format!("exports/{company}/archive.zip");
     let error = archive::export_to_s3(

@@ -190,11 +190,14 @@ async fn produced_events_reach_a_downloaded_archive_with_mail_and_a_platform_eve
     let expected = expected_by_company(messages.iter().map(|(_, p)| p.clone()));
     let company = format!("{prefix}acme");
     let reader = compliance_log::LogReader::new(Arc::new(stack.s3_store().await));
-    wait_for("ingestion", Duration::from_secs(120), || async {
-        let got = tests::log_event_ids(&reader, &company).await;
-        (got == expected[&company]).then_some(())
-    })
-    .await;
+    for (company, ids) in &expected {
+        wait_for("ingestion", Duration::from_secs(120), || async {
+            (tests::log_event_ids(&reader, company).await == *ids).then_some(())
+        })
+        .await;
+    }
+    // The log holds everything produced: its watermarks move with the clock from now on.
+    let watermarks = tests::idle_watermarks(&stack, &events, 2, stop_ingestion.child_token()).await;
 
     // What the archive must hold: every post created in a conversation the company is in.
     let now = chrono::Utc::now();
@@ -226,8 +229,6 @@ async fn produced_events_reach_a_downloaded_archive_with_mail_and_a_platform_eve
             "https://portal.test/exports",
             "--events-topic",
             &events,
-            "--ingest-group",
-            &group,
         ],
     )
     .await;
@@ -312,6 +313,7 @@ async fn produced_events_reach_a_downloaded_archive_with_mail_and_a_platform_eve
     assert_eq!(audit[0].subject, id);
     replica.shutdown().await;
     stop_ingestion.cancel();
+    watermarks.await.unwrap();
     ingestion.task.await.unwrap().unwrap();
 }
 
@@ -1028,8 +1030,9 @@ async fn a_killed_replicas_export_is_completed_by_another_and_no_partial_object_
         .unwrap();
     assert_eq!(sha256(&bytes), job.archive_sha256);
     verify_archive(&bytes);
-    // The same request run directly gives the same bytes: a takeover changes nothing.
-    let request = export::runner::export_request(
+    // The same request at the same log position (the harness's events topic, whose
+    // watermarks have not moved) run directly gives the same bytes: a takeover changes nothing.
+    let mut request = export::runner::export_request(
         &company,
         &export::state::JobSpec {
             from: None,
@@ -1038,18 +1041,12 @@ async fn a_killed_replicas_export_is_completed_by_another_and_no_partial_object_
             conversation_ids: vec![],
             time_zone: String::new(),
             format: "json".into(),
-            // What the job recorded: the harness's events topic, empty (2 partitions).
-            source: Some(export::watermark::SourceOffsets {
-                topic: format!("{state_topic}-events"),
-                partitions: (0..2)
-                    .map(|partition| export::watermark::PartitionEnd {
-                        partition,
-                        end_offset: 0,
-                        start_offset: 0,
-                    })
-                    .collect(),
-            }),
         },
+    );
+    request.position = Some(
+        compliance_log::LogPosition::read(store.as_ref(), &format!("{state_topic}-events"))
+            .await
+            .unwrap(),
     );
     let direct = archive::export_to_s3(
         &request,

@@ -68,9 +68,11 @@ pub struct ExportRequest {
     pub conversation_ids: BTreeSet<String>,
     /// IANA zone for day files; empty means UTC.
     pub time_zone: String,
-    /// The events-topic offsets the export covers, recorded in the manifest. `None` when the
-    /// log is exported without them (the offline `cce-archive`).
-    pub source_offsets: Option<manifest::SourceOffsets>,
+    /// The position of the log to read at (`LogReader::at`), recorded in the manifest: the
+    /// export service passes the one it waited for, so records that become durable later are
+    /// not half included and the same position gives the same archive. `None` reads all the
+    /// log holds (the offline `cce-archive`).
+    pub position: Option<compliance_log::LogPosition>,
 }
 
 impl ExportRequest {
@@ -119,7 +121,8 @@ pub struct Progress {
     pub percent: u32,
 }
 
-/// Renders an export into `sink`; returns the sink, the archive's size and what it holds.
+/// Renders an export into `sink`; returns the sink, the archive's size and what it holds. Reads
+/// `reader` at the request's position when it names one.
 pub async fn export_to_sink<S: Sink>(
     request: &ExportRequest,
     reader: &LogReader,
@@ -127,6 +130,11 @@ pub async fn export_to_sink<S: Sink>(
     progress: impl FnMut(Progress),
 ) -> Result<(S, u64, ExportSummary), ArchiveError> {
     let tz = request.validate()?;
+    // The request's position, when it names one, is what the manifest records: read at it.
+    let reader = &match &request.position {
+        Some(position) => reader.clone().at(position.clone()),
+        None => reader.clone(),
+    };
     let directory = reader
         .metadata(
             &request.company_id,

@@ -13,7 +13,10 @@ pub const EXPORT_FORMAT: &str = "cce-export-json";
 /// 3: events out of order (a change timed before its item's creation) are kept and flagged;
 /// `created_before_range` became `created_elsewhere`; notes carry `edit_count`
 /// (`docs/export-format.md`, "Events out of order").
-pub const EXPORT_FORMAT_VERSION: u32 = 3;
+/// 4: `log_position` names the position of the log the archive was read at (the events topic,
+/// and per partition its epoch, durable offset and time watermark), replacing
+/// `source_offsets` (`docs/export-format.md`, "What an archive covers").
+pub const EXPORT_FORMAT_VERSION: u32 = 4;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -32,13 +35,10 @@ pub struct ManifestHead {
     pub format: String,
     pub format_version: u32,
     pub request: RequestRecord,
-    /// What part of the log the archive reflects.
+    /// What part of the log the archive reflects. (Format 3's `source_offsets`, the events
+    /// topic's end offsets when the export was accepted, is not written any more and is
+    /// ignored when read.)
     pub log_position: LogPosition,
-    /// The events-topic offsets the archive covers: every event below them (on each partition)
-    /// that falls in the range and the filters is in the archive. `null` when unknown (an
-    /// archive made from the log alone, or a job accepted before they were recorded).
-    #[serde(default)]
-    pub source_offsets: Option<SourceOffsets>,
     /// Every conversation with content in the archive, with its totals.
     pub conversations: Vec<ConversationCounts>,
     pub totals: Counts,
@@ -60,27 +60,39 @@ pub struct RequestRecord {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogPosition {
+    /// 2: read by the format 2 reader (which reads format 1 objects too); 1 in older archives.
     pub log_format_version: u32,
     /// Events are those with `occurred_at` before this instant, as the log held them when read.
     pub events_before: DateTime<Utc>,
     /// Distinct events read for the range (after deduplication), before filters.
     pub events_read: u64,
+    /// The events topic whose log was read at `partitions`. `null` when the log was read
+    /// without a position (everything it held then: `cce-archive`, or format 3 and older).
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// The smallest time watermark of `partitions`: every event published to the topic before
+    /// this instant was durable in the log, so it is in the archive if its range and filters
+    /// take it. `null` with `topic`.
+    #[serde(default)]
+    pub durable_until: Option<DateTime<Utc>>,
+    /// Where the read stopped on each partition of the topic, in partition order: the archive
+    /// holds the records below `durable_offset` in `epoch` (and all of earlier epochs), and
+    /// none above. Empty with `topic` `null`.
+    #[serde(default)]
+    pub partitions: Vec<PartitionPosition>,
 }
 
-/// Where the events topic ended when the export was accepted; the export waited until
-/// ingestion had written everything below.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourceOffsets {
-    pub topic: String,
-    /// Every partition of the topic then, in partition order.
-    pub partitions: Vec<PartitionOffset>,
-}
-
+/// One partition of the position an archive was read at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartitionOffset {
+pub struct PartitionPosition {
     pub partition: i32,
-    /// The offset after the last event covered.
-    pub end_offset: i64,
+    /// The log epoch (it changes when the topic's offsets could restart, `docs/log-format.md`).
+    pub epoch: u32,
+    /// Every offset below it in `epoch` was durable in the log (or dead-lettered).
+    pub durable_offset: i64,
+    /// Every event published to the partition before it was durable; `null` if ingestion had
+    /// not observed one yet.
+    pub time_watermark: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,4 +150,27 @@ pub struct ExportSummary {
     pub files: u64,
     /// Their uncompressed bytes.
     pub json_bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_format_3_manifest_head_still_reads_with_no_position() {
+        let v3 = r#"{"format":"cce-export-json","format_version":3,
+            "request":{"company_id":"acme","from":null,"to":"2026-01-08T00:00:00Z",
+                       "all_history":true,"person_ids":[],"conversation_ids":[],"time_zone":"UTC"},
+            "log_position":{"log_format_version":1,"events_before":"2026-01-08T00:00:00Z",
+                            "events_read":3},
+            "source_offsets":{"topic":"chat-events",
+                              "partitions":[{"partition":0,"end_offset":7}]},
+            "conversations":[],
+            "totals":{"events":0,"posts":0,"edits":0,"deletes":0,"notes":0,"files_shared":0}}"#;
+        let head: ManifestHead = serde_json::from_str(v3).unwrap();
+        assert_eq!(head.log_position.events_read, 3);
+        assert_eq!(head.log_position.topic, None);
+        assert_eq!(head.log_position.durable_until, None);
+        assert!(head.log_position.partitions.is_empty());
+    }
 }

@@ -308,8 +308,10 @@ mod tests {
                     log_format_version: 1,
                     events_before: chrono::DateTime::UNIX_EPOCH,
                     events_read: day.events,
+                    topic: None,
+                    durable_until: None,
+                    partitions: vec![],
                 },
-                source_offsets: None,
                 conversations: vec![ConversationCounts {
                     conversation_id: "dm1".into(),
                     kind: "direct".into(),

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use crate::items::{Change, DayFile, ItemKind, item_key};
 use crate::manifest::{
     ConversationCounts, Counts, DayCounts, EXPORT_FORMAT, EXPORT_FORMAT_VERSION, ExportSummary,
-    FileRecord, LogPosition, ManifestHead, RequestRecord,
+    FileRecord, LogPosition, ManifestHead, PartitionPosition, RequestRecord,
 };
 use crate::names::{conversation_folder, sanitize};
 use crate::spill::Spill;
@@ -562,12 +562,7 @@ impl<'a, S: Sink> Renderer<'a, S> {
                 conversation_ids: request.conversation_ids.iter().cloned().collect(),
                 time_zone: self.tz.name().to_owned(),
             },
-            log_position: LogPosition {
-                log_format_version: 1,
-                events_before: request.to,
-                events_read: self.events_read,
-            },
-            source_offsets: request.source_offsets.clone(),
+            log_position: log_position(request, self.events_read),
             conversations,
             totals: self.totals(),
         };
@@ -637,4 +632,30 @@ pub fn parse_time_zone(name: &str) -> Result<Tz, ArchiveError> {
             "unknown time zone {name:?}: use an IANA name such as \"Europe/London\""
         ))
     })
+}
+
+/// The manifest's `log_position`: the range's end, what was read, and the position of the log
+/// it was read at.
+fn log_position(request: &ExportRequest, events_read: u64) -> LogPosition {
+    let position = request.position.as_ref();
+    LogPosition {
+        log_format_version: 2,
+        events_before: request.to,
+        events_read,
+        topic: position.map(|p| p.topic.clone()),
+        durable_until: position.and_then(|p| p.min_time_watermark()),
+        partitions: position
+            .map(|p| {
+                p.partitions
+                    .iter()
+                    .map(|q| PartitionPosition {
+                        partition: q.partition,
+                        epoch: q.epoch,
+                        durable_offset: q.durable_offset,
+                        time_watermark: q.time_watermark,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
 }

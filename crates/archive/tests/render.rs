@@ -251,7 +251,13 @@ async fn layout_scope_history_notes_and_files() {
     assert_eq!(manifest["files"].as_array().unwrap().len(), files.len() - 1);
     assert_eq!(manifest["totals"]["edits"], 2);
     assert_eq!(manifest["totals"]["deletes"], 1);
-    assert_eq!(manifest["format_version"], 3);
+    assert_eq!(manifest["format_version"], 4);
+    // Read without a position (as `cce-archive` does): the manifest names none.
+    let position = &manifest["log_position"];
+    assert_eq!(position["log_format_version"], 2, "{position}");
+    assert!(position["topic"].is_null(), "{position}");
+    assert!(position["durable_until"].is_null(), "{position}");
+    assert_eq!(position["partitions"], json!([]), "{position}");
     // `days` has one line per day file, in date order, and adds up to each conversation's
     // counts, which add up to the totals.
     let days = manifest["days"].as_array().unwrap();
@@ -345,6 +351,57 @@ async fn the_same_request_gives_the_same_archive() {
     let (a, _) = export(&request("Europe/London")).await;
     let (b, _) = export(&request("Europe/London")).await;
     assert_eq!(a, b);
+}
+
+#[tokio::test]
+async fn the_manifest_records_the_log_position_the_archive_was_read_at() {
+    let at = |s: &str| Some(s.parse().unwrap());
+    let position = compliance_log::LogPosition {
+        topic: "chat-events".into(),
+        expected_partitions: 2,
+        partitions: vec![
+            compliance_log::PartitionPosition {
+                partition: 0,
+                epoch: 1,
+                durable_offset: 5021,
+                time_watermark: at("2026-11-26T10:00:05Z"),
+            },
+            compliance_log::PartitionPosition {
+                partition: 1,
+                epoch: 2,
+                durable_offset: 17,
+                time_watermark: at("2026-11-26T10:00:02Z"),
+            },
+        ],
+    };
+    let mut read_at = request("UTC");
+    read_at.position = Some(position);
+    let (bytes, files) = export(&read_at).await;
+    assert_eq!(
+        files["manifest.json"]["log_position"],
+        json!({
+            "log_format_version": 2,
+            "events_before": "2026-02-03T00:00:00Z",
+            "events_read": files["manifest.json"]["log_position"]["events_read"],
+            "topic": "chat-events",
+            "durable_until": "2026-11-26T10:00:02Z",
+            "partitions": [
+                {"partition": 0, "epoch": 1, "durable_offset": 5021,
+                 "time_watermark": "2026-11-26T10:00:05Z"},
+                {"partition": 1, "epoch": 2, "durable_offset": 17,
+                 "time_watermark": "2026-11-26T10:00:02Z"},
+            ],
+        })
+    );
+    assert!(files["manifest.json"].get("source_offsets").is_none());
+    // The log here is format 1 (inside every position): the same content as without one.
+    let (_, unpositioned) = export(&request("UTC")).await;
+    assert_eq!(
+        files["manifest.json"]["totals"],
+        unpositioned["manifest.json"]["totals"]
+    );
+    let report = archive::verify::verify(&mut std::io::Cursor::new(&bytes)).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
 
 #[tokio::test]

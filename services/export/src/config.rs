@@ -46,14 +46,23 @@ pub struct Config {
     )]
     pub notifications_topic: String,
     /// Topic the chat platform publishes its events to (the ingestion service's). An export
-    /// records where it ended when the export was accepted, and waits for ingestion to get there.
+    /// waits until the log's watermarks for this topic (`log/v2/watermarks/<topic>/`) say the
+    /// log is durable far enough, then reads the log at that position.
     #[arg(long, env = "CCE_EVENTS_TOPIC", default_value = "chat-events")]
     pub events_topic: String,
-    /// Consumer group of the ingestion service: its committed offsets say what is in the log.
-    #[arg(long, env = "CCE_INGEST_GROUP", default_value = "cce-ingestion")]
-    pub ingest_group: String,
-    /// How long an export may wait for ingestion to write every event accepted before the
-    /// request, in seconds from its acceptance; then it fails, saying what to check.
+    /// How long after it occurred, in seconds, an event may still be published and count as on
+    /// time, for a range that ends near or after its request. An export waits until everything
+    /// published before it was requested is durable in the log (whatever the events'
+    /// `occurred_at`: a backfill, a backlog behind a stalled partition); a range that ends less
+    /// than this before the request (an export "until now") also waits until its end plus this,
+    /// for the events dated at its end that are published a little later. Events published
+    /// later than that are in the log, and in exports requested after they are published.
+    /// At most a day, the longest an export may wait (`--ingest-wait-secs`).
+    #[arg(long = "lateness-grace-secs", env = "CCE_EXPORT_LATENESS_GRACE_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub lateness_grace_secs: u64,
+    /// How long an export may wait for the log to become durable far enough, in seconds from
+    /// its acceptance; then it fails, saying what to check.
     #[arg(long = "ingest-wait-secs", env = "CCE_EXPORT_INGEST_WAIT_SECS", default_value_t = 900,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub ingest_wait_secs: u64,

@@ -5,7 +5,7 @@
 //!   [`statelog`]: those commands on a Kafka topic kept forever, folded by every replica from
 //!   the newest snapshot; [`liveness`]: running exports' heartbeats and progress, not kept.
 //! - [`service`]: the RPCs; [`runner`]: claiming and running jobs with the export engine;
-//!   [`watermark`]: an export waits until ingestion has written what it had accepted;
+//!   [`watermark`]: an export waits until the log is durable past its range, and reads it there;
 //!   [`notify`]: mail and a Kafka event when a job finishes; [`lifecycle`]: the bucket's rules.
 
 pub mod access;
@@ -122,16 +122,15 @@ pub async fn start_with_clock(
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "export".into());
         format!("{host}-{}", &uuid::Uuid::new_v4().to_string()[..8])
     });
-    let ingest = watermark::IngestOffsets::new(
-        &config.kafka_brokers,
+    let watermark = watermark::LogWatermark::new(
+        store.clone(),
         &config.events_topic,
-        &config.ingest_group,
-    )
-    .context("connecting to the events topic")?;
+        Duration::from_secs(config.lateness_grace_secs),
+    );
     let runner = runner::Runner {
         log: log.clone(),
         liveness: liveness.clone(),
-        ingest: ingest.clone(),
+        watermark,
         ingest_wait: Duration::from_secs(config.ingest_wait_secs),
         log_store: store.clone(),
         archive_store: store,
@@ -145,7 +144,6 @@ pub async fn start_with_clock(
     let api = service::Api {
         log: log.clone(),
         liveness,
-        ingest,
         verifier: auth::Verifier::hs256(
             config.token_signing_key.as_bytes(),
             &config.token_issuer,

@@ -11,9 +11,11 @@
 //! can never overwrite the archive a job's accepted result names; a refused result's object is
 //! deleted.
 //!
-//! Before the engine reads the log, a job waits until ingestion has written every event the
-//! events topic had accepted when the job was accepted ([`crate::watermark`]), heartbeating
-//! how far behind it is; it fails if that takes longer than the configured wait.
+//! Before the engine reads the log, a job waits until the log's own watermark says it is durable
+//! past the job's acceptance (everything published before the request), or past the range's end
+//! plus a grace if that is later, heartbeating how far the log has got, and then reads the log
+//! at that position ([`crate::watermark`]); it fails if that takes longer than the configured
+//! wait.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -31,9 +33,10 @@ use crate::state::{
     Command, Job, JobProgress, JobResult, JobSpec, JobStatus, Outcome, SERVICE_ACTOR,
 };
 use crate::statelog::StateLog;
-use crate::watermark::{IngestOffsets, SourceOffsets, WaitError};
+use crate::watermark::{LogWatermark, WaitError};
 
-/// The engine's request for a job.
+/// The engine's request for a job, reading all the log holds (the runner sets the position it
+/// waited for, [`crate::watermark`]).
 pub fn export_request(company_id: &str, spec: &JobSpec) -> ExportRequest {
     ExportRequest {
         company_id: company_id.to_owned(),
@@ -46,22 +49,7 @@ pub fn export_request(company_id: &str, spec: &JobSpec) -> ExportRequest {
             .cloned()
             .collect::<BTreeSet<_>>(),
         time_zone: spec.time_zone.clone(),
-        source_offsets: spec.source.as_ref().map(manifest_offsets),
-    }
-}
-
-/// The job's source offsets as the manifest records them.
-fn manifest_offsets(source: &SourceOffsets) -> archive::manifest::SourceOffsets {
-    archive::manifest::SourceOffsets {
-        topic: source.topic.clone(),
-        partitions: source
-            .partitions
-            .iter()
-            .map(|p| archive::manifest::PartitionOffset {
-                partition: p.partition,
-                end_offset: p.end_offset,
-            })
-            .collect(),
+        position: None,
     }
 }
 
@@ -91,9 +79,9 @@ pub fn archive_key(
 pub struct Runner {
     pub log: StateLog,
     pub liveness: Liveness,
-    /// Where ingestion stands, to wait for it before exporting.
-    pub ingest: IngestOffsets,
-    /// How long a job may wait for ingestion, counted from its acceptance.
+    /// The log's durable watermark, to wait for before exporting and to read at.
+    pub watermark: LogWatermark,
+    /// How long a job may wait for the log, counted from its acceptance.
     pub ingest_wait: Duration,
     pub log_store: Arc<dyn ObjectStore>,
     pub archive_store: Arc<dyn ObjectStore>,
@@ -296,24 +284,28 @@ impl Runner {
             cancel.clone(),
         ));
         let export = {
-            let (progress, cancel, request, key) = (progress.clone(), &cancel, &request, &key);
-            let (source, accepted) = (job.spec.source.clone(), job.created_at);
+            let (progress, cancel, key) = (progress.clone(), &cancel, &key);
+            let mut request = request.clone();
+            let accepted = job.created_at;
             async move {
-                if let Some(source) = &source {
-                    let set = |lag| {
-                        *progress.lock().unwrap_or_else(|e| e.into_inner()) = JobProgress {
-                            waiting_for_ingestion: Some(lag),
-                            ..JobProgress::default()
-                        };
+                // Waits until the log is durable far enough for the range, then reads the log
+                // at the position that showed it, whatever arrives meanwhile.
+                let needed = self.watermark.needed(request.to, accepted);
+                let set = |lag| {
+                    *progress.lock().unwrap_or_else(|e| e.into_inner()) = JobProgress {
+                        waiting_for_log: Some(lag),
+                        ..JobProgress::default()
                     };
-                    let clock = self.log.clock().as_ref();
-                    self.ingest
-                        .wait_for(source, accepted, self.ingest_wait, clock, cancel, set)
-                        .await?;
-                    *progress.lock().unwrap_or_else(|e| e.into_inner()) = JobProgress::default();
-                }
+                };
+                let clock = self.log.clock().as_ref();
+                let position = self
+                    .watermark
+                    .wait_for(needed, accepted, self.ingest_wait, clock, cancel, set)
+                    .await?;
+                *progress.lock().unwrap_or_else(|e| e.into_inner()) = JobProgress::default();
+                request.position = Some(position);
                 archive::export_to_s3(
-                    request,
+                    &request,
                     self.log_store.clone(),
                     self.archive_store.clone(),
                     key,
@@ -324,7 +316,7 @@ impl Runner {
                             files_written: p.files_written,
                             bytes_written: p.bytes_written,
                             percent: p.percent.min(99),
-                            waiting_for_ingestion: None,
+                            waiting_for_log: None,
                         };
                     },
                 )
@@ -372,7 +364,7 @@ impl Runner {
                         files_written: stored.summary.files + 1,
                         bytes_written: stored.size,
                         percent: 100,
-                        waiting_for_ingestion: None,
+                        waiting_for_log: None,
                     }),
                 };
                 self.finish(company, job_id, finish, Some(&stored.key))
@@ -687,6 +679,19 @@ mod tests {
             lease: Duration,
             liveness: Liveness,
         ) -> Runner {
+            // A log durable forever: nothing waits for ingestion.
+            let watermark = crate::watermark::LogWatermark::durable_forever();
+            self.runner_with(worker, lease, liveness, watermark).await
+        }
+
+        /// A replica's runner, started, waiting for the log as `watermark` says.
+        async fn runner_with(
+            &self,
+            worker: &str,
+            lease: Duration,
+            liveness: Liveness,
+            watermark: crate::watermark::LogWatermark,
+        ) -> Runner {
             // Nothing listens there: notifications fail and are retried, which these tests
             // do not look at.
             let config = crate::Config::try_parse_from([
@@ -703,8 +708,7 @@ mod tests {
             let runner = Runner {
                 log: self.state_log().await,
                 liveness,
-                // Jobs here record no source offsets, so nothing waits for ingestion.
-                ingest: crate::watermark::IngestOffsets::caught_up(),
+                watermark,
                 ingest_wait: Duration::from_secs(60),
                 log_store: self.store.clone(),
                 archive_store: self.store.clone(),
@@ -891,6 +895,108 @@ mod tests {
                 assert_eq!(job.attempts, 1, "{job:?}");
             }
         });
+        replicas.stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_job_waits_for_the_log_then_exports_at_the_position_it_waited_for() {
+        use crate::watermark::{FixedPositions, LogPosition, LogWatermark, PartitionPosition};
+        let replicas = Replicas::new();
+        let admin = replicas.state_log().await;
+        admin.submit("acme", "ann", Command::Enable).await.unwrap();
+        let positions = FixedPositions::new("events", 2, None);
+        let watermark = LogWatermark::with(
+            Arc::new(positions.clone()),
+            "events",
+            Duration::from_secs(60),
+        );
+        let liveness = Liveness::start(Arc::new(replicas.channel.clone()), replicas.stop.clone());
+        let runner = replicas
+            .runner_with("w", Duration::from_secs(5), liveness, watermark)
+            .await;
+        create(&admin, "j1").await; // all history up to now: its end plus the grace
+
+        // No watermark yet: the job runs, waiting, and its progress says so.
+        let waiting = async {
+            loop {
+                if let Some(lag) = runner
+                    .liveness
+                    .progress("j1", 1)
+                    .and_then(|p| p.waiting_for_log)
+                {
+                    return lag;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let lag = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the waiting job reports its progress within 10 s");
+        let job = admin.read(|s| s.company("acme").unwrap().job("j1").cloned().unwrap());
+        assert_eq!(job.stored_status(), JobStatus::InProgress);
+        assert_eq!((lag.partitions, lag.durable_until), (0, None));
+        assert_eq!(
+            lag.needed,
+            crate::watermark::Needed {
+                at: job.spec.to + chrono::Duration::seconds(60),
+                grace_secs: Some(60)
+            },
+            "up to now: the range's end plus the grace, past the request"
+        );
+
+        // The log becomes durable as far as that: the job exports at that position.
+        let past = lag.needed.at;
+        let position = LogPosition {
+            topic: "events".into(),
+            expected_partitions: 2,
+            partitions: (0..2)
+                .map(|partition| PartitionPosition {
+                    partition,
+                    epoch: 1,
+                    durable_offset: 40 + i64::from(partition),
+                    time_watermark: Some(past),
+                })
+                .collect(),
+        };
+        positions.set(position);
+        let done = wait_job(&admin, "j1", "completed", |j| {
+            j.stored_status() == JobStatus::Completed
+        })
+        .await;
+        let bytes = replicas
+            .store
+            .get(&done.archive.unwrap().key)
+            .await
+            .unwrap();
+        let entries = archive::verify::read_entries(&bytes).unwrap();
+        let (_, manifest) = entries
+            .iter()
+            .find(|(name, _)| name.ends_with("/manifest.json"))
+            .unwrap();
+        let manifest: serde_json::Value = serde_json::from_slice(manifest).unwrap();
+        let at = manifest["log_position"].clone();
+        assert_eq!(at["topic"], "events", "{at}");
+        assert_eq!(
+            at["partitions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| (
+                    p["partition"].as_i64().unwrap(),
+                    p["durable_offset"].as_i64().unwrap()
+                ))
+                .collect::<Vec<_>>(),
+            [(0, 40), (1, 41)],
+            "{at}"
+        );
+        assert_eq!(
+            at["durable_until"]
+                .as_str()
+                .unwrap()
+                .parse::<chrono::DateTime<chrono::Utc>>()
+                .unwrap(),
+            past
+        );
         replicas.stop.cancel();
     }
 }

@@ -25,7 +25,6 @@ use crate::state::{
     status_word,
 };
 use crate::statelog::StateLog;
-use crate::watermark::IngestOffsets;
 
 /// The most ids a filter may list.
 const MAX_FILTER_IDS: usize = 1000;
@@ -38,8 +37,6 @@ pub struct Api {
     pub(crate) log: StateLog,
     /// Running jobs' progress, as their workers report it.
     pub(crate) liveness: Liveness,
-    /// Reads where the events topic ends, recorded in each export accepted.
-    pub(crate) ingest: IngestOffsets,
     pub(crate) verifier: Verifier,
     /// Presigns download links (with the public endpoint when one is configured).
     pub(crate) link_store: Arc<dyn ObjectStore>,
@@ -205,18 +202,19 @@ pub(crate) fn job_to_proto(
 }
 
 fn progress_to_proto(progress: &JobProgress) -> pb::Progress {
-    let lag = progress.waiting_for_ingestion.unwrap_or_default();
+    let lag = progress.waiting_for_log.as_ref();
     pb::Progress {
         events_read: progress.events_read,
         files_written: progress.files_written,
         bytes_written: progress.bytes_written,
         percent: progress.percent,
-        detail: progress
-            .waiting_for_ingestion
+        detail: lag
             .map(crate::watermark::waiting_message)
             .unwrap_or_default(),
-        ingest_events_behind: lag.events,
-        ingest_partitions_behind: lag.partitions,
+        ingest_events_behind: 0,
+        ingest_partitions_behind: lag.map_or(0, |l| l.partitions_behind),
+        log_durable_until: lag.and_then(|l| l.durable_until).map(timestamp),
+        log_durable_needed: lag.map(|l| timestamp(l.needed.at)),
     }
 }
 
@@ -320,7 +318,6 @@ fn spec_from_request(
         conversation_ids: unique(&request.conversation_ids),
         time_zone: request.time_zone.trim().to_owned(),
         format: "json".into(),
-        source: None,
     };
     crate::runner::export_request(company_id, &spec)
         .validate()
@@ -445,13 +442,9 @@ impl ComplianceExportService for Api {
         let result = async {
             let caller = self.authorize(&request, Action::CreateExport).await?;
             let body = request.get_ref();
-            let mut spec = spec_from_request(&caller.company_id, body, self.now())?;
-            // Where the events topic ends now: the export runs once ingestion has written
-            // everything below, so it holds every event accepted before this request.
-            let source = self.ingest.end_offsets().await.map_err(|e| {
-                Status::unavailable(format!("cannot accept exports now: {e}; retry shortly"))
-            })?;
-            spec.source = Some(source);
+            // The job's acceptance (its `created_at`) is what it waits for in the log (everything
+            // published before it, `watermark.rs`): nothing is read from the events topic here.
+            let spec = spec_from_request(&caller.company_id, body, self.now())?;
             let job_id = uuid::Uuid::new_v4().to_string();
             let outcome = self
                 .submit(
@@ -775,8 +768,6 @@ mod tests {
             Api {
                 log: state,
                 liveness: Liveness::start(channel, stop.clone()),
-                // An empty events topic: exports accepted here wait for nothing.
-                ingest: crate::watermark::IngestOffsets::caught_up(),
                 verifier: Verifier::hs256(KEY, "admin-portal", "compliance-exports"),
                 link_store: Arc::new(MemoryStore::new()),
                 link_ttl: Duration::from_secs(3600),
@@ -849,7 +840,7 @@ mod tests {
                     files_written: 5,
                     bytes_written: 678,
                     percent: 40,
-                    waiting_for_ingestion: None,
+                    waiting_for_log: None,
                 },
             };
             a.liveness.publish(&beat).await.unwrap();

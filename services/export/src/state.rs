@@ -28,7 +28,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::access::{AccessCommand, AccessState, Denied};
-use crate::watermark::{IngestLag, SourceOffsets};
+use crate::watermark::LogLag;
 
 /// At most this many of a company's exports run at once.
 pub const MAX_RUNNING_PER_COMPANY: usize = 2;
@@ -140,11 +140,6 @@ pub struct JobSpec {
     pub time_zone: String,
     /// `json` (the only format so far).
     pub format: String,
-    /// Where the events topic ended when the export was accepted: it runs once ingestion has
-    /// written everything below (see [`crate::watermark`]). `None` in jobs accepted before
-    /// this was recorded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<SourceOffsets>,
 }
 
 #[cfg(test)]
@@ -158,7 +153,6 @@ impl JobSpec {
             conversation_ids: vec![],
             time_zone: String::new(),
             format: "json".into(),
-            source: None,
         }
     }
 }
@@ -169,9 +163,10 @@ pub struct JobProgress {
     pub files_written: u64,
     pub bytes_written: u64,
     pub percent: u32,
-    /// While the job waits for ingestion to reach its source offsets: how far behind it is.
+    /// While the job waits for the log to be durable far enough for it: how far the log has
+    /// got (see [`crate::watermark`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub waiting_for_ingestion: Option<IngestLag>,
+    pub waiting_for_log: Option<LogLag>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -732,7 +727,6 @@ mod tests {
             conversation_ids: vec![],
             time_zone: String::new(),
             format: "json".into(),
-            source: None,
         }
     }
 

@@ -1,431 +1,410 @@
-//! The first watermark: an export covers every event the events topic had accepted when the
-//! export was requested.
+//! The log's durable watermark: an export reads the log only once the log itself says it holds
+//! every event of the range, and then reads it at exactly that position.
 //!
-//! When a job is accepted, the end offsets of every partition of the events topic are recorded
-//! in its spec ([`SourceOffsets`]). Before the engine reads the log, the runner waits until the
-//! ingestion group's committed offsets have reached them. Ingestion commits an offset only after
-//! everything below it is durable in the log (or in the dead-letter topic), so from then on the
-//! log holds every event accepted before the request. While it waits, the job's progress says
-//! how far behind ingestion is ([`IngestLag`]); past the deadline, counted from acceptance, the
-//! job fails with a message saying what to check ([`too_late_message`]).
+//! Ingestion publishes, per partition of the events topic, a watermark pointer
+//! (`log/v2/watermarks/<topic>/<partition>.json`): the offset below which everything is durable
+//! in the log, and a time watermark — every event published to the partition before it is
+//! durable. Before the engine reads the log, the runner re-reads these pointers every few
+//! seconds ([`LogWatermark::wait_for`]) until every partition has one and the smallest time
+//! watermark has reached [`Needed::at`]: the export's acceptance — everything published before
+//! the request, whatever its `occurred_at` (a backfill, a backlog behind a stalled partition) —
+//! or, for a range that ends less than a lateness grace before the request (or later), the
+//! range's end plus the grace. It then returns the [`LogPosition`] it saw, and the engine
+//! reads the log at it (`LogReader::at`): events that become durable afterwards are not half
+//! included, and the same position gives the same archive. While it waits, the job's progress
+//! says how far the log has got ([`LogLag`]); past the deadline, counted from acceptance, the job
+//! fails with a message saying what to check ([`too_late_message`]).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
+use storage::ObjectStore;
 use telemetry::CancellationToken;
 
 use crate::clock::Clock;
+pub use compliance_log::{LogPosition, PartitionPosition};
 
-/// Where the events topic ended when an export was accepted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourceOffsets {
-    pub topic: String,
-    /// Every partition of the topic then, in partition order.
-    pub partitions: Vec<PartitionEnd>,
-}
-
-impl SourceOffsets {
-    /// Partitions that end at `ends` (partition, end offset), each holding all it ever had.
-    pub fn from_ends(topic: &str, ends: &[(i32, i64)]) -> Self {
-        Self {
-            topic: topic.to_owned(),
-            partitions: ends
-                .iter()
-                .map(|&(partition, end_offset)| PartitionEnd {
-                    partition,
-                    end_offset,
-                    start_offset: 0,
-                })
-                .collect(),
-        }
-    }
-}
-
-/// One partition's end: the offset after the last event it had accepted.
+/// Until when the log must be durable before a job may read it, and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartitionEnd {
-    pub partition: i32,
-    pub end_offset: i64,
-    /// The oldest offset the partition still held (its low watermark): below it retention has
-    /// removed everything, so a group that never committed there is not behind by it.
-    #[serde(default)]
-    pub start_offset: i64,
+pub struct Needed {
+    /// Every event published before this instant must be durable in the log.
+    pub at: DateTime<Utc>,
+    /// The lateness grace added to the range's end, in seconds; `None` when `at` is the
+    /// export's acceptance (which came later, or at the same instant).
+    pub grace_secs: Option<u64>,
 }
 
-/// How far ingestion is behind a job's source offsets.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IngestLag {
-    /// Offsets not yet committed by the ingestion group, summed over the partitions (events,
-    /// counting those bound for the dead-letter topic).
-    pub events: u64,
-    /// Partitions where the group has not reached the recorded end.
-    pub partitions: u32,
-}
-
-impl IngestLag {
-    pub fn caught_up(self) -> bool {
-        self.partitions == 0
-    }
-}
-
-/// How far the group's `committed` offsets (only partitions that have one) are behind `source`.
-/// A partition without a committed offset is behind by all it held (end minus start), so an
-/// empty one, or one whose events retention has all removed, counts as caught up: ingestion
-/// never sees a message there and so never commits.
-pub fn lag(source: &SourceOffsets, committed: &BTreeMap<i32, i64>) -> IngestLag {
-    let mut lag = IngestLag::default();
-    for end in &source.partitions {
-        let start = end.start_offset.max(0);
-        let at = committed
-            .get(&end.partition)
-            .copied()
-            .unwrap_or(start)
-            .max(start);
-        let behind = u64::try_from(end.end_offset - at).unwrap_or(0);
-        if behind > 0 {
-            lag.events += behind;
-            lag.partitions += 1;
+impl Needed {
+    /// `max(to + grace, accepted)`: an export holds every event of its range published before
+    /// it was requested, however long after its `occurred_at` that was (a backfill, a backlog
+    /// behind a stalled partition), so it waits until everything published before the request
+    /// is durable. An event is published a little after it occurred, so a range that ends less
+    /// than `grace` before the request (or later) waits until its end plus the grace. A tie is
+    /// the request.
+    pub fn new(to: DateTime<Utc>, accepted: DateTime<Utc>, grace: Duration) -> Self {
+        let grace_secs = grace.as_secs();
+        // A grace too large to add is past any request: the end is "later" (the latest instant).
+        let end = chrono::Duration::try_seconds(i64::try_from(grace_secs).unwrap_or(i64::MAX))
+            .and_then(|g| to.checked_add_signed(g))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        if end > accepted {
+            Self {
+                at: end,
+                grace_secs: Some(grace_secs),
+            }
+        } else {
+            Self {
+                at: accepted,
+                grace_secs: None,
+            }
         }
     }
-    lag
+
+    fn why(self) -> String {
+        match self.grace_secs {
+            Some(grace) => format!("the range's end plus {grace}s of grace"),
+            None => "when the export was requested".to_owned(),
+        }
+    }
+}
+
+/// How far the log is from what a waiting job needs: its progress while it waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLag {
+    /// The smallest time watermark of the topic's partitions: every event published before it
+    /// is durable. `None` while some partition has none yet.
+    pub durable_until: Option<DateTime<Utc>>,
+    pub needed: Needed,
+    /// Partitions the topic has, as ingestion saw it (0: no watermark pointer at all yet).
+    pub partitions: u32,
+    /// Partitions with no time watermark yet, or one before `needed`.
+    pub partitions_behind: u32,
+    /// Of those, the partitions with no time watermark yet (no pointer, or `null` in it).
+    #[serde(default)]
+    pub partitions_missing: u32,
+}
+
+/// Partitions the log's pointers say the topic has (each pointer carries the count ingestion
+/// saw; the largest wins).
+fn partition_count(position: &LogPosition) -> usize {
+    usize::try_from(position.expected_partitions).unwrap_or(0)
+}
+
+/// Whether `position` is durable far enough for `needed` (`None`), or how far it is short.
+pub fn lag(position: &LogPosition, needed: Needed) -> Option<LogLag> {
+    let count = partition_count(position);
+    let ready = |p: &&PartitionPosition| p.time_watermark.is_some_and(|t| t >= needed.at);
+    let durable_until = position.min_time_watermark();
+    if position.is_complete() && durable_until.is_some_and(|t| t >= needed.at) {
+        return None;
+    }
+    // Only the partitions the topic has count (a pointer left by a partition beyond the count
+    // would not make up for a missing one).
+    let expected = i32::try_from(count).unwrap_or(i32::MAX);
+    let partitions = || {
+        position
+            .partitions
+            .iter()
+            .filter(move |p| (0..expected).contains(&p.partition))
+    };
+    let ready_count = partitions().filter(|p| ready(p)).count();
+    let present = partitions().filter(|p| p.time_watermark.is_some()).count();
+    Some(LogLag {
+        durable_until,
+        needed,
+        partitions: u32::try_from(count).unwrap_or(u32::MAX),
+        partitions_behind: u32::try_from(count.saturating_sub(ready_count)).unwrap_or(u32::MAX),
+        partitions_missing: u32::try_from(count.saturating_sub(present)).unwrap_or(u32::MAX),
+    })
 }
 
 fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
+fn instant(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// How far the log has got, for a person: the body of the progress text and of the deadline
+/// message.
+fn how_far(lag: &LogLag) -> String {
+    let needed = format!("{} ({})", instant(lag.needed.at), lag.needed.why());
+    match lag.durable_until {
+        _ if lag.partitions == 0 => {
+            format!("the log has no watermark yet; it must be durable until {needed}")
+        }
+        None => format!(
+            "{} of {} {} no watermark yet; the log must be durable until {needed}",
+            lag.partitions_missing,
+            plural(u64::from(lag.partitions), "partition", "partitions"),
+            if lag.partitions_missing == 1 {
+                "has"
+            } else {
+                "have"
+            },
+        ),
+        Some(until) => format!(
+            "the log is durable until {}, {}s short of {needed}; {} of {} behind",
+            instant(until),
+            (lag.needed.at - until).num_seconds().max(1),
+            lag.partitions_behind,
+            plural(u64::from(lag.partitions), "partition", "partitions"),
+        ),
+    }
+}
+
 /// The progress text while a job waits for ingestion.
-pub fn waiting_message(lag: IngestLag) -> String {
-    format!(
-        "waiting for ingestion: {} behind on {}",
-        plural(lag.events, "event", "events"),
-        plural(u64::from(lag.partitions), "partition", "partitions")
-    )
+pub fn waiting_message(lag: &LogLag) -> String {
+    format!("waiting for ingestion: {}", how_far(lag))
+}
+
+/// Partitions of `position` whose time watermark is missing or before `needed`, for the
+/// deadline message (at most 10 named).
+fn behind_partitions(position: &LogPosition, needed: Needed) -> String {
+    let count = i32::try_from(partition_count(position)).unwrap_or(i32::MAX);
+    let behind: Vec<String> = (0..count)
+        .filter(|p| {
+            !position
+                .partitions
+                .iter()
+                .any(|q| q.partition == *p && q.time_watermark.is_some_and(|t| t >= needed.at))
+        })
+        .map(|p| p.to_string())
+        .collect();
+    let shown = behind
+        .iter()
+        .take(10)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if behind.len() > 10 {
+        format!("{shown}, …")
+    } else {
+        shown
+    }
 }
 
 /// Why a job failed at its deadline, for the person who requested it and the operator.
-/// `lag` is the last one measured (`None`: the offsets could never be read, see `error`).
+/// `last` is the position last read and how far it was short (`None`: the pointers could never
+/// be read, see `error`).
 pub fn too_late_message(
-    lag: Option<IngestLag>,
+    last: Option<(&LogPosition, &LogLag)>,
     topic: &str,
-    group: &str,
     waited: Duration,
     error: Option<&str>,
 ) -> String {
-    let what = match lag {
-        Some(lag) => format!(
-            "ingestion had not yet written {} accepted before this export was requested \
-             (consumer group {group:?} is behind on {} of topic {topic:?})",
-            plural(lag.events, "event", "events"),
-            plural(u64::from(lag.partitions), "partition", "partitions"),
+    let what = match last {
+        Some((_, lag)) if lag.partitions == 0 => format!(
+            "the log of topic {topic:?} has no watermark at all: ingestion has never written \
+             one for this topic — is the ingestion service running, and does CCE_EVENTS_TOPIC \
+             name its topic?"
         ),
-        None => format!(
-            "the committed offsets of the ingestion group {group:?} on topic {topic:?} could \
-             not be read"
+        Some((position, lag)) => format!(
+            "{}; topic {topic:?}, partitions behind: {}. Is the ingestion service running, and \
+             is one of these partitions stalled?",
+            how_far(lag),
+            behind_partitions(position, lag.needed),
         ),
+        None => format!("the log's watermarks for topic {topic:?} could not be read"),
     };
     let error = error.map_or_else(String::new, |e| format!(" (last error: {e})"));
     format!(
         "gave up waiting for ingestion {}s after the export was accepted: {what}{error}; the \
-         archive would have missed them, so none was made. Check the ingestion service (its /readyz and /metrics, e.g. \
-         cce_ingest_consumer_lag, cce_ingest_partition_stalled and cce_ingest_write_retries_total, and its logs), then \
+         archive could have missed events of its range, so none was made. Check the ingestion \
+         service (its /readyz and /metrics, e.g. cce_ingest_consumer_lag, \
+         cce_ingest_partition_stalled and cce_ingest_write_retries_total, and its logs), then \
          request the export again",
         waited.as_secs()
     )
 }
 
-/// Reading the events topic cannot be done now.
+/// The log's watermark pointers could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum OffsetsError {
-    #[error(
-        "the events topic {topic:?} does not exist: set CCE_EVENTS_TOPIC to the ingestion \
-         service's topic"
-    )]
-    NoTopic { topic: String },
-    #[error("reading the offsets of the events topic {topic:?}: {reason}")]
-    Kafka { topic: String, reason: String },
+#[error("reading the log's watermarks for topic {topic:?}: {reason}")]
+pub struct PositionError {
+    pub topic: String,
+    pub reason: String,
 }
 
-/// Reads the events topic's end offsets and the ingestion group's committed offsets.
-///
-/// One consumer client carrying the ingestion group's id, never subscribed: it only asks the
-/// group coordinator for committed offsets (OffsetFetch), so it never joins the group or
-/// commits anything. Its calls block, so they run on the blocking pool.
-#[derive(Clone)]
-pub struct KafkaPositions {
-    consumer: Arc<BaseConsumer>,
-    topic: String,
-    group: String,
-    timeout: Duration,
-}
-
-impl std::fmt::Debug for KafkaPositions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaPositions")
-            .field("topic", &self.topic)
-            .field("group", &self.group)
-            .finish_non_exhaustive()
-    }
-}
-
-impl KafkaPositions {
-    pub fn new(brokers: &str, topic: &str, group: &str) -> anyhow::Result<Self> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .create()?;
-        Ok(Self {
-            consumer: Arc::new(consumer),
-            topic: topic.to_owned(),
-            group: group.to_owned(),
-            timeout: Duration::from_secs(10),
-        })
-    }
-
-    fn kafka_error(&self, reason: impl std::fmt::Display) -> OffsetsError {
-        OffsetsError::Kafka {
-            topic: self.topic.clone(),
-            reason: reason.to_string(),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl Positions for KafkaPositions {
-    async fn end_offsets(&self) -> Result<SourceOffsets, OffsetsError> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let metadata = this
-                .consumer
-                .fetch_metadata(Some(&this.topic), this.timeout)
-                .map_err(|e| this.kafka_error(e))?;
-            let mut partitions: Vec<i32> = metadata
-                .topics()
-                .iter()
-                .filter(|t| t.name() == this.topic && t.error().is_none())
-                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                .collect();
-            if partitions.is_empty() {
-                return Err(OffsetsError::NoTopic {
-                    topic: this.topic.clone(),
-                });
-            }
-            partitions.sort_unstable();
-            let partitions = partitions
-                .into_iter()
-                .map(|partition| {
-                    this.consumer
-                        .fetch_watermarks(&this.topic, partition, this.timeout)
-                        .map(|(low, high)| PartitionEnd {
-                            partition,
-                            end_offset: high,
-                            start_offset: low,
-                        })
-                        .map_err(|e| this.kafka_error(e))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(SourceOffsets {
-                topic: this.topic.clone(),
-                partitions,
-            })
-        })
-        .await
-        .map_err(|e| self.kafka_error(e))?
-    }
-
-    async fn committed(&self, source: &SourceOffsets) -> Result<BTreeMap<i32, i64>, OffsetsError> {
-        let this = self.clone();
-        let mut list = TopicPartitionList::new();
-        for end in &source.partitions {
-            list.add_partition(&source.topic, end.partition);
-        }
-        tokio::task::spawn_blocking(move || {
-            let committed = this
-                .consumer
-                .committed_offsets(list, this.timeout)
-                .map_err(|e| this.kafka_error(e))?;
-            Ok(committed
-                .elements()
-                .iter()
-                .filter_map(|e| match e.offset() {
-                    Offset::Offset(at) => Some((e.partition(), at)),
-                    _ => None,
-                })
-                .collect())
-        })
-        .await
-        .map_err(|e| self.kafka_error(e))?
-    }
-}
-
-/// Where the events topic ends and where the ingestion group stands: Kafka in production
-/// ([`KafkaPositions`]), fixed values in unit tests ([`FixedPositions`]).
+/// Where the log stands: the watermark pointers on the object store in production
+/// ([`StorePositions`]), a position set by hand in unit tests ([`FixedPositions`]).
 #[async_trait::async_trait]
 pub trait Positions: Send + Sync + std::fmt::Debug + 'static {
-    /// The end offset (high watermark) of every partition of the events topic now.
-    async fn end_offsets(&self) -> Result<SourceOffsets, OffsetsError>;
-    /// The ingestion group's committed offsets on `source`'s partitions (those with one).
-    async fn committed(&self, source: &SourceOffsets) -> Result<BTreeMap<i32, i64>, OffsetsError>;
+    /// The log's position now: every partition's pointer that exists.
+    async fn read(&self) -> Result<LogPosition, PositionError>;
 }
 
-/// Positions set by hand, for unit tests of the API and the runner.
+/// The watermark pointers of a topic's log in the object store.
+#[derive(Debug, Clone)]
+pub struct StorePositions {
+    store: Arc<dyn ObjectStore>,
+    topic: String,
+}
+
+impl StorePositions {
+    pub fn new(store: Arc<dyn ObjectStore>, topic: &str) -> Self {
+        Self {
+            store,
+            topic: topic.to_owned(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Positions for StorePositions {
+    async fn read(&self) -> Result<LogPosition, PositionError> {
+        LogPosition::read(self.store.as_ref(), &self.topic)
+            .await
+            .map_err(|e| PositionError {
+                topic: self.topic.clone(),
+                reason: e.to_string(),
+            })
+    }
+}
+
+/// A position set by hand, for unit tests of the API and the runner.
 #[derive(Debug, Clone)]
 pub struct FixedPositions {
-    inner: Arc<std::sync::Mutex<(SourceOffsets, BTreeMap<i32, i64>)>>,
+    inner: Arc<std::sync::Mutex<LogPosition>>,
 }
 
 impl FixedPositions {
-    /// A topic whose partitions end at `ends`, with the group's committed offsets `committed`.
-    pub fn new(topic: &str, ends: &[(i32, i64)], committed: &[(i32, i64)]) -> Self {
-        let source = SourceOffsets::from_ends(topic, ends);
+    /// `topic` with `partitions` partitions, each durable until `until` (`None`: no pointer
+    /// at all yet).
+    pub fn new(topic: &str, partitions: i32, until: Option<DateTime<Utc>>) -> Self {
+        let position = LogPosition {
+            topic: topic.to_owned(),
+            expected_partitions: if until.is_some() { partitions } else { 0 },
+            partitions: match until {
+                Some(until) => (0..partitions)
+                    .map(|partition| PartitionPosition {
+                        partition,
+                        epoch: 1,
+                        durable_offset: 0,
+                        time_watermark: Some(until),
+                    })
+                    .collect(),
+                None => Vec::new(),
+            },
+        };
         Self {
-            inner: Arc::new(std::sync::Mutex::new((
-                source,
-                committed.iter().copied().collect(),
-            ))),
+            inner: Arc::new(std::sync::Mutex::new(position)),
         }
     }
 
-    /// Moves the group's committed offset of `partition` to `offset`.
-    pub fn commit(&self, partition: i32, offset: i64) {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .1
-            .insert(partition, offset);
+    /// Replaces the position.
+    pub fn set(&self, position: LogPosition) {
+        *self.inner.lock().unwrap_or_else(|p| p.into_inner()) = position;
     }
 }
 
 #[async_trait::async_trait]
 impl Positions for FixedPositions {
-    async fn end_offsets(&self) -> Result<SourceOffsets, OffsetsError> {
-        Ok(self
-            .inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .0
-            .clone())
-    }
-
-    async fn committed(&self, source: &SourceOffsets) -> Result<BTreeMap<i32, i64>, OffsetsError> {
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(source
-            .partitions
-            .iter()
-            .filter_map(|end| inner.1.get(&end.partition).map(|c| (end.partition, *c)))
-            .collect())
+    async fn read(&self) -> Result<LogPosition, PositionError> {
+        Ok(self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
 }
 
-/// Where ingestion stands, for exports to record and wait for.
+/// How often a waiting job re-reads the pointers: ingestion moves them after each flush (every
+/// 2 s by default) and every few seconds on idle partitions.
+const POLL: Duration = Duration::from_secs(2);
+
+/// The log's durable watermark, for exports to wait for and read at.
 #[derive(Debug, Clone)]
-pub struct IngestOffsets {
+pub struct LogWatermark {
     positions: Arc<dyn Positions>,
-    group: String,
+    topic: String,
+    grace: Duration,
 }
 
-impl IngestOffsets {
-    /// Reads the events topic and the ingestion group from Kafka.
-    pub fn new(brokers: &str, topic: &str, group: &str) -> anyhow::Result<Self> {
-        Ok(Self::with(
-            Arc::new(KafkaPositions::new(brokers, topic, group)?),
-            group,
-        ))
+impl LogWatermark {
+    /// Reads the pointers of `topic`'s log in `store`.
+    pub fn new(store: Arc<dyn ObjectStore>, topic: &str, grace: Duration) -> Self {
+        Self::with(Arc::new(StorePositions::new(store, topic)), topic, grace)
     }
 
-    /// An empty events topic, so nothing ever waits: for unit tests of the API and the runner.
-    pub fn caught_up() -> Self {
+    /// A log durable until far in the future, so nothing ever waits: for unit tests of the API
+    /// and the runner.
+    pub fn durable_forever() -> Self {
+        let forever = DateTime::<Utc>::MAX_UTC;
         Self::with(
-            Arc::new(FixedPositions::new("events", &[(0, 0)], &[])),
-            "ingest",
+            Arc::new(FixedPositions::new("events", 1, Some(forever))),
+            "events",
+            Duration::from_secs(60),
         )
     }
 
-    pub fn with(positions: Arc<dyn Positions>, group: &str) -> Self {
+    pub fn with(positions: Arc<dyn Positions>, topic: &str, grace: Duration) -> Self {
         Self {
             positions,
-            group: group.to_owned(),
+            topic: topic.to_owned(),
+            grace,
         }
     }
 
-    /// The end offset (high watermark) of every partition of the events topic now.
-    pub async fn end_offsets(&self) -> Result<SourceOffsets, OffsetsError> {
-        self.positions.end_offsets().await
+    /// Until when the log must be durable for an export of a range ending at `to`, accepted at
+    /// `accepted`.
+    pub fn needed(&self, to: DateTime<Utc>, accepted: DateTime<Utc>) -> Needed {
+        Needed::new(to, accepted, self.grace)
     }
 
-    /// The ingestion group's committed offsets on `source`'s partitions (those with one).
-    pub async fn committed(
-        &self,
-        source: &SourceOffsets,
-    ) -> Result<BTreeMap<i32, i64>, OffsetsError> {
-        self.positions.committed(source).await
-    }
-
-    /// Waits until the ingestion group has committed `source`'s offsets, reporting each lag
-    /// measured to `report`; fails once `wait` has passed since `accepted` (by `clock`) with
-    /// ingestion still behind. The deadline is checked after the offsets: a job that waited in
-    /// the queue past it still runs when ingestion has caught up.
+    /// Waits until the log is durable as far as `needed`, reporting how far it is short to
+    /// `report` at each read; returns the position that satisfied it, for the export to read
+    /// at. Fails once `wait` has passed since `accepted` (by `clock`) with the log still short.
+    /// The deadline is checked after the pointers: a job that waited in the queue past it still
+    /// runs when the log is far enough.
     pub async fn wait_for(
         &self,
-        source: &SourceOffsets,
+        needed: Needed,
         accepted: DateTime<Utc>,
         wait: Duration,
         clock: &dyn Clock,
         cancel: &CancellationToken,
-        mut report: impl FnMut(IngestLag),
-    ) -> Result<(), WaitError> {
+        mut report: impl FnMut(LogLag),
+    ) -> Result<LogPosition, WaitError> {
         let deadline = accepted
             + chrono::Duration::from_std(wait).unwrap_or_else(|_| chrono::Duration::days(1));
-        let mut last: Option<IngestLag> = None;
+        let mut last: Option<(LogPosition, LogLag)> = None;
         loop {
-            let measured = tokio::select! {
-                measured = self.committed(source) => measured,
+            let read = tokio::select! {
+                read = self.positions.read() => read,
                 () = cancel.cancelled() => return Err(WaitError::Cancelled),
             };
-            let error = match measured {
-                Ok(committed) => {
-                    let lag = lag(source, &committed);
-                    if lag.caught_up() {
-                        return Ok(());
-                    }
-                    if last != Some(lag) {
+            let error = match read {
+                Ok(position) => {
+                    let Some(lag) = lag(&position, needed) else {
+                        return Ok(position);
+                    };
+                    if last.as_ref().map(|(_, l)| l) != Some(&lag) {
                         tracing::info!(
-                            topic = %source.topic, group = %self.group, events = lag.events,
-                            partitions = lag.partitions, "export waiting for ingestion"
+                            topic = %self.topic, needed = %needed.at,
+                            durable_until = ?lag.durable_until, partitions = lag.partitions,
+                            partitions_behind = lag.partitions_behind,
+                            "export waiting for ingestion"
                         );
                     }
                     report(lag);
-                    last = Some(lag);
+                    last = Some((position, lag));
                     None
                 }
                 Err(e) => {
-                    tracing::warn!(group = %self.group, error = %e, "reading the ingestion group's offsets");
+                    tracing::warn!(topic = %self.topic, error = %e, "reading the log's watermarks");
                     Some(e.to_string())
                 }
             };
             let now = clock.now();
             if now >= deadline {
                 return Err(WaitError::TooLate(too_late_message(
-                    last,
-                    &source.topic,
-                    &self.group,
+                    last.as_ref().map(|(p, l)| (p, l)),
+                    &self.topic,
                     wait,
                     error.as_deref(),
                 )));
             }
-            // Ingestion commits about every second after a flush: poll at that pace, and never
-            // sleep past the deadline.
-            let pause = (deadline - now)
-                .to_std()
-                .unwrap_or_default()
-                .min(Duration::from_millis(500));
+            let pause = (deadline - now).to_std().unwrap_or_default().min(POLL);
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
                 () = cancel.cancelled() => return Err(WaitError::Cancelled),
@@ -434,10 +413,10 @@ impl IngestOffsets {
     }
 }
 
-/// Why a wait for ingestion ended without it catching up.
+/// Why a wait for ingestion ended without the log getting far enough.
 #[derive(Debug, thiserror::Error)]
 pub enum WaitError {
-    /// The deadline passed; the message says what was behind and what to do.
+    /// The deadline passed; the message says how far the log got and what to do.
     #[error("{0}")]
     TooLate(String),
     #[error("export cancelled")]
@@ -448,62 +427,285 @@ pub enum WaitError {
 mod tests {
     use super::*;
 
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    /// A position of `topic` "events" whose partition `i` has time watermark `marks[i]`.
+    fn position(marks: &[Option<&str>]) -> LogPosition {
+        LogPosition {
+            topic: "events".into(),
+            expected_partitions: i32::try_from(marks.len()).unwrap(),
+            partitions: marks
+                .iter()
+                .zip(0..)
+                .map(|(mark, partition)| PartitionPosition {
+                    partition,
+                    epoch: 1,
+                    durable_offset: 100 + i64::from(partition),
+                    time_watermark: mark.map(t),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_log_must_reach_the_request_or_the_range_end_plus_grace_if_later() {
+        let minute = Duration::from_secs(60);
+        let cases = [
+            (
+                "2026-01-08T00:00:00Z",
+                "2026-11-26T10:00:00Z",
+                minute,
+                ("2026-11-26T10:00:00Z", None),
+                "a past range: the request (everything published before it)",
+            ),
+            (
+                "2026-11-26T10:00:00Z",
+                "2026-11-26T10:00:00Z",
+                minute,
+                ("2026-11-26T10:01:00Z", Some(60)),
+                "until now: its end plus the grace",
+            ),
+            (
+                "2026-11-26T09:59:30Z",
+                "2026-11-26T10:00:00Z",
+                minute,
+                ("2026-11-26T10:00:30Z", Some(60)),
+                "ends 30 s before the request: its end plus the grace, past the request",
+            ),
+            (
+                "2026-11-26T09:59:00Z",
+                "2026-11-26T10:00:00Z",
+                minute,
+                ("2026-11-26T10:00:00Z", None),
+                "end plus grace exactly at the request: the request",
+            ),
+            (
+                "2026-01-08T00:00:00Z",
+                "2026-11-26T10:00:00Z",
+                Duration::ZERO,
+                ("2026-11-26T10:00:00Z", None),
+                "no grace, a past range: the request",
+            ),
+            (
+                "2026-11-26T10:05:00Z",
+                "2026-11-26T10:00:00Z",
+                minute,
+                ("2026-11-26T10:06:00Z", Some(60)),
+                "a range ending in the future: its end plus the grace",
+            ),
+        ];
+        for (to, accepted, grace, (at, grace_secs), what) in cases {
+            assert_eq!(
+                Needed::new(t(to), t(accepted), grace),
+                Needed {
+                    at: t(at),
+                    grace_secs
+                },
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_a_complete_position_past_what_is_needed_is_ready() {
+        let needed = Needed {
+            at: t("2026-01-08T00:01:00Z"),
+            grace_secs: Some(60),
+        };
+        const BEFORE: Option<&str> = Some("2026-01-08T00:00:30Z");
+        const AT: Option<&str> = Some("2026-01-08T00:01:00Z");
+        const AFTER: Option<&str> = Some("2026-11-26T10:00:00Z");
+        // (time watermarks per partition, expected (durable_until, partitions, behind) or ready)
+        type Case = (
+            &'static [Option<&'static str>],
+            Option<(Option<&'static str>, u32, u32, u32)>,
+            &'static str,
+        );
+        let cases: &[Case] = &[
+            (&[], Some((None, 0, 0, 0)), "no pointer at all: waits"),
+            (
+                &[AFTER, None, BEFORE],
+                Some((None, 3, 2, 1)),
+                "a partition without a time watermark: waits, whatever the others say",
+            ),
+            (
+                &[AFTER, BEFORE, AFTER, BEFORE],
+                Some((BEFORE, 4, 2, 0)),
+                "two partitions short of the range's end plus grace",
+            ),
+            (
+                &[AFTER, AT, AFTER],
+                None,
+                "exactly at what is needed: ready",
+            ),
+            (&[AFTER, AFTER], None, "every partition past it: ready"),
+        ];
+        for (marks, expected, what) in cases {
+            let got = lag(&position(marks), needed);
+            let expected = expected.map(
+                |(until, partitions, partitions_behind, partitions_missing)| LogLag {
+                    durable_until: until.map(t),
+                    needed,
+                    partitions,
+                    partitions_behind,
+                    partitions_missing,
+                },
+            );
+            assert_eq!(got, expected, "{what}");
+        }
+        // Partition 1 of 3 has no pointer at all; a stray pointer of a partition past the count
+        // does not stand in for it.
+        let mut gap = position(&[AFTER, AFTER, AFTER, AFTER]);
+        gap.expected_partitions = 3;
+        gap.partitions.remove(1);
+        let got = lag(&gap, needed).expect("waits for partition 1");
+        assert_eq!(
+            (
+                got.partitions,
+                got.partitions_behind,
+                got.partitions_missing
+            ),
+            (3, 1, 1)
+        );
+        assert_eq!(got.durable_until, None);
+    }
+
+    #[test]
+    fn the_waiting_text_says_how_far_the_log_has_got() {
+        let needed = Needed {
+            at: t("2026-01-08T00:01:00Z"),
+            grace_secs: Some(60),
+        };
+        let cases = [
+            (
+                LogLag {
+                    durable_until: Some(t("2026-01-07T23:58:00Z")),
+                    needed,
+                    partitions: 4,
+                    partitions_behind: 1,
+                    partitions_missing: 0,
+                },
+                "waiting for ingestion: the log is durable until 2026-01-07T23:58:00Z, 180s \
+                 short of 2026-01-08T00:01:00Z (the range's end plus 60s of grace); 1 of 4 \
+                 partitions behind",
+            ),
+            (
+                LogLag {
+                    durable_until: None,
+                    needed: Needed {
+                        at: t("2026-11-26T10:00:00Z"),
+                        grace_secs: None,
+                    },
+                    partitions: 2,
+                    partitions_behind: 1,
+                    partitions_missing: 1,
+                },
+                "waiting for ingestion: 1 of 2 partitions has no watermark yet; the log must \
+                 be durable until 2026-11-26T10:00:00Z (when the export was requested)",
+            ),
+            (
+                LogLag {
+                    durable_until: None,
+                    needed,
+                    partitions: 0,
+                    partitions_behind: 0,
+                    partitions_missing: 0,
+                },
+                "waiting for ingestion: the log has no watermark yet; it must be durable until \
+                 2026-01-08T00:01:00Z (the range's end plus 60s of grace)",
+            ),
+        ];
+        for (lag, text) in cases {
+            assert_eq!(waiting_message(&lag), text);
+        }
+    }
+
     #[tokio::test]
-    async fn a_wait_reports_the_lag_until_ingestion_commits_then_ends() {
-        let positions = FixedPositions::new("events", &[(0, 10), (1, 4)], &[(0, 3)]);
-        let ingest = IngestOffsets::with(Arc::new(positions.clone()), "ingest");
-        let source = ingest.end_offsets().await.unwrap();
-        let clock = crate::clock::SystemClock;
-        let cancel = CancellationToken::new();
+    async fn a_wait_reports_how_far_the_log_is_then_returns_the_position_that_was_enough() {
+        let positions = FixedPositions::new("events", 2, None);
+        let watermark = LogWatermark::with(
+            Arc::new(positions.clone()),
+            "events",
+            Duration::from_secs(60),
+        );
+        // Whole seconds, so that positions can be written as text.
+        let accepted = t(&instant(Utc::now()));
+        let needed = watermark.needed(t("2026-01-08T00:00:00Z"), accepted);
+        assert_eq!(
+            needed,
+            Needed {
+                at: accepted,
+                grace_secs: None
+            },
+            "a past range waits for everything published before its request"
+        );
+        let just_short = instant(accepted - chrono::Duration::seconds(1));
         let reports = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = Arc::clone(&reports);
         let waiting = tokio::spawn({
-            let (ingest, source, cancel) = (ingest.clone(), source.clone(), cancel.clone());
+            let watermark = watermark.clone();
             async move {
-                ingest
+                watermark
                     .wait_for(
-                        &source,
-                        Utc::now(),
+                        needed,
+                        accepted,
                         Duration::from_secs(60),
-                        &clock,
-                        &cancel,
-                        |lag| {
-                            seen.lock().unwrap().push(lag);
-                        },
+                        &crate::clock::SystemClock,
+                        &CancellationToken::new(),
+                        |lag| seen.lock().unwrap().push(lag),
                     )
                     .await
             }
         });
-        while reports.lock().unwrap().is_empty() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(
-            reports.lock().unwrap()[0],
-            IngestLag {
-                events: 7 + 4,
-                partitions: 2
-            },
-            "partition 1 has no committed offset: behind by all of it"
-        );
-        assert!(!waiting.is_finished());
-        positions.commit(0, 10);
-        positions.commit(1, 4);
-        tokio::time::timeout(Duration::from_secs(5), waiting)
+        let first_report = async {
+            while reports.lock().unwrap().is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), first_report)
             .await
-            .expect("the wait ends once ingestion has committed the recorded offsets")
+            .expect("a report within 5 s");
+        assert_eq!(reports.lock().unwrap()[0].partitions, 0, "no pointer yet");
+        // One partition durable far enough, the other just short: still waiting.
+        positions.set(position(&[Some("2100-01-01T00:00:00Z"), Some(&just_short)]));
+        let short = async {
+            loop {
+                let last = *reports.lock().unwrap().last().unwrap();
+                if last.partitions == 2 {
+                    return last;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let short = tokio::time::timeout(Duration::from_secs(10), short)
+            .await
+            .expect("the new position is read within 10 s");
+        assert_eq!(short.durable_until, Some(t(&just_short)));
+        assert_eq!(short.partitions_behind, 1);
+        assert!(!waiting.is_finished());
+        let enough = position(&[Some("2100-01-01T00:00:00Z"), Some(&instant(accepted))]);
+        positions.set(enough.clone());
+        let got = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the wait ends once the log is durable far enough")
             .unwrap()
             .unwrap();
+        assert_eq!(
+            got, enough,
+            "the export reads at the position that was enough"
+        );
     }
 
-    #[tokio::test]
-    async fn a_wait_past_its_deadline_fails_saying_what_is_behind() {
-        let positions = FixedPositions::new("events", &[(0, 10)], &[(0, 9)]);
-        let ingest = IngestOffsets::with(Arc::new(positions), "ingest");
-        let source = ingest.end_offsets().await.unwrap();
-        let accepted = Utc::now() - chrono::Duration::seconds(120);
-        let failed = ingest
+    /// A past range's export accepted 2 minutes ago, waiting at most 1: its failure message,
+    /// and when it was accepted (whole seconds).
+    async fn fail_at_deadline(positions: Arc<dyn Positions>) -> (String, DateTime<Utc>) {
+        let watermark = LogWatermark::with(positions, "chat-events", Duration::from_secs(60));
+        let accepted = t(&instant(Utc::now() - chrono::Duration::seconds(120)));
+        let failed = watermark
             .wait_for(
-                &source,
+                watermark.needed(t("2026-01-08T00:00:00Z"), accepted),
                 accepted,
                 Duration::from_secs(60),
                 &crate::clock::SystemClock,
@@ -514,183 +716,82 @@ mod tests {
         let Err(WaitError::TooLate(message)) = failed else {
             panic!("expected a failure, got {failed:?}");
         };
-        assert!(message.contains("1 event"), "{message}");
-        assert!(message.contains("request the export again"), "{message}");
-    }
-
-    fn source(ends: &[(i32, i64)]) -> SourceOffsets {
-        SourceOffsets::from_ends("chat-events", ends)
-    }
-
-    #[test]
-    fn lag_counts_what_the_group_has_not_committed() {
-        /// (partition, offset) pairs.
-        type Offsets = &'static [(i32, i64)];
-        let cases: &[(Offsets, Offsets, (u64, u32), &str)] = &[
-            (&[], &[], (0, 0), "a topic with no partitions recorded"),
-            (
-                &[(0, 0), (1, 0)],
-                &[],
-                (0, 0),
-                "empty partitions, no commits yet",
-            ),
-            (&[(0, 5)], &[], (5, 1), "events but no commit yet"),
-            (
-                &[(0, 5), (1, 3)],
-                &[(0, 5), (1, 3)],
-                (0, 0),
-                "exactly caught up",
-            ),
-            (
-                &[(0, 5), (1, 3)],
-                &[(0, 9), (1, 4)],
-                (0, 0),
-                "past the recorded ends",
-            ),
-            (
-                &[(0, 5), (1, 3)],
-                &[(0, 2), (1, 3)],
-                (3, 1),
-                "one partition behind",
-            ),
-            (
-                &[(0, 5), (1, 3), (2, 0)],
-                &[(0, 1)],
-                (7, 2),
-                "one partial, one uncommitted",
-            ),
-            (
-                &[(0, 5)],
-                &[(1, 100)],
-                (5, 1),
-                "a commit on another partition does not count",
-            ),
-        ];
-        for (ends, committed, (events, partitions), what) in cases {
-            let committed: BTreeMap<i32, i64> = committed.iter().copied().collect();
-            assert_eq!(
-                lag(&source(ends), &committed),
-                IngestLag {
-                    events: *events,
-                    partitions: *partitions
-                },
-                "{what}"
-            );
-        }
-    }
-
-    #[test]
-    fn what_retention_removed_is_not_waited_for() {
-        let source = SourceOffsets {
-            topic: "chat-events".into(),
-            partitions: vec![
-                // Retention removed all 500: ingestion never sees a message there.
-                PartitionEnd {
-                    partition: 0,
-                    end_offset: 500,
-                    start_offset: 500,
-                },
-                // 20 left, none committed: behind by those 20.
-                PartitionEnd {
-                    partition: 1,
-                    end_offset: 500,
-                    start_offset: 480,
-                },
-                // Committed before what retention kept: behind by what is kept.
-                PartitionEnd {
-                    partition: 2,
-                    end_offset: 100,
-                    start_offset: 90,
-                },
-            ],
-        };
-        let committed: BTreeMap<i32, i64> = [(2, 10)].into_iter().collect();
-        assert_eq!(
-            lag(&source, &committed),
-            IngestLag {
-                events: 20 + 10,
-                partitions: 2
-            }
-        );
-        // Records written before the start offset was kept still fold (and count from 0).
-        let old: PartitionEnd =
-            serde_json::from_str(r#"{"partition": 0, "end_offset": 5}"#).unwrap();
-        assert_eq!(old.start_offset, 0);
-    }
-
-    #[test]
-    fn the_waiting_text_says_how_far_behind() {
-        let cases = [
-            (
-                (1, 1),
-                "waiting for ingestion: 1 event behind on 1 partition",
-            ),
-            (
-                (120, 2),
-                "waiting for ingestion: 120 events behind on 2 partitions",
-            ),
-        ];
-        for ((events, partitions), text) in cases {
-            assert_eq!(waiting_message(IngestLag { events, partitions }), text);
-        }
-    }
-
-    #[test]
-    fn the_deadline_message_says_what_is_behind_and_what_to_do() {
-        let lag = IngestLag {
-            events: 5,
-            partitions: 1,
-        };
-        let text = too_late_message(
-            Some(lag),
-            "chat-events",
-            "cce-ingestion",
-            Duration::from_secs(900),
-            None,
-        );
         for part in [
-            "900s after the export was accepted",
-            "5 events",
-            "1 partition of topic \"chat-events\"",
-            "\"cce-ingestion\"",
+            "gave up waiting for ingestion 60s after the export was accepted",
+            "\"chat-events\"",
             "ingestion service",
             "/readyz",
-            "/metrics",
+            "cce_ingest_partition_stalled",
             "request the export again",
         ] {
-            assert!(text.contains(part), "{part:?} missing from {text:?}");
+            assert!(message.contains(part), "{part:?} missing from {message:?}");
         }
-        let unread = too_late_message(
+        (message, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_wait_past_its_deadline_fails_saying_how_far_the_log_got_and_what_to_check() {
+        let mut behind = position(&[
+            Some("2100-01-01T00:00:00Z"),
+            Some("2026-01-07T23:00:00Z"),
             None,
-            "chat-events",
-            "cce-ingestion",
-            Duration::from_secs(3),
-            Some("broker down"),
-        );
+        ]);
+        behind.topic = "chat-events".into();
+        let fixed = FixedPositions::new("chat-events", 0, None);
+        fixed.set(behind);
+        let (message, accepted) = fail_at_deadline(Arc::new(fixed)).await;
+        for part in [
+            "1 of 3 partitions has no watermark yet",
+            &format!(
+                "durable until {} (when the export was requested)",
+                instant(accepted)
+            ),
+            "topic \"chat-events\", partitions behind: 1, 2.",
+            "Is the ingestion service running, and is one of these partitions stalled?",
+        ] {
+            assert!(message.contains(part), "{part:?} missing from {message:?}");
+        }
+
+        let (nothing, _) =
+            fail_at_deadline(Arc::new(FixedPositions::new("chat-events", 3, None))).await;
         assert!(
-            unread.contains("could not be read") && unread.contains("broker down"),
+            nothing.contains("has no watermark at all") && nothing.contains("CCE_EVENTS_TOPIC"),
+            "{nothing}"
+        );
+
+        #[derive(Debug)]
+        struct Unreadable;
+        #[async_trait::async_trait]
+        impl Positions for Unreadable {
+            async fn read(&self) -> Result<LogPosition, PositionError> {
+                Err(PositionError {
+                    topic: "chat-events".into(),
+                    reason: "store down".into(),
+                })
+            }
+        }
+        let (unread, _) = fail_at_deadline(Arc::new(Unreadable)).await;
+        assert!(
+            unread.contains("could not be read") && unread.contains("store down"),
             "{unread}"
         );
-        assert!(unread.contains("request the export again"), "{unread}");
     }
 
     #[test]
-    fn job_specs_recorded_before_source_offsets_still_fold() {
+    fn records_written_by_the_previous_version_still_fold() {
         use crate::state::{JobProgress, JobSpec};
-        let old = r#"{"from":null,"to":"2026-01-08T00:00:00Z","format":"json"}"#;
+        // A job accepted by step 5 recorded the events topic's end offsets: ignored now.
+        let old = r#"{"from":null,"to":"2026-01-08T00:00:00Z","format":"json",
+            "source":{"topic":"chat-events","partitions":[{"partition":0,"end_offset":7}]}}"#;
         let spec: JobSpec = serde_json::from_str(old).unwrap();
-        assert_eq!(spec.source, None);
-        let new = JobSpec {
-            source: Some(source(&[(0, 7), (1, 0)])),
-            ..spec
-        };
-        let json = serde_json::to_string(&new).unwrap();
-        assert!(json.contains(r#""partition":0,"end_offset":7"#), "{json}");
-        assert_eq!(serde_json::from_str::<JobSpec>(&json).unwrap(), new);
+        assert_eq!(spec.to, t("2026-01-08T00:00:00Z"));
+        assert!(!serde_json::to_string(&spec).unwrap().contains("source"));
+        // And a beat's progress with the old lag.
         let progress: JobProgress = serde_json::from_str(
-            r#"{"events_read":1,"files_written":0,"bytes_written":0,"percent":3}"#,
+            r#"{"events_read":0,"files_written":0,"bytes_written":0,"percent":0,
+                "waiting_for_ingestion":{"events":5,"partitions":1}}"#,
         )
         .unwrap();
-        assert_eq!(progress.waiting_for_ingestion, None);
+        assert_eq!(progress.waiting_for_log, None);
     }
 }

@@ -93,7 +93,6 @@ impl History {
                     conversation_ids: vec![],
                     time_zone: "Europe/Paris".into(),
                     format: "json".into(),
-                    source: None,
                 },
                 requester_email: Some("ann@example.com".into()),
                 request_id: Some(format!("req-{job}")),
@@ -126,7 +125,7 @@ impl History {
                         files_written: beat,
                         bytes_written: beat * 100_000,
                         percent: u32::try_from(beat * 99 / self.heartbeats.max(1)).unwrap(),
-                        waiting_for_ingestion: None,
+                        waiting_for_log: None,
                     },
                 },
             ));

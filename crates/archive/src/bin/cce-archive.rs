@@ -103,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
                 person_ids: people.into_iter().collect::<BTreeSet<_>>(),
                 conversation_ids: conversations.into_iter().collect(),
                 time_zone,
-                source_offsets: None,
+                position: None,
             };
             let store = Arc::new(storage::S3Store::connect(&s3).await);
             let started = Instant::now();

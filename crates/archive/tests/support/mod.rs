@@ -72,7 +72,7 @@ pub fn request(tz: &str) -> ExportRequest {
         person_ids: BTreeSet::new(),
         conversation_ids: BTreeSet::new(),
         time_zone: tz.into(),
-        source_offsets: None,
+        position: None,
     }
 }
 
