@@ -139,7 +139,7 @@ impl Compactor {
             return Ok(None);
         };
         let old_horizon = head.as_ref().map(|h| h.horizon);
-        let spans = spans(head.as_ref(), &pointers);
+        let mut spans = spans(head.as_ref(), &pointers);
         if head.is_some()
             && old_horizon == Some(horizon)
             && spans.iter().all(|s| s.new_cut == s.old_cut)
@@ -166,6 +166,10 @@ impl Compactor {
             )
             .await?;
             listed.extend(objects.into_iter().map(|o| (index, o)));
+        }
+        lower_splitting_cuts(&mut spans, &mut listed);
+        if head.is_some() && !horizon_moved && spans.iter().all(|s| s.new_cut == s.old_cut) {
+            return Ok(None);
         }
         // When every input segment fits the shard budget, one GET per segment (header and
         // body); otherwise the headers first, then each shard's slices by ranged GETs.
@@ -687,6 +691,48 @@ fn spans(head: Option<&PassRecord>, pointers: &[Watermark]) -> Vec<Span> {
         });
     }
     spans.into_values().collect()
+}
+
+/// Lowers each span's new cut to the start of any listed segment it would split, and drops the
+/// listed segments that then start at or past it.
+///
+/// A cut inside a segment (`first < cut <= last`) can come from a stale writer: after the
+/// partition moved on, the old owner wrote a shorter segment and moved the pointer back. Later
+/// passes and readers list segments from the cut on (`start_after`), so the part of the longer
+/// segment past the cut would never be read. A cut at a segment's start keeps it listed.
+fn lower_splitting_cuts(spans: &mut [Span], listed: &mut Vec<(usize, storage::ObjectMeta)>) {
+    for (index, span) in spans.iter_mut().enumerate() {
+        let ranges: Vec<(i64, i64)> = listed
+            .iter()
+            .filter(|(i, _)| *i == index)
+            .filter_map(|(_, o)| keys::segment_range(&o.key))
+            .collect();
+        // Lowering the cut may make it split another segment: repeat until none is split.
+        while let Some(first) = ranges
+            .iter()
+            .filter(|(first, last)| *first < span.new_cut && span.new_cut <= *last)
+            .map(|(first, _)| *first)
+            .min()
+        {
+            // Never below the head's cut: what is below it was compacted already.
+            let lowered = first.max(span.old_cut);
+            if lowered == span.new_cut {
+                break;
+            }
+            tracing::warn!(
+                partition = span.partition,
+                epoch = span.epoch,
+                pointer = span.new_cut,
+                cut = lowered,
+                "the durable offset splits a segment (a stale writer moved the pointer back?); \
+                 cutting at the segment's start"
+            );
+            span.new_cut = lowered;
+        }
+    }
+    listed.retain(|(index, object)| {
+        keys::segment_range(&object.key).is_none_or(|(first, _)| first < spans[*index].new_cut)
+    });
 }
 
 /// Cuts the companies (in id order) into contiguous runs of at most `budget` slice bytes

@@ -871,3 +871,68 @@ async fn without_a_position_every_topic_in_the_bucket_is_read() {
     let at_position = read(&reader.clone().at(position), "acme", FROM, TO).await;
     assert_eq!(ids(&at_position), ["a1", "a3", "d1", "a2", "a4"]);
 }
+
+/// Writes a segment of `events` at offsets `first..` to partition 0, epoch 1, as a writer would.
+async fn put_segment(store: &MemoryStore, first: i64, events: &[Value]) {
+    let records: Vec<PendingRecord> = events
+        .iter()
+        .enumerate()
+        .map(|(i, v)| pending(v.clone(), first + i as i64))
+        .collect();
+    let source = SourceRange {
+        topic: TOPIC.into(),
+        partition: 0,
+        first_offset: first,
+        last_offset: first + records.len() as i64 - 1,
+    };
+    let (bytes, _) = crate::v2::segment::encode(1, &source, &records).unwrap();
+    put_new(store, &keys::segment_key(1, &source), bytes)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_cut_never_splits_a_segment_so_a_stale_writers_pointer_loses_nothing() {
+    let log = Log::new();
+    let store = log.store.as_ref();
+    let events: Vec<Value> = (0..6)
+        .map(|i| post("acme", &format!("e{i}"), "2026-11-24T10:00:00Z"))
+        .collect();
+    let pointer = |durable: i64| async move {
+        let mut pointer = Watermark::new(TOPIC, 0, 1, 1, durable);
+        pointer.time_watermark = Some(at("2026-11-26T05:00:00Z"));
+        pointer.write(store).await.unwrap();
+    };
+    put_segment(store, 0, &events[0..2]).await;
+    // The partition moved to writer B: 2..=5 and its pointer; then the stale writer A wrote
+    // 2..=3 and moved the pointer back to 4.
+    put_segment(store, 2, &events[2..6]).await;
+    pointer(6).await;
+    put_segment(store, 2, &events[2..4]).await;
+    pointer(4).await;
+    let reader = LogReader::new(log.store.clone());
+    let all: Vec<String> = (0..6).map(|i| format!("e{i}")).collect();
+
+    let first = log
+        .compactor()
+        .run_pass(at("2026-11-26T06:00:00Z"))
+        .await
+        .unwrap()
+        .unwrap();
+    let head = PassRecord::head(store, TOPIC).await.unwrap().unwrap();
+    // Cut 4 would split segment 2..=5; the cut goes down to its start.
+    assert_eq!(head.partition(0, 1).unwrap().cut, 2);
+    assert_eq!(first.read.records, 2);
+    assert_eq!(ids(&read(&reader, "acme", FROM, TO).await), all);
+
+    // B goes on: the pointer moves past the segment; the next pass takes the rest.
+    pointer(6).await;
+    let second = log
+        .compactor()
+        .run_pass(at("2026-11-26T07:00:00Z"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.read.records, 6); // e2, e3 twice (both segments), e4, e5
+    assert_eq!(ids(&read(&reader, "acme", FROM, TO).await), all);
+}
