@@ -42,6 +42,22 @@ pub enum LogError {
         partition: i32,
         reason: String,
     },
+    /// The partition's pointer is past this writer's position (a later epoch, or a higher
+    /// durable offset in its epoch): another writer owns the partition now. The stale writer
+    /// stops writing it; nothing was written.
+    #[error(
+        "{topic} partition {partition} was taken over: its pointer is at epoch {found_epoch} \
+         durable offset {found_durable_offset}, past this writer's epoch {epoch} durable offset \
+         {durable_offset}; stop writing it"
+    )]
+    TakenOver {
+        topic: String,
+        partition: i32,
+        epoch: u32,
+        durable_offset: i64,
+        found_epoch: u32,
+        found_durable_offset: i64,
+    },
 }
 
 impl LogError {
@@ -49,6 +65,11 @@ impl LogError {
     /// never retried into a replace; the writer stops.
     pub fn is_conflict(&self) -> bool {
         matches!(self, Self::Storage(e) if e.kind == storage::ErrorKind::Conflict)
+    }
+
+    /// Whether another writer took the partition over: the writer must stop writing it.
+    pub fn is_taken_over(&self) -> bool {
+        matches!(self, Self::TakenOver { .. })
     }
 }
 

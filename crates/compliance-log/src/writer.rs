@@ -297,7 +297,10 @@ impl PartitionLog {
     /// watermark from the probes. Records below the durable offset are dropped. Idempotent.
     ///
     /// A `Conflict` error means a segment of that name holds other bytes: the partition must
-    /// stop (nothing was replaced).
+    /// stop (nothing was replaced). A `TakenOver` error (one pointer GET before any PUT) means
+    /// another writer moved the pointer past this one: it must stop writing the partition
+    /// (nothing was written), so that it never moves the pointer back nor writes a segment
+    /// overlapping the new owner's.
     pub async fn write(
         &mut self,
         source: &SourceRange,
@@ -305,6 +308,7 @@ impl PartitionLog {
         last_payload_sha256: String,
         probe: Option<Probe>,
     ) -> Result<FlushStats> {
+        self.check_owner().await?;
         self.observe(probe);
         let mut stats = FlushStats::default();
         if source.last_offset < self.durable_offset {
@@ -346,10 +350,39 @@ impl PartitionLog {
     }
 
     /// For an idle partition: takes `probe` and, when the time watermark moved, PUTs the
-    /// pointer. Returns the PUTs made (0 or 1).
+    /// pointer (after checking, with one GET, that the partition was not taken over, as
+    /// [`write`](Self::write) does). Returns the PUTs made (0 or 1).
     pub async fn advance(&mut self, probe: Option<Probe>) -> Result<u64> {
         self.observe(probe);
+        if self.published.as_ref() == Some(&self.pointer()) {
+            return Ok(0);
+        }
+        self.check_owner().await?;
         self.publish().await
+    }
+
+    /// Reads the partition's pointer and refuses with `TakenOver` when it is past this
+    /// writer's: a later epoch, or a higher durable offset in this epoch. This narrows, but
+    /// cannot close, the window in which a stale writer writes after the partition moved
+    /// (compaction never cuts inside a segment, so what it still writes hides nothing).
+    async fn check_owner(&self) -> Result<()> {
+        let Some(found) = Watermark::read(self.store.as_ref(), &self.topic, self.partition).await?
+        else {
+            return Ok(());
+        };
+        let ahead = found.epoch > self.epoch
+            || (found.epoch == self.epoch && found.durable_offset > self.durable_offset);
+        if ahead {
+            return Err(LogError::TakenOver {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                epoch: self.epoch,
+                durable_offset: self.durable_offset,
+                found_epoch: found.epoch,
+                found_durable_offset: found.durable_offset,
+            });
+        }
+        Ok(())
     }
 
     fn observe(&mut self, probe: Option<Probe>) {

@@ -171,7 +171,8 @@ impl Flusher {
     }
 
     /// Makes `buffer` durable in `log` and returns the offset to store. Gives up only when
-    /// `stop` fires; the buffer is gone either way.
+    /// `stop` fires or another writer took the partition over (`Done::Stopped`); the buffer is
+    /// gone either way.
     pub async fn flush(
         &self,
         partition: i32,
@@ -264,6 +265,21 @@ impl Flusher {
                     }
                     return Some(());
                 }
+                Err(error) if error.is_taken_over() => {
+                    // Another replica owns the partition now (its pointer is past ours): stop
+                    // like a lost assignment, without retrying. Nothing was written, and no
+                    // offset is stored for this range; the rebalance revokes the partition.
+                    self.report(
+                        partition,
+                        Some(format!("writing to the compliance log: {error}")),
+                    );
+                    tracing::warn!(
+                        partition, first_offset = source.first_offset,
+                        last_offset = source.last_offset, %error,
+                        "the partition was taken over by another writer; this one stops writing it"
+                    );
+                    return None;
+                }
                 Err(error) => {
                     self.metrics.write_retries.inc();
                     self.report(
@@ -296,6 +312,9 @@ impl Flusher {
         let mut log = log.lock().await;
         match log.advance(Some(probe)).await {
             Ok(puts) => self.count_objects("watermark", puts),
+            Err(error) if error.is_taken_over() => {
+                tracing::warn!(partition, %error, "the partition was taken over; its time watermark is not moved");
+            }
             // The next probe tries again.
             Err(error) => tracing::warn!(partition, %error, "cannot move the time watermark"),
         }

@@ -465,3 +465,37 @@ async fn a_writer_stopped_between_marker_and_pointer_resumes_the_epoch_from_its_
     let p = pointer(&store).await;
     assert_eq!((p.epoch, p.durable_offset), (2, 0));
 }
+
+#[tokio::test]
+async fn a_stale_writer_refuses_to_write_once_the_partition_was_taken_over() {
+    let store = Arc::new(MemoryStore::new());
+    let kafka = FakeKafka::new("k1", 0, 100);
+    let mut a = open(&store, &kafka).await;
+    a.write(&range(0, 1), &posts(0..=1, 2), "sha1".into(), None)
+        .await
+        .unwrap();
+    // The partition moves to B, which flushes 2..=5; A, not told yet, flushes 2..=3.
+    let mut b = open(&store, &kafka).await;
+    assert_eq!((b.epoch(), b.durable_offset()), (1, 2));
+    b.write(&range(2, 5), &posts(2..=5, 2), "sha5".into(), None)
+        .await
+        .unwrap();
+    let before = objects(&store, "log/v2/").await;
+    let refused = a
+        .write(&range(2, 3), &posts(2..=3, 2), "sha3".into(), None)
+        .await;
+    assert!(
+        refused.as_ref().is_err_and(LogError::is_taken_over),
+        "a stale writer wrote: {refused:?}"
+    );
+    // Nothing written: no segment 2..=3, and the pointer did not go back.
+    assert_eq!(objects(&store, "log/v2/").await, before);
+    assert_eq!(pointer(&store).await.durable_offset, 6);
+    // An idle stale writer does not move the pointer back either.
+    assert!(
+        a.advance(Some(probe(10, 2)))
+            .await
+            .is_err_and(|e| e.is_taken_over())
+    );
+    assert_eq!(objects(&store, "log/v2/").await, before);
+}
