@@ -44,6 +44,10 @@ pub enum EpochReason {
     OffsetsWentBack,
     /// The message at `durable_offset - 1` is not the one the log fingerprinted.
     RecordDiffers,
+    /// The partition's low watermark is above the log's durable offset: Kafka's retention
+    /// removed records before they were logged. The new epoch starts at the low watermark, and
+    /// its marker's `previous.durable_offset` and `start_offset` show the gap.
+    RecordsExpired,
 }
 
 impl EpochReason {
@@ -53,6 +57,7 @@ impl EpochReason {
             Self::ClusterChanged => "cluster changed",
             Self::OffsetsWentBack => "offsets went back",
             Self::RecordDiffers => "record differs",
+            Self::RecordsExpired => "records expired",
         }
     }
 }
@@ -146,6 +151,11 @@ pub fn decide(
     let durable_offset = pointer.map_or(marker.start_offset, |p| p.durable_offset);
     if kafka.high < durable_offset {
         return Ok(begin(next, EpochReason::OffsetsWentBack));
+    }
+    if kafka.low > durable_offset {
+        // Consuming on would silently skip [durable_offset, low): a new epoch makes the gap
+        // visible in the log itself.
+        return Ok(begin(next, EpochReason::RecordsExpired));
     }
     if let (Some((_, expected)), Some(actual)) = (
         pointer.and_then(|p| p.last_record.as_ref()),
@@ -251,13 +261,22 @@ mod tests {
                 (1, None, 100),
             ),
             (
-                "the record is gone from Kafka: same epoch",
+                "the record is gone from Kafka, the next one is there: same epoch",
+                LogSide {
+                    marker: Some(marker(1, "k1", 0)),
+                    pointer: Some(pointer(1, 100, Some("a"))),
+                },
+                kafka("k1", 100, 300, None),
+                (1, None, 100),
+            ),
+            (
+                "records expired before they were logged: a new epoch from the low watermark",
                 LogSide {
                     marker: Some(marker(1, "k1", 0)),
                     pointer: Some(pointer(1, 100, Some("a"))),
                 },
                 kafka("k1", 150, 300, None),
-                (1, None, 100),
+                (2, Some(RecordsExpired), 150),
             ),
             (
                 "a marker without its pointer: same epoch from the marker's start",

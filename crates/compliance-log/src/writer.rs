@@ -219,14 +219,27 @@ impl LogWriter {
             }
             Decision::Begin(new, reason) => {
                 let written = put_new(self.store.as_ref(), &new.key(), new.encode()?).await?;
-                tracing::info!(
-                    topic,
-                    partition,
-                    epoch = new.epoch,
-                    reason = reason.as_str(),
-                    start_offset = new.start_offset,
-                    "a new log epoch begins"
-                );
+                if reason == EpochReason::RecordsExpired {
+                    // Records the log never got: an operator must know (the marker keeps it).
+                    tracing::error!(
+                        topic,
+                        partition,
+                        epoch = new.epoch,
+                        reason = reason.as_str(),
+                        durable_offset = new.previous.as_ref().map(|p| p.durable_offset),
+                        start_offset = new.start_offset,
+                        "records expired from kafka before they were logged; a new log epoch begins after the gap"
+                    );
+                } else {
+                    tracing::info!(
+                        topic,
+                        partition,
+                        epoch = new.epoch,
+                        reason = reason.as_str(),
+                        start_offset = new.start_offset,
+                        "a new log epoch begins"
+                    );
+                }
                 log.opened.epoch_markers_written = u64::from(written == PutNew::Created);
                 log.epoch = new.epoch;
                 log.durable_offset = new.start_offset;

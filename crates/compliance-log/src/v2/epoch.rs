@@ -32,7 +32,8 @@ pub struct EpochMarker {
     pub cluster_id: Option<String>,
     /// The first offset this epoch logs.
     pub start_offset: i64,
-    /// Why it began: `first`, `cluster changed`, `offsets went back`, `record differs`.
+    /// Why it began: `first`, `cluster changed`, `offsets went back`, `record differs`,
+    /// `records expired`.
     pub reason: String,
     pub previous: Option<PreviousEpoch>,
 }

@@ -499,3 +499,40 @@ async fn a_stale_writer_refuses_to_write_once_the_partition_was_taken_over() {
     );
     assert_eq!(objects(&store, "log/v2/").await, before);
 }
+
+#[tokio::test]
+async fn records_expired_before_they_were_logged_begin_a_new_epoch_that_shows_the_gap() {
+    // Kafka still holds the offset after the durable one: no gap, same epoch.
+    let store = Arc::new(MemoryStore::new());
+    let kafka = FakeKafka::new("k1", 0, 50);
+    first_epoch(&store, &kafka).await;
+    kafka.set("k1", 50, 200);
+    let log = open(&store, &kafka).await;
+    assert_eq!((log.epoch(), log.opened().began), (1, None));
+
+    // Retention removed offsets 50..79 before they were logged.
+    let store = Arc::new(MemoryStore::new());
+    let kafka = FakeKafka::new("k1", 0, 50);
+    first_epoch(&store, &kafka).await;
+    kafka.set("k1", 80, 200);
+    let log = open(&store, &kafka).await;
+    assert_eq!(log.epoch(), 2);
+    assert_eq!(
+        log.opened().began.map(EpochReason::as_str),
+        Some("records expired")
+    );
+    assert_eq!(log.resume_from(), Some(80));
+    let marker = EpochMarker::latest(store.as_ref(), TOPIC, P)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(marker.reason, "records expired");
+    // The marker says where the log ended and where the new epoch starts: the gap.
+    assert_eq!(
+        (
+            marker.previous.map(|p| p.durable_offset),
+            marker.start_offset
+        ),
+        (Some(50), 80)
+    );
+}
