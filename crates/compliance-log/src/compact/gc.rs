@@ -19,13 +19,30 @@ use crate::v2::view;
 ///
 /// A pass's age is judged from its horizon: passes with horizon H are written between H + grace
 /// and H + grace + 1 day while the time watermark advances, so a pass whose horizon is older
-/// than `now - retention - grace - 1 day` was written at least `retention` ago.
+/// than `now - retention - grace - 1 day` was written at least `retention` ago. That holds
+/// only while the horizon advances: when it is stuck (one partition's time watermark frozen),
+/// passes keep coming with an old horizon, and one written a moment ago would look old, so its
+/// superseded parts would go while a reader opened at the previous head still needs them.
+/// Nothing is collected then: only while the head's horizon is younger than `now - retention`.
 pub(super) async fn collect(compactor: &Compactor, now: DateTime<Utc>) -> Result<u64> {
     let store = compactor.store.as_ref();
     let config = &compactor.config;
     let Some(head) = PassRecord::head(store, &config.topic).await? else {
         return Ok(0);
     };
+    let retention = chrono::Duration::from_std(config.retention).unwrap_or(chrono::Duration::MAX);
+    let stuck_before = now.checked_sub_signed(retention);
+    if stuck_before.is_none_or(|limit| head.horizon <= limit) {
+        tracing::warn!(
+            topic = %config.topic,
+            head = head.seq,
+            horizon = %head.horizon,
+            retention_secs = config.retention.as_secs(),
+            "garbage collection skipped: the head pass's horizon is older than the retention \
+             period (a time watermark is stuck?), so the passes' ages are unknown"
+        );
+        return Ok(0);
+    }
     let margin = chrono::Duration::from_std(config.retention + config.grace)
         .unwrap_or(chrono::Duration::MAX)
         + chrono::Duration::days(1);

@@ -318,7 +318,15 @@ async fn late_events_are_read_before_and_after_the_pass_that_merges_them() {
     assert_eq!(counting.counts().gets, 2, "the pass record and one part");
 
     // Past retention, the superseded part and the compacted segments go; reads do not change.
+    // (The time watermark moved on meanwhile: GC judges passes' ages only while it does.)
     let everything = read(&LogReader::new(log.store.clone()), "acme", FROM, TO).await;
+    log.watermark(0, "2026-12-19T05:00:00Z").await;
+    log.watermark(1, "2026-12-19T05:00:00Z").await;
+    log.compactor()
+        .run_pass(at("2026-12-19T06:00:00Z"))
+        .await
+        .unwrap()
+        .unwrap();
     let deleted = log
         .compactor()
         .collect_garbage(at("2026-12-20T00:00:00Z"))
@@ -801,7 +809,15 @@ async fn a_month_after_compaction_costs_a_few_requests_per_day() {
     assert!(counts.all_gets() <= 30 + 5, "{counts:?}");
     assert!(counts.lists <= 8, "{counts:?}");
 
-    // Garbage collection after retention deletes the compacted segments; reads are unchanged.
+    // Garbage collection after retention (the time watermark moved on meanwhile) deletes the
+    // compacted segments; reads are unchanged.
+    log.watermark(0, "2026-12-19T05:00:00Z").await;
+    log.watermark(1, "2026-12-19T05:00:00Z").await;
+    log.compactor()
+        .run_pass(at("2026-12-19T06:00:00Z"))
+        .await
+        .unwrap()
+        .unwrap();
     let deleted = log
         .compactor()
         .collect_garbage(at("2026-12-20T00:00:00Z"))
@@ -935,4 +951,48 @@ async fn a_cut_never_splits_a_segment_so_a_stale_writers_pointer_loses_nothing()
         .unwrap();
     assert_eq!(second.read.records, 6); // e2, e3 twice (both segments), e4, e5
     assert_eq!(ids(&read(&reader, "acme", FROM, TO).await), all);
+}
+
+#[tokio::test]
+async fn a_stuck_horizon_stops_garbage_collection_so_older_heads_stay_readable() {
+    let mut log = three_days().await;
+    log.compactor()
+        .run_pass(at("2026-11-26T06:00:00Z"))
+        .await
+        .unwrap()
+        .unwrap();
+    let day = keys::day_prefix("acme", "2026-11-24".parse().unwrap());
+    let first_parts = log.keys(&day);
+    assert_eq!(first_parts.len(), 1);
+    // The time watermark stays where it was (one partition frozen) while late events keep
+    // coming: passes go on with the old horizon, long after retention.
+    log.flush(
+        1,
+        vec![post("acme", "late", "2026-11-24T09:00:00Z")],
+        "2026-11-26T05:00:00Z",
+    )
+    .await;
+    let second = log
+        .compactor()
+        .run_pass(at("2026-12-10T00:00:00Z"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (second.pass.seq, second.horizon),
+        (2, at("2026-11-26T00:00:00Z"))
+    );
+    // A reader that opened at pass 1 a moment ago still needs pass 1's part; the pass ages
+    // cannot be told from the horizons, so nothing is collected.
+    let segments = log.keys(&format!("{}segments/", keys::ROOT));
+    let deleted = log
+        .compactor()
+        .collect_garbage(at("2026-12-10T00:01:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(deleted, 0);
+    let parts = log.keys(&day);
+    assert_eq!(parts.len(), 2);
+    assert!(parts.contains(&first_parts[0]));
+    assert_eq!(log.keys(&format!("{}segments/", keys::ROOT)), segments);
 }
