@@ -605,13 +605,16 @@ impl Compactor {
     }
 }
 
-/// The candidates of a company-day other than this pass's own objects (a rerun of the same
-/// pass must write the same bytes, so it never merges what it wrote itself).
+/// The candidates of a company-day of earlier passes only (`seq` below this pass's). A rerun of
+/// the same pass must write the same bytes, so it never merges what it wrote itself; nor what a
+/// concurrent compactor wrote under the same `seq` and another hash: the same name must mean
+/// the same bytes, whichever of the two got its parts in first. Readers take the union of such
+/// peers' parts (neither covers the other), and the next pass merges them.
 fn others(keys: &[impl AsRef<str>], pass: &PassRef) -> Vec<view::Candidate> {
     let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
     view::candidates(keys.iter().copied(), pass)
         .into_iter()
-        .filter(|c| &c.pass != pass)
+        .filter(|c| c.pass.seq < pass.seq)
         .collect()
 }
 

@@ -996,3 +996,63 @@ async fn a_stuck_horizon_stops_garbage_collection_so_older_heads_stay_readable()
     assert!(parts.contains(&first_parts[0]));
     assert_eq!(log.keys(&format!("{}segments/", keys::ROOT)), segments);
 }
+
+#[tokio::test]
+async fn passes_of_one_seq_never_merge_each_others_parts() {
+    // Two compactors that both saw no head write pass 1 from different cuts (hashes). Each one's
+    // parts must be what its inputs make them, whether or not the other's parts exist.
+    async fn peers(with_other: bool) -> (Log, PassSummary) {
+        let mut log = three_days().await;
+        let hidden = |log: &Log| {
+            let store: Arc<dyn ObjectStore> = Arc::new(Faulty {
+                hide_passes: true,
+                ..Faulty::on(&log.store)
+            });
+            log.compactor_on(store)
+        };
+        if with_other {
+            hidden(&log)
+                .run_pass(at("2026-11-26T06:00:00Z"))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        log.flush(
+            0,
+            vec![post("acme", "late1", "2026-11-24T08:00:00Z")],
+            "2026-11-26T05:00:00Z",
+        )
+        .await;
+        let summary = hidden(&log)
+            .run_pass(at("2026-11-26T06:00:00Z"))
+            .await
+            .unwrap()
+            .unwrap();
+        (log, summary)
+    }
+    let (alone, expected) = peers(false).await;
+    let (raced, summary) = peers(true).await;
+    assert_eq!((summary.pass.seq, &summary.pass), (1, &expected.pass));
+    assert_eq!(
+        summary.wrote, expected.wrote,
+        "nothing carried from the peer"
+    );
+    let own = |log: &Log| -> BTreeMap<String, Bytes> {
+        log.keys(&format!("{}companies/", keys::ROOT))
+            .into_iter()
+            .filter(|k| k.contains(&summary.pass.hash))
+            .map(|k| {
+                let bytes = futures::executor::block_on(log.store.get(&k)).unwrap();
+                (k, bytes)
+            })
+            .collect()
+    };
+    assert!(!own(&alone).is_empty());
+    assert_eq!(own(&raced), own(&alone), "same name, same bytes");
+    // Readers still take the union of both passes' parts.
+    let reader = LogReader::new(raced.store.clone());
+    assert_eq!(
+        ids(&read(&reader, "acme", FROM, TO).await),
+        ["late1", "a1", "a3", "d1", "a2", "a4"]
+    );
+}
