@@ -378,7 +378,10 @@ impl PartitionLog {
     /// writer's: a later epoch, or a higher durable offset in this epoch. This narrows, but
     /// cannot close, the window in which a stale writer writes after the partition moved
     /// (compaction never cuts inside a segment, so what it still writes hides nothing).
-    async fn check_owner(&self) -> Result<()> {
+    ///
+    /// A pointer behind this writer's (a stale writer got through that window) is no longer
+    /// taken as published, so this flush writes the pointer forward again.
+    async fn check_owner(&mut self) -> Result<()> {
         let Some(found) = Watermark::read(self.store.as_ref(), &self.topic, self.partition).await?
         else {
             return Ok(());
@@ -394,6 +397,9 @@ impl PartitionLog {
                 found_epoch: found.epoch,
                 found_durable_offset: found.durable_offset,
             });
+        }
+        if self.published.as_ref() != Some(&found) {
+            self.published = Some(found);
         }
         Ok(())
     }

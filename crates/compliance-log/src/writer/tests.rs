@@ -498,6 +498,17 @@ async fn a_stale_writer_refuses_to_write_once_the_partition_was_taken_over() {
             .is_err_and(|e| e.is_taken_over())
     );
     assert_eq!(objects(&store, "log/v2/").await, before);
+    // Had a stale writer got between B's check and its PUTs and moved the pointer back, B's
+    // next flush (here a replay of what it wrote) writes it forward again.
+    let mut back = pointer(&store).await;
+    back.durable_offset = 4;
+    back.write(store.as_ref()).await.unwrap();
+    let stats = b
+        .write(&range(2, 5), &posts(2..=5, 2), "sha5".into(), None)
+        .await
+        .unwrap();
+    assert_eq!((stats.segments, stats.watermarks), (0, 1));
+    assert_eq!(pointer(&store).await.durable_offset, 6);
 }
 
 #[tokio::test]
