@@ -36,7 +36,7 @@ use compliance_log::{LogWriter, PendingRecord};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedMessage, Message, Timestamp};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use telemetry::{CancellationToken, Health};
 use tokio::task::JoinHandle;
@@ -722,7 +722,7 @@ fn accept(
     }
     metrics.consumed.inc();
     let payload = message.payload().unwrap_or_default();
-    let (record, letter) = match event_model::parse_event(payload, limits, Utc::now()) {
+    let (record, letter) = match validate(payload, message.timestamp(), limits, Utc::now()) {
         Ok((event, raw)) => (Some(PendingRecord { offset, event, raw }), None),
         Err(rejection) => {
             tracing::info!(
@@ -756,6 +756,24 @@ fn accept(
     }
 }
 
+/// Validates a message's payload. The future-skew rule is measured from the message's Kafka
+/// timestamp (CreateTime or LogAppendTime, whichever the topic keeps), not from the wall clock:
+/// a range replayed after a crash must get the same verdicts as when it was first written, or
+/// its segment would differ from the one already written under the same name (a `Conflict`
+/// that stops the partition). `now` is used only for a message without a timestamp.
+fn validate(
+    payload: &[u8],
+    timestamp: Timestamp,
+    limits: &event_model::Limits,
+    now: DateTime<Utc>,
+) -> Result<(event_model::Event, serde_json::Value), event_model::Rejection> {
+    let reference = timestamp
+        .to_millis()
+        .and_then(DateTime::<Utc>::from_timestamp_millis)
+        .unwrap_or(now);
+    event_model::parse_event(payload, limits, reference)
+}
+
 /// Where a group's committed offsets stand, for tests and tools: `Offset::Invalid` when none.
 pub fn committed_offsets(
     brokers: &str,
@@ -773,4 +791,59 @@ pub fn committed_offsets(
     }
     let committed = consumer.committed_offsets(list, Duration::from_secs(10))?;
     Ok(committed.elements().iter().map(|e| e.offset()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration as Span, TimeZone};
+
+    use super::*;
+
+    fn post_at(at: DateTime<Utc>) -> Vec<u8> {
+        serde_json::json!({
+            "event_id": "e-1", "type": "post.created", "occurred_at": at.to_rfc3339(),
+            "conversation": {"id": "c-dm-1", "kind": "direct", "owner_company_id": "acme",
+                             "member_company_ids": ["acme", "globex"]},
+            "post_id": "p-1", "author_id": "u-1", "text": "hello"
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn the_future_skew_verdict_does_not_change_when_a_range_is_replayed() {
+        let limits = event_model::Limits::default();
+        let sent = Utc.with_ymd_and_hms(2026, 11, 26, 10, 0, 0).unwrap();
+        let ts = Timestamp::CreateTime(sent.timestamp_millis());
+        // 24 h and a minute past the message's Kafka timestamp: rejected when first consumed...
+        let payload = post_at(sent + limits.max_future_skew + Span::minutes(1));
+        let first = validate(&payload, ts, &limits, sent);
+        assert_eq!(
+            first.err().map(|r| r.reason),
+            Some(event_model::RejectReason::TimestampOutOfRange)
+        );
+        // ...and again when the range is replayed ten minutes later (same bytes in the log).
+        let replay = validate(&payload, ts, &limits, sent + Span::minutes(10));
+        assert_eq!(
+            replay.err().map(|r| r.reason),
+            Some(event_model::RejectReason::TimestampOutOfRange)
+        );
+        // An event within the skew of the message's timestamp is accepted even when the
+        // wall clock has moved on by days (a backlog consumed late).
+        let ok = post_at(sent + Span::hours(1));
+        assert!(validate(&ok, ts, &limits, sent + Span::days(3)).is_ok());
+        let logged = Timestamp::LogAppendTime(sent.timestamp_millis());
+        assert!(validate(&payload, logged, &limits, sent + Span::minutes(10)).is_err());
+    }
+
+    #[test]
+    fn without_a_kafka_timestamp_the_wall_clock_is_the_reference() {
+        let limits = event_model::Limits::default();
+        let now = Utc.with_ymd_and_hms(2026, 11, 26, 10, 0, 0).unwrap();
+        let payload = post_at(now + Span::hours(23));
+        assert!(validate(&payload, Timestamp::NotAvailable, &limits, now).is_ok());
+        assert!(validate(&payload, Timestamp::CreateTime(-1), &limits, now).is_ok());
+        let late = post_at(now + Span::hours(25));
+        assert!(validate(&late, Timestamp::NotAvailable, &limits, now).is_err());
+    }
 }
