@@ -33,7 +33,8 @@ pub struct Config {
     /// Largest accepted event in bytes; larger ones are dead-lettered (default 1 MiB).
     #[arg(long, env = "CCE_MAX_EVENT_BYTES", default_value_t = 1024 * 1024)]
     pub max_event_bytes: usize,
-    /// How far in the future `occurred_at` may be, in hours, before an event is dead-lettered.
+    /// How far past the message's Kafka timestamp `occurred_at` may be, in hours, before an
+    /// event is dead-lettered.
     #[arg(long, env = "CCE_MAX_FUTURE_SKEW_HOURS", default_value_t = 24)]
     pub max_future_skew_hours: i64,
     /// Kafka consumer session timeout in milliseconds.

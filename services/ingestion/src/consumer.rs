@@ -13,6 +13,12 @@
 //! and the partition is sought to the epoch's start, whatever offset the group had committed.
 //! Idle partitions get their time watermark moved from the lag reader's probes.
 //!
+//! **Offsets going back while a partition stays assigned** (librdkafka resetting the offset
+//! after a truncation by an unclean leader election) are not taken for re-fetches: the buffer
+//! is dropped, the log is opened again once the running flush is through (the epoch decided
+//! again: "offsets went back", "record differs"), and the partition is sought to the new
+//! epoch's start or to the durable offset (`Assigned::admit`).
+//!
 //! **One partition never holds up another.** Each partition's flush runs on a task of its own
 //! (at most one at a time per partition, so its ranges become durable in order) while the loop
 //! keeps polling: a partition whose store writes or dead letters keep failing retries on its own,
@@ -36,7 +42,7 @@ use compliance_log::{LogWriter, PendingRecord};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedMessage, Message, Timestamp};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use telemetry::{CancellationToken, Health};
 use tokio::task::JoinHandle;
@@ -56,10 +62,20 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(20);
 /// An assigned partition.
 #[derive(Debug, Default)]
 struct Assigned {
-    /// The next offset to accept: an earlier one is a re-fetch (after a resume) of a message
-    /// already buffered.
+    /// The next offset to accept. An earlier one is either a re-fetch (see `refetch_from`) or
+    /// a sign that the partition's offsets went back under us ([`Admit::WentBack`]).
     next: Option<i64>,
     paused: bool,
+    /// While set, a message in `[refetch_from, next)` is a re-fetch of one already handed to
+    /// us: `next` when the partition was last paused (librdkafka resumes a paused partition at
+    /// the application's position, never below it). Cleared once a new message arrives after
+    /// the resume, so a stale pause cannot hide a later offset reset.
+    refetch_from: Option<i64>,
+    /// The partition's log must be opened again (its offsets went back) once its running task
+    /// and any opening have finished.
+    reopen_due: bool,
+    /// Messages are dropped until the log is opened again and the seek it asks for is done.
+    reopening: bool,
     /// The partition's log, once opened; no flush before.
     log: Option<SharedLog>,
     /// A seek to the start of a new epoch not yet done: messages are dropped until it is.
@@ -68,7 +84,61 @@ struct Assigned {
     last_probe: Option<DateTime<Utc>>,
 }
 
+/// What to do with a message, by its offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admit {
+    /// Buffer it (or dead-letter it).
+    Take,
+    /// Drop it: consumed again from elsewhere, or already buffered.
+    Skip,
+    /// The partition's offsets went back under us: below `next`, and not a re-fetch.
+    WentBack { next: i64 },
+}
+
 impl Assigned {
+    /// Decides what to do with the message at `offset` and moves `next`.
+    ///
+    /// Below `next`, only a re-fetch after a pause is expected, and it cannot start below the
+    /// position the partition was paused at. Anything else below `next` means the partition's
+    /// offsets went back while it stayed assigned (librdkafka reset the offset after a
+    /// truncation — an unclean leader election — or the topic was re-created): those are other
+    /// messages than the ones we consumed at those offsets, so they must not be dropped as
+    /// duplicates, and later offsets must not be written into the same epoch unchecked.
+    fn admit(&mut self, offset: i64) -> Admit {
+        if self.seek_to.is_some() || self.reopening {
+            // Consumed again from where the (re-)opened log says, once the seek is done.
+            return Admit::Skip;
+        }
+        if let Some(next) = self.next.filter(|next| offset < *next) {
+            if self.refetch_from.is_some_and(|from| offset >= from) {
+                return Admit::Skip; // handed to us before the pause: already buffered
+            }
+            return Admit::WentBack { next };
+        }
+        if !self.paused {
+            self.refetch_from = None;
+        }
+        self.next = Some(offset + 1);
+        Admit::Take
+    }
+
+    /// Marks it paused: a re-fetch may start at `next` once it is resumed.
+    fn pause(&mut self) {
+        self.paused = true;
+        self.refetch_from = self.next;
+    }
+
+    /// Forgets the open log and where consumption stood: the log is opened again (its epoch
+    /// decided again) once its running task is through, and the partition sought to where
+    /// that says.
+    fn went_back(&mut self) {
+        self.log = None;
+        self.next = None;
+        self.refetch_from = None;
+        self.reopen_due = true;
+        self.reopening = true;
+    }
+
     /// Whether its buffer may be flushed now.
     fn writable(&self) -> Option<&SharedLog> {
         self.log.as_ref().filter(|_| self.seek_to.is_none())
@@ -366,6 +436,7 @@ pub async fn run(config: &Config, parts: Parts, shutdown: CancellationToken) -> 
             break Err(error);
         }
         collect_opened(&consumer, &shared, &config.events_topic, &metrics).await;
+        start_reopens(&shared, &flusher);
         start_due_flushes(config, &shared, &flusher);
         start_advances(&shared, &flusher);
         apply_backpressure(&consumer, &shared, config);
@@ -486,6 +557,20 @@ async fn collect_opened<C: Consumer<X>, X: ConsumerContext>(
         let Some(state) = assigned.get_mut(&partition) else {
             continue; // revoked meanwhile
         };
+        if state.reopen_due {
+            // Opened from facts older than the offsets going back: opened again shortly.
+            continue;
+        }
+        if state.reopening {
+            // Nothing is buffered (dropped when the offsets went back): consume again from
+            // the new epoch's start, or from the durable offset of the same epoch.
+            let start = resume_from.unwrap_or_else(|| log.durable_offset());
+            state.log = Some(Arc::new(tokio::sync::Mutex::new(log)));
+            state.reopening = false;
+            state.seek_to = Some(start);
+            state.next = None;
+            continue;
+        }
         state.log = Some(Arc::new(tokio::sync::Mutex::new(log)));
         if let Some(start) = resume_from {
             let mut buffers = lock(&shared.buffers);
@@ -520,7 +605,8 @@ async fn collect_opened<C: Consumer<X>, X: ConsumerContext>(
                 tracing::info!(
                     partition,
                     offset = start,
-                    "consuming the new log epoch from its start"
+                    "consuming from where the opened log says (a new epoch's start, or the \
+                     durable offset after the offsets went back)"
                 );
                 state.seek_to = None;
                 state.next = None;
@@ -529,6 +615,28 @@ async fn collect_opened<C: Consumer<X>, X: ConsumerContext>(
                 tracing::debug!(partition, %error, "seek to the new epoch's start not possible yet")
             }
         }
+    }
+}
+
+/// Opens again the log of each partition whose offsets went back, once its running task (a
+/// flush of what it consumed before, which still becomes durable and is stored) and any
+/// earlier opening are through, so the epoch is decided from the log as it ends up.
+fn start_reopens(shared: &Shared, flusher: &Flusher) {
+    let inflight = lock(&shared.inflight);
+    let mut opening = lock(&shared.opening);
+    let mut assigned = lock(&shared.assigned);
+    for (partition, state) in assigned.iter_mut() {
+        if !state.reopen_due || inflight.contains_key(partition) || opening.contains_key(partition)
+        {
+            continue;
+        }
+        state.reopen_due = false;
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let (flusher, stop, partition) = (flusher.clone(), stop.clone(), *partition);
+            async move { flusher.open(partition, &stop).await }
+        });
+        opening.insert(*partition, Opening { stop, task });
     }
 }
 
@@ -637,7 +745,11 @@ fn apply_backpressure<C: Consumer<X>, X: ConsumerContext>(
         };
         match done {
             Ok(()) => {
-                state.paused = full;
+                if full {
+                    state.pause();
+                } else {
+                    state.paused = false;
+                }
                 tracing::info!(
                     partition,
                     paused = full,
@@ -710,19 +822,31 @@ fn accept(
             // A message fetched before its partition was revoked: the new owner consumes it.
             return;
         };
-        if state.seek_to.is_some() {
-            // Consumed again from the new epoch's start once the seek is done.
-            return;
+        match state.admit(offset) {
+            Admit::Take => {}
+            Admit::Skip => return,
+            Admit::WentBack { next } => {
+                state.went_back();
+                drop(assigned);
+                let dropped = lock(&shared.buffers)
+                    .remove(&partition)
+                    .map_or(0, |b| b.records.len());
+                metrics.buffered_events.sub(dropped as i64);
+                tracing::warn!(
+                    partition,
+                    offset,
+                    expected = next,
+                    dropped,
+                    "the partition's offsets went back while assigned (an offset reset after a \
+                     truncation?); dropping what is buffered and opening its log again"
+                );
+                return;
+            }
         }
-        if state.next.is_some_and(|next| offset < next) {
-            // Fetched again after a pause: already buffered.
-            return;
-        }
-        state.next = Some(offset + 1);
     }
     metrics.consumed.inc();
     let payload = message.payload().unwrap_or_default();
-    let (record, letter) = match event_model::parse_event(payload, limits, Utc::now()) {
+    let (record, letter) = match validate(payload, message.timestamp(), limits, Utc::now()) {
         Ok((event, raw)) => (Some(PendingRecord { offset, event, raw }), None),
         Err(rejection) => {
             tracing::info!(
@@ -756,6 +880,24 @@ fn accept(
     }
 }
 
+/// Validates a message's payload. The future-skew rule is measured from the message's Kafka
+/// timestamp (CreateTime or LogAppendTime, whichever the topic keeps), not from the wall clock:
+/// a range replayed after a crash must get the same verdicts as when it was first written, or
+/// its segment would differ from the one already written under the same name (a `Conflict`
+/// that stops the partition). `now` is used only for a message without a timestamp.
+fn validate(
+    payload: &[u8],
+    timestamp: Timestamp,
+    limits: &event_model::Limits,
+    now: DateTime<Utc>,
+) -> Result<(event_model::Event, serde_json::Value), event_model::Rejection> {
+    let reference = timestamp
+        .to_millis()
+        .and_then(DateTime::<Utc>::from_timestamp_millis)
+        .unwrap_or(now);
+    event_model::parse_event(payload, limits, reference)
+}
+
 /// Where a group's committed offsets stand, for tests and tools: `Offset::Invalid` when none.
 pub fn committed_offsets(
     brokers: &str,
@@ -773,4 +915,105 @@ pub fn committed_offsets(
     }
     let committed = consumer.committed_offsets(list, Duration::from_secs(10))?;
     Ok(committed.elements().iter().map(|e| e.offset()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration as Span, TimeZone};
+
+    use super::*;
+
+    fn post_at(at: DateTime<Utc>) -> Vec<u8> {
+        serde_json::json!({
+            "event_id": "e-1", "type": "post.created", "occurred_at": at.to_rfc3339(),
+            "conversation": {"id": "c-dm-1", "kind": "direct", "owner_company_id": "acme",
+                             "member_company_ids": ["acme", "globex"]},
+            "post_id": "p-1", "author_id": "u-1", "text": "hello"
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn the_future_skew_verdict_does_not_change_when_a_range_is_replayed() {
+        let limits = event_model::Limits::default();
+        let sent = Utc.with_ymd_and_hms(2026, 11, 26, 10, 0, 0).unwrap();
+        let ts = Timestamp::CreateTime(sent.timestamp_millis());
+        // 24 h and a minute past the message's Kafka timestamp: rejected when first consumed...
+        let payload = post_at(sent + limits.max_future_skew + Span::minutes(1));
+        let first = validate(&payload, ts, &limits, sent);
+        assert_eq!(
+            first.err().map(|r| r.reason),
+            Some(event_model::RejectReason::TimestampOutOfRange)
+        );
+        // ...and again when the range is replayed ten minutes later (same bytes in the log).
+        let replay = validate(&payload, ts, &limits, sent + Span::minutes(10));
+        assert_eq!(
+            replay.err().map(|r| r.reason),
+            Some(event_model::RejectReason::TimestampOutOfRange)
+        );
+        // An event within the skew of the message's timestamp is accepted even when the
+        // wall clock has moved on by days (a backlog consumed late).
+        let ok = post_at(sent + Span::hours(1));
+        assert!(validate(&ok, ts, &limits, sent + Span::days(3)).is_ok());
+        let logged = Timestamp::LogAppendTime(sent.timestamp_millis());
+        assert!(validate(&payload, logged, &limits, sent + Span::minutes(10)).is_err());
+    }
+
+    fn took(state: &mut Assigned, offsets: std::ops::RangeInclusive<i64>) {
+        for offset in offsets {
+            assert_eq!(state.admit(offset), Admit::Take, "offset {offset}");
+        }
+    }
+
+    #[test]
+    fn offsets_going_back_while_assigned_are_not_dropped_as_refetches() {
+        // An unclean leader election truncated the partition to 4990 while we were at 5001:
+        // librdkafka resets and delivers other messages at 4990..5000.
+        let mut state = Assigned::default();
+        took(&mut state, 4000..=5000);
+        assert_eq!(state.admit(4990), Admit::WentBack { next: 5001 });
+        // Nothing durable at all yet, one message consumed: still not a re-fetch.
+        let mut fresh = Assigned::default();
+        took(&mut fresh, 7..=7);
+        assert_eq!(fresh.admit(0), Admit::WentBack { next: 8 });
+    }
+
+    #[test]
+    fn refetches_after_a_pause_are_dropped_and_nothing_below_the_pause_is() {
+        let mut state = Assigned::default();
+        took(&mut state, 100..=101);
+        // librdkafka resumes a paused partition at the application's position (102 here), or
+        // later if it handed us more before the pause took effect.
+        state.pause();
+        took(&mut state, 102..=103);
+        assert_eq!(state.admit(102), Admit::Skip);
+        assert_eq!(state.admit(103), Admit::Skip);
+        assert_eq!(state.admit(101), Admit::WentBack { next: 104 });
+        // Resumed and past what it had: a message below `next` is no longer a re-fetch.
+        let mut state = Assigned::default();
+        took(&mut state, 100..=101);
+        state.pause();
+        took(&mut state, 102..=103);
+        state.paused = false;
+        assert_eq!(state.admit(102), Admit::Skip);
+        took(&mut state, 104..=104);
+        assert_eq!(state.admit(103), Admit::WentBack { next: 105 });
+        // Went back: everything is dropped until the log is opened again and sought.
+        state.went_back();
+        assert_eq!(state.admit(90), Admit::Skip);
+        assert_eq!(state.admit(200), Admit::Skip);
+        assert!(state.reopen_due && state.log.is_none() && state.next.is_none());
+    }
+
+    #[test]
+    fn without_a_kafka_timestamp_the_wall_clock_is_the_reference() {
+        let limits = event_model::Limits::default();
+        let now = Utc.with_ymd_and_hms(2026, 11, 26, 10, 0, 0).unwrap();
+        let payload = post_at(now + Span::hours(23));
+        assert!(validate(&payload, Timestamp::NotAvailable, &limits, now).is_ok());
+        assert!(validate(&payload, Timestamp::CreateTime(-1), &limits, now).is_ok());
+        let late = post_at(now + Span::hours(25));
+        assert!(validate(&late, Timestamp::NotAvailable, &limits, now).is_err());
+    }
 }
