@@ -84,6 +84,30 @@ async fn read_all(reader: &LogReader, companies: &[String]) -> Vec<Vec<LogRecord
     out
 }
 
+/// The archive the export engine makes of `company`'s November at `position`, checked by the
+/// verifier.
+async fn archive_at(
+    store: &Arc<dyn ObjectStore>,
+    position: &LogPosition,
+    company: &str,
+) -> Vec<u8> {
+    let request = archive::ExportRequest {
+        company_id: company.to_owned(),
+        from: Some(at("2026-11-01T00:00:00Z")),
+        to: at("2026-12-01T00:00:00Z"),
+        person_ids: Default::default(),
+        conversation_ids: Default::default(),
+        time_zone: "Europe/Zurich".into(),
+        position: Some(position.clone()),
+    };
+    let reader = LogReader::new(store.clone()).at(position.clone());
+    let (bytes, _, _) = archive::export_to_sink(&request, &reader, Vec::new(), |_| {})
+        .await
+        .unwrap();
+    archive::verify::verify(&mut std::io::Cursor::new(&bytes)).unwrap();
+    bytes
+}
+
 fn compact(stack: &Stack, topic: &str) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(binary("cce-log"));
     command
@@ -138,6 +162,8 @@ async fn concurrent_and_killed_compactors_never_change_a_read() {
     let sample: Vec<String> = companies.iter().step_by(17).cloned().collect();
     let expected = read_all(&reader, &sample).await;
     assert!(expected.iter().all(|records| records.len() == 10));
+    let position = reader.position().unwrap().clone();
+    let archive_before = archive_at(&store, &position, &companies[0]).await;
 
     // Two compactors at once: both succeed (same inputs, same names and bytes).
     let (a, b) = tokio::join!(
@@ -175,10 +201,20 @@ async fn concurrent_and_killed_compactors_never_change_a_read() {
             .flush(partition, events, "2026-11-25T06:00:00Z")
             .await;
     }
-    let later =
-        LogReader::new(store.clone()).at(LogPosition::read(store.as_ref(), &topic).await.unwrap());
+    let later_position = LogPosition::read(store.as_ref(), &topic).await.unwrap();
+    let later = LogReader::new(store.clone()).at(later_position.clone());
     let with_late = read_all(&later, &sample).await;
     assert!(with_late.iter().all(|records| records.len() == 12));
+    let late_archive_before = archive_at(&store, &later_position, &companies[0]).await;
+    assert_ne!(
+        late_archive_before, archive_before,
+        "the late events are in the newer archive"
+    );
+    assert_eq!(
+        archive_at(&store, &position, &companies[0]).await,
+        archive_before,
+        "at the first position, the late events are not"
+    );
     let mut killed = compact(&stack, &topic).spawn().unwrap();
     // Kill it once the first company's part of pass 2 is there (companies go in id order).
     let first = keys::day_prefix(&companies[0], "2026-11-21".parse().unwrap());
@@ -222,6 +258,16 @@ async fn concurrent_and_killed_compactors_never_change_a_read() {
     assert_eq!(head.seq, 2);
     assert_eq!(read_all(&reader, &sample).await, expected);
     assert_eq!(read_all(&later, &sample).await, with_late);
+    // The same request at the same position gives the same archive bytes before and after
+    // compaction (the test), at both positions.
+    assert_eq!(
+        archive_at(&store, &position, &companies[0]).await,
+        archive_before
+    );
+    assert_eq!(
+        archive_at(&store, &later_position, &companies[0]).await,
+        late_archive_before
+    );
     // Each day of a company is one part now: a late day has the old and the new, the new
     // covering the old.
     let parts = storage::list_all(store.as_ref(), &first).await.unwrap();
