@@ -8,10 +8,10 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use storage::{ObjectStore, list_all};
 
+use crate::Result;
 use crate::format::FORMAT_NAME;
 use crate::v2::keys;
 use crate::v2::segment::FORMAT_VERSION;
-use crate::{LogError, Result};
 
 /// Where the previous epoch of a partition ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,29 +67,13 @@ impl EpochMarker {
     }
 
     pub fn encode(&self) -> Result<Bytes> {
-        serde_json::to_vec(self)
-            .map(Bytes::from)
-            .map_err(|e| LogError::Encode {
-                company_id: String::new(),
-                reason: e.to_string(),
-            })
+        super::encode_json(self)
     }
 
     pub fn decode(key: &str, bytes: &[u8]) -> Result<Self> {
-        let marker: Self = serde_json::from_slice(bytes).map_err(|e| LogError::Corrupt {
-            key: key.to_owned(),
-            reason: format!("bad epoch marker: {e}"),
-        })?;
-        if marker.format != FORMAT_NAME
-            || marker.version != FORMAT_VERSION
-            || marker.kind != "epoch"
-        {
-            return Err(LogError::Corrupt {
-                key: key.to_owned(),
-                reason: "not a version 2 epoch marker".into(),
-            });
-        }
-        Ok(marker)
+        super::decode_json(key, bytes, "epoch", |o: &Self| {
+            (o.format.as_str(), o.version, o.kind.as_str())
+        })
     }
 
     /// Writes the marker, never replacing another one (`storage::put_new`).

@@ -19,3 +19,38 @@ pub mod pass;
 pub mod pointer;
 pub mod segment;
 pub mod view;
+
+use bytes::Bytes;
+
+use crate::{LogError, Result};
+
+/// Encodes one of the small JSON objects of the log (a pointer, an epoch marker).
+pub(crate) fn encode_json<T: serde::Serialize>(value: &T) -> Result<Bytes> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|e| LogError::Encode {
+            company_id: String::new(),
+            reason: e.to_string(),
+        })
+}
+
+/// Decodes one of the small JSON objects of the log and checks it is a format-2 object of
+/// `kind` (its `format`, `version` and `kind` fields, given by `header`).
+pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(
+    key: &str,
+    bytes: &[u8],
+    kind: &str,
+    header: impl Fn(&T) -> (&str, u32, &str),
+) -> Result<T> {
+    let value: T = serde_json::from_slice(bytes).map_err(|e| LogError::Corrupt {
+        key: key.to_owned(),
+        reason: format!("bad {kind}: {e}"),
+    })?;
+    if header(&value) != (crate::format::FORMAT_NAME, segment::FORMAT_VERSION, kind) {
+        return Err(LogError::Corrupt {
+            key: key.to_owned(),
+            reason: format!("not a version 2 {kind}"),
+        });
+    }
+    Ok(value)
+}

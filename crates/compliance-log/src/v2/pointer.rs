@@ -17,7 +17,7 @@ use storage::{ObjectStore, list_all};
 use crate::format::FORMAT_NAME;
 use crate::v2::keys;
 use crate::v2::segment::FORMAT_VERSION;
-use crate::{LogError, LogRecord, Result};
+use crate::{LogRecord, Result};
 
 /// Fingerprint of the record at `durable_offset - 1`, for telling a restarted topic from a replay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,29 +75,13 @@ impl Watermark {
     }
 
     pub fn encode(&self) -> Result<Bytes> {
-        serde_json::to_vec(self)
-            .map(Bytes::from)
-            .map_err(|e| LogError::Encode {
-                company_id: String::new(),
-                reason: e.to_string(),
-            })
+        super::encode_json(self)
     }
 
     pub fn decode(key: &str, bytes: &[u8]) -> Result<Self> {
-        let pointer: Self = serde_json::from_slice(bytes).map_err(|e| LogError::Corrupt {
-            key: key.to_owned(),
-            reason: format!("bad watermark: {e}"),
-        })?;
-        if pointer.format != FORMAT_NAME
-            || pointer.version != FORMAT_VERSION
-            || pointer.kind != "watermark"
-        {
-            return Err(LogError::Corrupt {
-                key: key.to_owned(),
-                reason: "not a version 2 watermark".into(),
-            });
-        }
-        Ok(pointer)
+        super::decode_json(key, bytes, "watermark", |o: &Self| {
+            (o.format.as_str(), o.version, o.kind.as_str())
+        })
     }
 
     /// Writes the pointer (the one object that is replaced in place).
