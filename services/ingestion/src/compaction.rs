@@ -87,6 +87,18 @@ impl Compaction for Compactor {
     }
 }
 
+/// How often garbage collection runs. Collection walks every compacted object of the topic's
+/// companies (`Compactor::collect_garbage`), so it runs a few times a day rather than after
+/// every pass: its LISTs then stay a small share of the compactor's requests however many
+/// companies and days the log holds. Deletion is only due days after a pass anyway
+/// (`CCE_SEGMENT_RETENTION_DAYS`).
+pub const COLLECT_EVERY: Duration = Duration::from_secs(6 * 3600);
+
+/// Whether garbage collection is due: first after start, then every [`COLLECT_EVERY`].
+fn collection_due(last: Option<std::time::Instant>) -> bool {
+    last.is_none_or(|at| at.elapsed() >= COLLECT_EVERY)
+}
+
 /// Runs a pass every `every` until `stop` fires (the first one right away).
 pub async fn run_loop(
     compaction: &dyn Compaction,
@@ -96,21 +108,27 @@ pub async fn run_loop(
 ) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut collected: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
+        let collect = collection_due(collected);
         // A pass cut short by shutdown is redone by the next one (passes are idempotent).
         tokio::select! {
             _ = stop.cancelled() => return,
-            () = once(compaction, metrics) => {}
+            () = once(compaction, metrics, collect) => {}
+        }
+        if collect {
+            collected = Some(std::time::Instant::now());
         }
     }
 }
 
-/// One pass and one garbage collection; failures are logged and retried at the next interval.
-async fn once(compaction: &dyn Compaction, metrics: &Metrics) {
+/// One pass and, when `collect`, one garbage collection; failures are logged and retried at
+/// the next interval.
+async fn once(compaction: &dyn Compaction, metrics: &Metrics, collect: bool) {
     let now = Utc::now();
     match compaction.run_pass(now).await {
         Ok(Some(summary)) => {
@@ -135,6 +153,9 @@ async fn once(compaction: &dyn Compaction, metrics: &Metrics) {
             );
             return;
         }
+    }
+    if !collect {
+        return;
     }
     match compaction.collect_garbage(now).await {
         Ok(0) => {}
@@ -181,10 +202,19 @@ mod tests {
     async fn a_pass_then_garbage_collection_and_counted() {
         let recorder = Recorder::default();
         let metrics = metrics();
-        once(&recorder, &metrics).await;
+        once(&recorder, &metrics, true).await;
         assert_eq!(*recorder.calls.lock().unwrap(), ["pass", "gc"]);
         let compacted = metrics.compaction_passes.with_label_values(&["compacted"]);
         assert_eq!(compacted.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn garbage_collection_runs_only_when_due() {
+        let recorder = Recorder::default();
+        once(&recorder, &metrics(), false).await;
+        assert_eq!(*recorder.calls.lock().unwrap(), ["pass"]);
+        assert!(collection_due(None));
+        assert!(!collection_due(Some(std::time::Instant::now())));
     }
 
     #[tokio::test]
@@ -194,7 +224,7 @@ mod tests {
             ..Recorder::default()
         };
         let metrics = metrics();
-        once(&recorder, &metrics).await;
+        once(&recorder, &metrics, true).await;
         assert_eq!(*recorder.calls.lock().unwrap(), ["pass"]);
         assert_eq!(
             metrics

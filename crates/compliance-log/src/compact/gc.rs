@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use storage::{ObjectStore, list_all};
+use storage::ObjectStore;
 
 use super::Compactor;
 use crate::Result;
@@ -49,12 +49,28 @@ pub(super) async fn collect(compactor: &Compactor, now: DateTime<Utc>) -> Result
     let Some(limit) = now.checked_sub_signed(margin) else {
         return Ok(0);
     };
-    // Newest first; horizons only go back along the list, so search for the first old pass.
-    let keys: Vec<String> = list_all(store, &keys::passes_prefix(&config.topic))
-        .await?
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
+    // Newest first; horizons only go back along the list. Pages are read from the newest until
+    // one ends with an old pass, so the cost follows the passes written within the retention
+    // window, not every pass ever written; the first old pass is then found by bisection.
+    let prefix = keys::passes_prefix(&config.topic);
+    let mut keys: Vec<String> = Vec::new();
+    let mut start_after: Option<String> = None;
+    loop {
+        let page = store
+            .list_page(&prefix, start_after.as_deref(), 1000)
+            .await?;
+        keys.extend(page.objects.into_iter().map(|o| o.key));
+        let Some(last) = keys.last() else {
+            break;
+        };
+        if PassRecord::decode(last, &store.get(last).await?)?.horizon <= limit {
+            break;
+        }
+        match page.next_start_after {
+            Some(next) => start_after = Some(next),
+            None => break,
+        }
+    }
     let (mut low, mut high) = (0, keys.len());
     let mut old: Option<PassRecord> = None;
     while low < high {
