@@ -87,6 +87,7 @@ async fn an_export_from_the_real_store_opens_in_every_reader_and_verifies() {
         conversation_ids: BTreeSet::new(),
         time_zone: "Europe/Paris".into(),
         position: None,
+        limits: archive::ExportLimits::default(),
     };
     let key = format!("exports/{prefix}/archive.zip");
     let mut last_percent = 0;
@@ -176,6 +177,7 @@ async fn a_failed_export_leaves_no_object() {
         conversation_ids: BTreeSet::new(),
         time_zone: String::new(),
         position: None,
+        limits: archive::ExportLimits::default(),
     };
     let key = format!("exports/{company}/archive.zip");
     let error = archive::export_to_s3(

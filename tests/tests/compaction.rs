@@ -99,6 +99,7 @@ async fn archive_at(
         conversation_ids: Default::default(),
         time_zone: "Europe/Zurich".into(),
         position: Some(position.clone()),
+        limits: archive::ExportLimits::default(),
     };
     let reader = LogReader::new(store.clone()).at(position.clone());
     let (bytes, _, _) = archive::export_to_sink(&request, &reader, Vec::new(), |_| {})

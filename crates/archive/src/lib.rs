@@ -10,6 +10,7 @@
 //! - [`verify`]: reading an archive back and checking it against its manifest, whose counts
 //!   `reconcile` recounts from the day files.
 
+pub mod budget;
 mod items;
 pub mod manifest;
 pub mod multipart;
@@ -29,6 +30,7 @@ use compliance_log::LogReader;
 use storage::ObjectStore;
 pub use tokio_util::sync::CancellationToken;
 
+pub use budget::{DiskBudget, ExportLimits};
 pub use manifest::{ExportSummary, Manifest};
 pub use multipart::MultipartSink;
 pub use zip::{Sink, ZipWriter};
@@ -49,6 +51,12 @@ pub enum ArchiveError {
     Invalid(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The export needs more temporary disk than it may use; nothing is left behind.
+    #[error(
+        "the export needs more than its {limit_mib} MiB of temporary disk (TMPDIR): raise \
+         CCE_EXPORT_DISK_BUDGET_MIB (cce-archive --disk-budget-mib) or export a narrower range"
+    )]
+    DiskBudget { limit_mib: u64 },
     /// The export was cancelled; its upload was aborted.
     #[error("export cancelled")]
     Cancelled,
@@ -73,6 +81,9 @@ pub struct ExportRequest {
     /// not half included and the same position gives the same archive. `None` reads all the
     /// log holds (the offline `cce-archive`).
     pub position: Option<compliance_log::LogPosition>,
+    /// What the export may use on its replica (memory, temporary disk, threads); never changes
+    /// the archive's bytes.
+    pub limits: ExportLimits,
 }
 
 impl ExportRequest {
@@ -117,7 +128,9 @@ pub struct Progress {
     pub events_read: u64,
     pub files_written: u64,
     pub bytes_written: u64,
-    /// 0–100, from the share of the range read.
+    /// 0–100, from the share of the log's data read (bytes of the objects the range needs,
+    /// [`compliance_log::ReadProgress`]); from the share of the range read while the reader
+    /// cannot tell.
     pub percent: u32,
 }
 

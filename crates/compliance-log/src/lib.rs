@@ -18,7 +18,7 @@ pub mod writer;
 
 pub use compact::{CompactionConfig, Compactor, PassSummary};
 pub use format::{LogRecord, SourceRange, Stream};
-pub use reader::{EventCursor, LogReader};
+pub use reader::{EventCursor, LogReader, ReadProgress};
 pub use v2::pointer::{LogPosition, PartitionPosition, Watermark};
 pub use writer::{
     FlushStats, LogWriter, Opened, PartitionLog, PendingRecord, Probe, V1Writer, WriteStats,

@@ -50,6 +50,7 @@ pub fn export_request(company_id: &str, spec: &JobSpec) -> ExportRequest {
             .collect::<BTreeSet<_>>(),
         time_zone: spec.time_zone.clone(),
         position: None,
+        limits: archive::ExportLimits::default(),
     }
 }
 

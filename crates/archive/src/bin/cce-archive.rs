@@ -104,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
                 conversation_ids: conversations.into_iter().collect(),
                 time_zone,
                 position: None,
+                limits: archive::ExportLimits::default(),
             };
             let store = Arc::new(storage::S3Store::connect(&s3).await);
             let started = Instant::now();

@@ -73,6 +73,7 @@ pub fn request(tz: &str) -> ExportRequest {
         conversation_ids: BTreeSet::new(),
         time_zone: tz.into(),
         position: None,
+        limits: archive::ExportLimits::default(),
     }
 }
 
