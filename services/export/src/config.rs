@@ -126,7 +126,34 @@ pub struct Config {
     #[arg(long, env = "CCE_EXPORT_MAX_JOBS", default_value_t = 2,
           value_parser = clap::value_parser!(u64).range(1..=64))]
     pub max_jobs: u64,
+    /// Memory each export is sized for, in MiB: the log reader, the open day files, the
+    /// entries being compressed and the post texts take their shares of it, and what does not
+    /// fit goes to temporary files. A replica needs about `--max-jobs` times this.
+    #[arg(long = "memory-budget-mib", env = "CCE_EXPORT_MEMORY_BUDGET_MIB", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(64..=65_536))]
+    pub memory_budget_mib: u64,
+    /// Temporary disk (in `TMPDIR`) each export may use, in MiB; an export that needs more
+    /// fails with a message saying so, and leaves nothing behind.
+    #[arg(long = "disk-budget-mib", env = "CCE_EXPORT_DISK_BUDGET_MIB", default_value_t = 8_192,
+          value_parser = clap::value_parser!(u64).range(16..=16_777_216))]
+    pub disk_budget_mib: u64,
+    /// Threads each export serialises and compresses on (0: every core). The archive's bytes
+    /// do not depend on it.
+    #[arg(long = "render-threads", env = "CCE_EXPORT_RENDER_THREADS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=256))]
+    pub render_threads: u64,
     /// Log line format on stderr.
     #[arg(long, env = "CCE_LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,
+}
+
+impl Config {
+    /// What each export may use on this replica.
+    pub fn export_limits(&self) -> archive::ExportLimits {
+        archive::ExportLimits {
+            memory_bytes: self.memory_budget_mib << 20,
+            disk_bytes: self.disk_budget_mib << 20,
+            threads: usize::try_from(self.render_threads).unwrap_or(0),
+        }
+    }
 }

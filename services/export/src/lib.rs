@@ -138,6 +138,7 @@ pub async fn start_with_clock(
         worker: worker.clone(),
         lease: Duration::from_secs(config.lease_secs),
         max_jobs: usize::try_from(config.max_jobs).unwrap_or(2),
+        limits: config.export_limits(),
         metrics: metrics.clone(),
     };
     let runner_task = tokio::spawn(runner.run(shutdown.clone()));

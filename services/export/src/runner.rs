@@ -90,6 +90,8 @@ pub struct Runner {
     pub worker: String,
     pub lease: Duration,
     pub max_jobs: usize,
+    /// What each export may use (memory, temporary disk, threads).
+    pub limits: archive::ExportLimits,
     pub metrics: Metrics,
 }
 
@@ -305,6 +307,7 @@ impl Runner {
                     .await?;
                 *progress.lock().unwrap_or_else(|e| e.into_inner()) = JobProgress::default();
                 request.position = Some(position);
+                request.limits = self.limits;
                 archive::export_to_s3(
                     &request,
                     self.log_store.clone(),
@@ -717,6 +720,7 @@ mod tests {
                 worker: worker.to_owned(),
                 lease,
                 max_jobs: 8,
+                limits: archive::ExportLimits::default(),
                 metrics,
             };
             tokio::spawn(runner.clone().run(self.stop.clone()));
