@@ -98,7 +98,7 @@ impl<R: Read + Seek> ArchiveReader<R> {
         String::from_utf8(entry.name_raw().to_vec()).map_err(|e| {
             bad(format!(
                 "entry {index} ({}): its name is not UTF-8",
-                String::from_utf8_lossy(e.as_bytes())
+                shown(&String::from_utf8_lossy(e.as_bytes()))
             ))
         })
     }
@@ -107,7 +107,7 @@ impl<R: Read + Seek> ArchiveReader<R> {
     fn shown_name(&self, index: usize) -> String {
         self.zip.by_index_data(index).map_or_else(
             |_| format!("entry {index}"),
-            |entry| String::from_utf8_lossy(entry.name_raw()).into_owned(),
+            |entry| shown(&String::from_utf8_lossy(entry.name_raw())),
         )
     }
 
@@ -205,13 +205,37 @@ fn unsafe_name(name: &str) -> Option<&'static str> {
     None
 }
 
+/// A name as messages show it: control characters escaped, so a hostile name cannot rewrite
+/// the terminal that prints the report.
+fn shown(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// The reason of an `Invalid` error, without the "invalid archive: " every problem would share.
+fn reason(error: ArchiveError) -> String {
+    match error {
+        ArchiveError::Invalid(reason) => reason,
+        other => other.to_string(),
+    }
+}
+
 /// The index of `<root>/manifest.json` and its root folder (with the trailing `/`).
 fn find_manifest<R: Read + Seek>(
     archive: &ArchiveReader<R>,
 ) -> Result<(usize, String), ArchiveError> {
     let mut found: Vec<(usize, String)> = Vec::new();
     for index in 0..archive.len() {
-        let name = archive.shown_name(index);
+        let Ok(name) = archive.name(index) else {
+            continue;
+        };
         if let Some((root, MANIFEST)) = name.split_once('/')
             && !root.is_empty()
         {
@@ -227,7 +251,7 @@ fn find_manifest<R: Read + Seek>(
             "{MANIFEST} in several top-level folders: {}",
             found
                 .iter()
-                .map(|(_, root)| root.as_str())
+                .map(|(_, root)| shown(root))
                 .collect::<Vec<_>>()
                 .join(", ")
         ))),
@@ -243,8 +267,9 @@ pub fn verify<R: Read + Seek>(reader: &mut R) -> Result<Report, ArchiveError> {
     let (manifest_index, root) = find_manifest(&archive)?;
     let mut manifest_bytes = Vec::new();
     archive.read(manifest_index, |b| manifest_bytes.extend_from_slice(b))?;
+    let shown_root = shown(&root);
     let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
-        .map_err(|e| bad(format!("{root}{MANIFEST} is not a manifest: {e}")))?;
+        .map_err(|e| bad(format!("{shown_root}{MANIFEST} is not a manifest: {e}")))?;
     drop(manifest_bytes);
 
     let mut report = Report {
@@ -254,6 +279,9 @@ pub fn verify<R: Read + Seek>(reader: &mut R) -> Result<Report, ArchiveError> {
         problems: Vec::new(),
     };
     let problems = &mut report.problems;
+    if let Some(why) = unsafe_name(&format!("{root}{MANIFEST}")) {
+        problems.push(format!("{shown_root}{MANIFEST}: unsafe entry name ({why})"));
+    }
     if manifest.head.format != EXPORT_FORMAT {
         problems.push(format!(
             "{MANIFEST}: format {:?}, not {EXPORT_FORMAT:?}",
@@ -273,7 +301,10 @@ pub fn verify<R: Read + Seek>(reader: &mut R) -> Result<Report, ArchiveError> {
             .insert(&file.path, (file.size, &file.sha256))
             .is_some()
         {
-            problems.push(format!("{MANIFEST}: lists {} twice in files", file.path));
+            problems.push(format!(
+                "{MANIFEST}: lists {} twice in files",
+                shown(&file.path)
+            ));
         }
     }
 
@@ -282,23 +313,30 @@ pub fn verify<R: Read + Seek>(reader: &mut R) -> Result<Report, ArchiveError> {
         let name = match archive.name(index) {
             Ok(name) => name,
             Err(error) => {
-                problems.push(error.to_string());
+                problems.push(reason(error));
                 archive.shown_name(index)
             }
         };
-        if let Some(why) = unsafe_name(&name) {
-            problems.push(format!("{name}: unsafe entry name ({why})"));
-        }
-        let path = match name.strip_prefix(&root) {
+        // Names go into messages escaped; a name that needs it is a problem of its own.
+        let (raw_name, name) = (name.clone(), shown(&name));
+        let safe = match unsafe_name(&raw_name) {
+            Some(why) => {
+                problems.push(format!("{name}: unsafe entry name ({why})"));
+                false
+            }
+            None => true,
+        };
+        let path = match raw_name.strip_prefix(&root) {
             Some(path) => path,
             None => {
                 problems.push(format!(
-                    "{name}: outside the archive's top-level folder {root}"
+                    "{name}: outside the archive's top-level folder {shown_root}"
                 ));
                 ""
             }
         };
-        let day_file = !path.is_empty() && is_day_file(path);
+        // Only a safe name is recounted: the reconciler's messages show paths as they are.
+        let day_file = safe && !path.is_empty() && is_day_file(path);
         let mut content = Vec::new();
         let read = match archive.read(index, |b| {
             if day_file {
@@ -307,9 +345,13 @@ pub fn verify<R: Read + Seek>(reader: &mut R) -> Result<Report, ArchiveError> {
         }) {
             Ok(read) => read,
             Err(error) => {
-                problems.push(error.to_string());
-                // Listed or not, this entry was looked at: do not also call it missing.
+                problems.push(reason(error));
+                // Listed or not, this entry was looked at: do not also call it missing, nor
+                // its day's counts unborne.
                 listed.remove(path);
+                if day_file {
+                    reconciler.unreadable(path);
+                }
                 continue;
             }
         };
@@ -335,9 +377,53 @@ pub fn verify<R: Read + Seek>(reader: &mut R) -> Result<Report, ArchiveError> {
     }
     for missing in listed.keys() {
         problems.push(format!(
-            "{root}{missing}: listed in {MANIFEST} but not in the archive"
+            "{shown_root}{}: listed in {MANIFEST} but not in the archive",
+            shown(missing)
         ));
     }
     reconciler.finish(&manifest, problems);
+    // The manifest's own strings (conversation ids, folders, hashes) reach messages too.
+    for problem in problems.iter_mut() {
+        if problem.chars().any(char::is_control) {
+            *problem = shown(problem);
+        }
+    }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_unsafe_to_extract_say_why() {
+        for (name, why) in [
+            ("top/People_Chats/dm1/2026-02-01.json", None),
+            ("top/Team_Chats/Q1..Q2__t1/2026-02-01.json", None),
+            ("top/../etc/passwd", Some("a `..` component")),
+            ("..", Some("a `..` component")),
+            ("/top/x.json", Some("an absolute path")),
+            ("C:/top/x.json", Some("an absolute path (drive letter)")),
+            ("top\\x.json", Some("a backslash in the name")),
+            ("top/x\u{0}.json", Some("a control character in the name")),
+            ("top/x\u{85}.json", Some("a control character in the name")),
+            ("top/./x.json", Some("an empty or `.` component")),
+            ("top//x.json", Some("an empty or `.` component")),
+            ("top/dir/", Some("an empty or `.` component")),
+        ] {
+            assert_eq!(unsafe_name(name), why, "{name}");
+        }
+    }
+
+    #[test]
+    fn bytes_that_are_not_a_zip_are_an_invalid_archive() {
+        for bytes in [&b""[..], b"PK\x05\x06", b"not a zip at all"] {
+            match verify(&mut Cursor::new(bytes)) {
+                Err(ArchiveError::Invalid(reason)) => {
+                    assert!(reason.starts_with("not a readable ZIP archive"), "{reason}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
 }
