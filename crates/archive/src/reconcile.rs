@@ -44,6 +44,9 @@ pub(crate) struct Reconciler {
     /// Each conversation's folder, from the manifest.
     folders: BTreeMap<String, String>,
     found: BTreeMap<(String, String), Found>,
+    /// (folder, date) of day files that could not be read (already a problem of their own):
+    /// their days are not compared, so one damaged entry is one problem.
+    unreadable: BTreeSet<(String, String)>,
 }
 
 impl Reconciler {
@@ -56,6 +59,16 @@ impl Reconciler {
                 .map(|c| (c.conversation_id.clone(), c.folder.clone()))
                 .collect(),
             found: BTreeMap::new(),
+            unreadable: BTreeSet::new(),
+        }
+    }
+
+    /// Notes a day file that could not be read; `path` is relative to the top-level folder.
+    pub(crate) fn unreadable(&mut self, path: &str) {
+        if let Some((folder, name)) = path.rsplit_once('/') {
+            let stem = name.trim_end_matches(".json");
+            let date = stem.split_once("_part-").map_or(stem, |(date, _)| date);
+            self.unreadable.insert((folder.to_owned(), date.to_owned()));
         }
     }
 
@@ -140,6 +153,14 @@ impl Reconciler {
                     "manifest.json: conversation {} on {} is counted twice in days",
                     day.conversation_id, day.date
                 ));
+                continue;
+            }
+            if let Some(folder) = self.folders.get(&day.conversation_id)
+                && self
+                    .unreadable
+                    .contains(&(folder.clone(), day.date.clone()))
+            {
+                self.found.remove(&key);
                 continue;
             }
             let Some(found) = self.found.remove(&key) else {
@@ -435,6 +456,23 @@ mod tests {
         );
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].starts_with("manifest.json: totals"), "{found:?}");
+    }
+
+    #[test]
+    fn a_day_whose_file_could_not_be_read_is_not_compared_again() {
+        let m = manifest(counts(1, 0, 0, 0, 0));
+        let mut reconciler = Reconciler::new(&m);
+        reconciler.unreadable(PATH);
+        let mut found = Vec::new();
+        reconciler.finish(&m, &mut found);
+        assert_eq!(found, Vec::<String>::new());
+
+        // Nor when one part of two is unreadable; the other still has to be a day file.
+        let mut reconciler = Reconciler::new(&m);
+        reconciler.unreadable("People_Chats/dm1/2026-02-01_part-2.json");
+        reconciler.add(PATH, &day_file(json!([])), &mut found);
+        reconciler.finish(&m, &mut found);
+        assert_eq!(found, Vec::<String>::new());
     }
 
     #[test]

@@ -1,183 +1,171 @@
-//! Reading an archive back and checking it against its `manifest.json`: every listed file
-//! present with its size and SHA-256, nothing unlisted, every CRC right, and the manifest's
-//! counts borne out by the day files' content (`reconcile.rs`).
+//! Reading an archive back and checking it against its `manifest.json`: every entry's CRC-32,
+//! every listed file present once with its size and SHA-256, nothing unlisted, every name safe
+//! and inside the archive's top-level folder, and the manifest's counts borne out by the day
+//! files' content (`reconcile.rs`).
 //!
-//! The reader handles what [`crate::zip`] writes (deflated or stored entries, sizes in the
-//! central directory, ZIP64 where present); it reads entry by entry from a file, so verifying
-//! a large archive does not load it whole.
+//! The archive is read with the zip-rs reader (the `zip` crate), which shares no code and no
+//! assumptions with our writer (`crate::zip`): a writer bug that our own reader would mirror
+//! (a wrong ZIP64 field, a local header that disagrees with the central directory) is caught
+//! here, not read back as written. Entries are read one at a time from a `Read + Seek`, to
+//! their end (zip-rs checks the CRC-32 there), so verifying an archive never holds it whole:
+//! only the central directory, the manifest and one day file (a bounded part) at a time.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Cursor, Read, Seek};
 
-use flate2::read::DeflateDecoder;
 use sha2::{Digest, Sha256};
+use zip::ZipArchive;
 
 use crate::ArchiveError;
-use crate::manifest::Manifest;
+use crate::manifest::{EXPORT_FORMAT, EXPORT_FORMAT_VERSION, Manifest};
 use crate::reconcile::{Reconciler, is_day_file};
 
-/// One central-directory entry.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    pub name: String,
-    pub method: u16,
-    pub crc: u32,
-    pub compressed: u64,
-    pub size: u64,
-    pub offset: u64,
-}
+const MANIFEST: &str = "manifest.json";
 
 fn bad(reason: impl Into<String>) -> ArchiveError {
     ArchiveError::Invalid(reason.into())
 }
 
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
+/// What reading one entry to its end found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryRead {
+    /// Uncompressed bytes read.
+    pub size: u64,
+    /// SHA-256 of those bytes, lowercase hex.
+    pub sha256: String,
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+/// A ZIP archive opened with the zip-rs reader, read entry by entry in archive order.
+///
+/// Opening checks the whole structure: the central directory, no duplicate names, every local
+/// header agreeing with its central-directory record, no overlapping entries and no local
+/// header the central directory does not list.
+pub struct ArchiveReader<R: Read + Seek> {
+    zip: ZipArchive<R>,
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut x = [0u8; 8];
-    x.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(x)
-}
-
-/// Lists the entries of a ZIP archive from its central directory.
-pub fn entries<R: Read + Seek>(reader: &mut R) -> Result<Vec<Entry>, ArchiveError> {
-    let io = |e: std::io::Error| bad(format!("read: {e}"));
-    let len = reader.seek(SeekFrom::End(0)).map_err(io)?;
-    let tail_len = len.min(66_000);
-    reader.seek(SeekFrom::Start(len - tail_len)).map_err(io)?;
-    let mut tail = vec![0u8; tail_len as usize];
-    reader.read_exact(&mut tail).map_err(io)?;
-    let eocd = (0..tail.len().saturating_sub(21))
-        .rev()
-        .find(|&i| u32_at(&tail, i) == 0x0605_4b50)
-        .ok_or_else(|| bad("no end of central directory record"))?;
-    let mut count = u64::from(u16_at(&tail, eocd + 10));
-    let mut cd_size = u64::from(u32_at(&tail, eocd + 12));
-    let mut cd_offset = u64::from(u32_at(&tail, eocd + 16));
-    if eocd >= 20 && u32_at(&tail, eocd - 20) == 0x0706_4b50 {
-        let zip64_at = u64_at(&tail, eocd - 20 + 8);
-        reader.seek(SeekFrom::Start(zip64_at)).map_err(io)?;
-        let mut record = [0u8; 56];
-        reader.read_exact(&mut record).map_err(io)?;
-        if u32_at(&record, 0) != 0x0606_4b50 {
-            return Err(bad("ZIP64 locator points at no ZIP64 end record"));
-        }
-        count = u64_at(&record, 32);
-        cd_size = u64_at(&record, 40);
-        cd_offset = u64_at(&record, 48);
+impl<R: Read + Seek> std::fmt::Debug for ArchiveReader<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchiveReader")
+            .field("entries", &self.zip.len())
+            .finish_non_exhaustive()
     }
-    reader.seek(SeekFrom::Start(cd_offset)).map_err(io)?;
-    let mut cd =
-        vec![0u8; usize::try_from(cd_size).map_err(|_| bad("central directory too large"))?];
-    reader.read_exact(&mut cd).map_err(io)?;
-    let mut at = 0usize;
-    let mut out = Vec::new();
-    for _ in 0..count {
-        if at + 46 > cd.len() || u32_at(&cd, at) != 0x0201_4b50 {
-            return Err(bad(format!("bad central directory record at {at}")));
+}
+
+impl<R: Read + Seek> ArchiveReader<R> {
+    /// Opens an archive; fails with [`ArchiveError::Invalid`] saying what is wrong with its
+    /// structure.
+    pub fn new(reader: R) -> Result<Self, ArchiveError> {
+        let mut zip =
+            ZipArchive::new(reader).map_err(|e| bad(format!("not a readable ZIP archive: {e}")))?;
+        if zip.offset() != 0 {
+            return Err(bad(format!(
+                "{} bytes before the archive's first entry",
+                zip.offset()
+            )));
         }
-        let name_len = usize::from(u16_at(&cd, at + 28));
-        let extra_len = usize::from(u16_at(&cd, at + 30));
-        let comment_len = usize::from(u16_at(&cd, at + 32));
-        let name_end = at + 46 + name_len;
-        let name = String::from_utf8(
-            cd.get(at + 46..name_end)
-                .ok_or_else(|| bad("truncated name"))?
-                .to_vec(),
+        // zip-rs keeps one record per name; a second entry of the same name would be hidden
+        // from everything below, so it fails the archive whole.
+        if zip.has_duplicate_names() {
+            return Err(bad(
+                "duplicate entry names: the central directory lists the same name twice",
+            ));
+        }
+        zip.validate_header_consistency().map_err(|e| {
+            bad(format!(
+                "local headers disagree with the central directory: {e}"
+            ))
+        })?;
+        Ok(Self { zip })
+    }
+
+    /// How many entries the archive has.
+    pub fn len(&self) -> usize {
+        self.zip.len()
+    }
+
+    /// Whether the archive has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.zip.is_empty()
+    }
+
+    /// The name of entry `index` (archive order); fails unless it is UTF-8.
+    pub fn name(&self, index: usize) -> Result<String, ArchiveError> {
+        let entry = self
+            .zip
+            .by_index_data(index)
+            .map_err(|e| bad(format!("entry {index}: {e}")))?;
+        String::from_utf8(entry.name_raw().to_vec()).map_err(|e| {
+            bad(format!(
+                "entry {index} ({}): its name is not UTF-8",
+                shown(&String::from_utf8_lossy(e.as_bytes()))
+            ))
+        })
+    }
+
+    /// The name of entry `index` for messages: lossily decoded if it is not UTF-8.
+    fn shown_name(&self, index: usize) -> String {
+        self.zip.by_index_data(index).map_or_else(
+            |_| format!("entry {index}"),
+            |entry| shown(&String::from_utf8_lossy(entry.name_raw())),
         )
-        .map_err(|_| bad("entry name is not UTF-8"))?;
-        let mut entry = Entry {
-            name,
-            method: u16_at(&cd, at + 10),
-            crc: u32_at(&cd, at + 16),
-            compressed: u64::from(u32_at(&cd, at + 20)),
-            size: u64::from(u32_at(&cd, at + 24)),
-            offset: u64::from(u32_at(&cd, at + 42)),
-        };
-        // ZIP64 extra: the fields that are all ones, in order size, compressed, offset.
-        let extra = cd
-            .get(name_end..name_end + extra_len)
-            .ok_or_else(|| bad("truncated extra"))?;
-        let mut e = 0;
-        while e + 4 <= extra.len() {
-            let (id, len) = (u16_at(extra, e), usize::from(u16_at(extra, e + 2)));
-            if id == 0x0001 {
-                let mut f = e + 4;
-                for field in [&mut entry.size, &mut entry.compressed, &mut entry.offset] {
-                    if *field == u64::from(u32::MAX) && f + 8 <= e + 4 + len {
-                        *field = u64_at(extra, f);
-                        f += 8;
-                    }
+    }
+
+    /// Reads entry `index` to its end, feeding every byte to `sink`; fails, naming the entry,
+    /// when its CRC-32 or size disagrees with its content or its data cannot be inflated.
+    pub fn read(
+        &mut self,
+        index: usize,
+        mut sink: impl FnMut(&[u8]),
+    ) -> Result<EntryRead, ArchiveError> {
+        let name = self.shown_name(index);
+        let mut file = self
+            .zip
+            .by_index(index)
+            .map_err(|e| bad(format!("{name}: cannot be read: {e}")))?;
+        let declared = file.size();
+        let (mut sha, mut size) = (Sha256::new(), 0u64);
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            // zip-rs checks the CRC-32 when the entry's data ends (a read of 0 bytes), and
+            // fails a read that passes the declared size.
+            let n = file.read(&mut buffer).map_err(|e| {
+                if e.to_string().contains("checksum") {
+                    bad(format!(
+                        "{name}: CRC-32 mismatch, the content is not what was written"
+                    ))
+                } else {
+                    bad(format!("{name}: content cannot be read: {e}"))
                 }
+            })?;
+            if n == 0 {
+                break;
             }
-            e += 4 + len;
+            sha.update(&buffer[..n]);
+            sink(&buffer[..n]);
+            size += n as u64;
         }
-        out.push(entry);
-        at = name_end + extra_len + comment_len;
+        if size != declared {
+            return Err(bad(format!(
+                "{name}: {size} bytes, the central directory says {declared}"
+            )));
+        }
+        Ok(EntryRead {
+            size,
+            sha256: hex::encode(sha.finalize()),
+        })
     }
-    Ok(out)
 }
 
-/// Reads one entry's content, checking its CRC, and returns (size, SHA-256 hex) after feeding
-/// every byte to `sink`.
-pub fn read_entry<R: Read + Seek>(
-    reader: &mut R,
-    entry: &Entry,
-    mut sink: impl FnMut(&[u8]),
-) -> Result<(u64, String), ArchiveError> {
-    let io = |e: std::io::Error| bad(format!("{}: {e}", entry.name));
-    reader.seek(SeekFrom::Start(entry.offset)).map_err(io)?;
-    let mut local = [0u8; 30];
-    reader.read_exact(&mut local).map_err(io)?;
-    if u32_at(&local, 0) != 0x0403_4b50 {
-        return Err(bad(format!(
-            "{}: no local header at {}",
-            entry.name, entry.offset
-        )));
-    }
-    let skip = u64::from(u16_at(&local, 26)) + u64::from(u16_at(&local, 28));
-    reader.seek(SeekFrom::Current(skip as i64)).map_err(io)?;
-    let raw = reader.take(entry.compressed);
-    let mut content: Box<dyn Read + '_> = match entry.method {
-        8 => Box::new(DeflateDecoder::new(raw)),
-        0 => Box::new(raw),
-        other => return Err(bad(format!("{}: compression method {other}", entry.name))),
-    };
-    let (mut crc, mut sha, mut size) = (crc32fast::Hasher::new(), Sha256::new(), 0u64);
-    let mut buffer = vec![0u8; 64 * 1024];
-    loop {
-        let n = content.read(&mut buffer).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        crc.update(&buffer[..n]);
-        sha.update(&buffer[..n]);
-        sink(&buffer[..n]);
-        size += n as u64;
-    }
-    if crc.finalize() != entry.crc || size != entry.size {
-        return Err(bad(format!(
-            "{}: CRC or size does not match the central directory",
-            entry.name
-        )));
-    }
-    Ok((size, hex::encode(sha.finalize())))
-}
-
-/// Every entry's name and content, for tests of small archives.
+/// Every entry's name and content, in archive order, for tests of small archives.
 pub fn read_entries(bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, ArchiveError> {
-    let mut cursor = std::io::Cursor::new(bytes);
-    let mut out = Vec::new();
-    for entry in entries(&mut cursor)? {
+    let mut archive = ArchiveReader::new(Cursor::new(bytes))?;
+    let mut out = Vec::with_capacity(archive.len());
+    for index in 0..archive.len() {
+        let name = archive.name(index)?;
         let mut content = Vec::new();
-        read_entry(&mut cursor, &entry, |b| content.extend_from_slice(b))?;
-        out.push((entry.name, content));
+        archive.read(index, |b| content.extend_from_slice(b))?;
+        out.push((name, content));
     }
     Ok(out)
 }
@@ -192,71 +180,250 @@ pub struct Report {
     pub problems: Vec<String>,
 }
 
-/// Checks an archive against the `manifest.json` inside it: files, sizes, hashes, CRCs, and
-/// that each day file holds the events the manifest counts for it.
+/// Why an entry's name is unsafe to extract, if it is: `..` or `.` or empty components, an
+/// absolute path, a backslash or a control character.
+fn unsafe_name(name: &str) -> Option<&'static str> {
+    if name.starts_with('/') {
+        return Some("an absolute path");
+    }
+    let bytes = name.as_bytes();
+    if bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':' {
+        return Some("an absolute path (drive letter)");
+    }
+    if name.contains('\\') {
+        return Some("a backslash in the name");
+    }
+    if name.chars().any(char::is_control) {
+        return Some("a control character in the name");
+    }
+    if name.split('/').any(|c| c == "..") {
+        return Some("a `..` component");
+    }
+    if name.split('/').any(|c| c.is_empty() || c == ".") {
+        return Some("an empty or `.` component");
+    }
+    None
+}
+
+/// A name as messages show it: control characters escaped, so a hostile name cannot rewrite
+/// the terminal that prints the report.
+fn shown(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// The reason of an `Invalid` error, without the "invalid archive: " every problem would share.
+fn reason(error: ArchiveError) -> String {
+    match error {
+        ArchiveError::Invalid(reason) => reason,
+        other => other.to_string(),
+    }
+}
+
+/// The index of `<root>/manifest.json` and its root folder (with the trailing `/`).
+fn find_manifest<R: Read + Seek>(
+    archive: &ArchiveReader<R>,
+) -> Result<(usize, String), ArchiveError> {
+    let mut found: Vec<(usize, String)> = Vec::new();
+    for index in 0..archive.len() {
+        let Ok(name) = archive.name(index) else {
+            continue;
+        };
+        if let Some((root, MANIFEST)) = name.split_once('/')
+            && !root.is_empty()
+        {
+            found.push((index, format!("{root}/")));
+        }
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(bad(format!(
+            "no {MANIFEST} in a top-level folder of the archive"
+        ))),
+        _ => Err(bad(format!(
+            "{MANIFEST} in several top-level folders: {}",
+            found
+                .iter()
+                .map(|(_, root)| shown(root))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// Checks an archive against the `manifest.json` inside it: names, CRCs, files, sizes, hashes,
+/// and that each day file holds the events the manifest counts for it, and the manifest's
+/// counts add up. A structure that cannot be read (not a ZIP, duplicate names, no manifest, a
+/// manifest that is not one) is an error; everything else found is in the report's `problems`.
 pub fn verify<R: Read + Seek>(reader: &mut R) -> Result<Report, ArchiveError> {
-    let all = entries(reader)?;
-    let manifest_entry = all
-        .iter()
-        .find(|e| e.name.ends_with("/manifest.json") && e.name.matches('/').count() == 1)
-        .ok_or_else(|| bad("no manifest.json in the archive's top-level folder"))?
-        .clone();
+    let mut archive = ArchiveReader::new(reader)?;
+    let (manifest_index, root) = find_manifest(&archive)?;
     let mut manifest_bytes = Vec::new();
-    read_entry(reader, &manifest_entry, |b| {
-        manifest_bytes.extend_from_slice(b)
-    })?;
+    archive.read(manifest_index, |b| manifest_bytes.extend_from_slice(b))?;
+    let shown_root = shown(&root);
     let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
-        .map_err(|e| bad(format!("manifest.json is not a manifest: {e}")))?;
-    let root = manifest_entry.name.trim_end_matches("manifest.json");
-    let mut listed: BTreeMap<String, (u64, String)> = manifest
-        .files
-        .iter()
-        .map(|f| (format!("{root}{}", f.path), (f.size, f.sha256.clone())))
-        .collect();
+        .map_err(|e| bad(format!("{shown_root}{MANIFEST} is not a manifest: {e}")))?;
+    drop(manifest_bytes);
+
     let mut report = Report {
         files_checked: 0,
         bytes_checked: 0,
         day_files_counted: 0,
         problems: Vec::new(),
     };
+    let problems = &mut report.problems;
+    if let Some(why) = unsafe_name(&format!("{root}{MANIFEST}")) {
+        problems.push(format!("{shown_root}{MANIFEST}: unsafe entry name ({why})"));
+    }
+    if manifest.head.format != EXPORT_FORMAT {
+        problems.push(format!(
+            "{MANIFEST}: format {:?}, not {EXPORT_FORMAT:?}",
+            manifest.head.format
+        ));
+    }
+    if !(1..=EXPORT_FORMAT_VERSION).contains(&manifest.head.format_version) {
+        problems.push(format!(
+            "{MANIFEST}: format_version {} is not one this verifier knows (1 to \
+             {EXPORT_FORMAT_VERSION})",
+            manifest.head.format_version
+        ));
+    }
+    let mut listed: BTreeMap<&str, (u64, &str)> = BTreeMap::new();
+    for file in &manifest.files {
+        if listed
+            .insert(&file.path, (file.size, &file.sha256))
+            .is_some()
+        {
+            problems.push(format!(
+                "{MANIFEST}: lists {} twice in files",
+                shown(&file.path)
+            ));
+        }
+    }
+
     let mut reconciler = Reconciler::new(&manifest);
-    for entry in all.iter().filter(|e| e.name != manifest_entry.name) {
-        let path = entry.name.strip_prefix(root).unwrap_or(&entry.name);
-        let day_file = is_day_file(path);
+    for index in (0..archive.len()).filter(|&i| i != manifest_index) {
+        let name = match archive.name(index) {
+            Ok(name) => name,
+            Err(error) => {
+                problems.push(reason(error));
+                archive.shown_name(index)
+            }
+        };
+        // Names go into messages escaped; a name that needs it is a problem of its own.
+        let (raw_name, name) = (name.clone(), shown(&name));
+        let safe = match unsafe_name(&raw_name) {
+            Some(why) => {
+                problems.push(format!("{name}: unsafe entry name ({why})"));
+                false
+            }
+            None => true,
+        };
+        let path = match raw_name.strip_prefix(&root) {
+            Some(path) => path,
+            None => {
+                problems.push(format!(
+                    "{name}: outside the archive's top-level folder {shown_root}"
+                ));
+                ""
+            }
+        };
+        // Only a safe name is recounted: the reconciler's messages show paths as they are.
+        let day_file = safe && !path.is_empty() && is_day_file(path);
         let mut content = Vec::new();
-        let read = read_entry(reader, entry, |b| {
+        let read = match archive.read(index, |b| {
             if day_file {
                 content.extend_from_slice(b);
             }
-        });
-        if read.is_ok() && day_file {
-            reconciler.add(path, &content, &mut report.problems);
+        }) {
+            Ok(read) => read,
+            Err(error) => {
+                problems.push(reason(error));
+                // Listed or not, this entry was looked at: do not also call it missing, nor
+                // its day's counts unborne.
+                listed.remove(path);
+                if day_file {
+                    reconciler.unreadable(path);
+                }
+                continue;
+            }
+        };
+        if day_file {
+            reconciler.add(path, &content, problems);
             report.day_files_counted += 1;
         }
-        match read {
-            Err(error) => report.problems.push(error.to_string()),
-            Ok((size, sha)) => match listed.remove(&entry.name) {
-                None => report
-                    .problems
-                    .push(format!("{}: not listed in the manifest", entry.name)),
-                Some((want_size, want_sha)) if want_size != size || want_sha != sha => {
-                    report.problems.push(format!(
-                        "{}: size or SHA-256 differs from the manifest",
-                        entry.name
-                    ))
-                }
-                Some(_) => {
-                    report.files_checked += 1;
-                    report.bytes_checked += size;
-                }
-            },
+        match listed.remove(path) {
+            None => problems.push(format!("{name}: not listed in {MANIFEST}")),
+            Some((want, _)) if want != read.size => problems.push(format!(
+                "{name}: {} bytes, but {MANIFEST} lists {want}",
+                read.size
+            )),
+            Some((_, want)) if want != read.sha256 => problems.push(format!(
+                "{name}: SHA-256 {}, but {MANIFEST} lists {want}",
+                read.sha256
+            )),
+            Some(_) => {
+                report.files_checked += 1;
+                report.bytes_checked += read.size;
+            }
         }
     }
     for missing in listed.keys() {
-        report
-            .problems
-            .push(format!("{missing}: listed in the manifest but missing"));
+        problems.push(format!(
+            "{shown_root}{}: listed in {MANIFEST} but not in the archive",
+            shown(missing)
+        ));
     }
-    reconciler.finish(&manifest, &mut report.problems);
+    reconciler.finish(&manifest, problems);
+    // The manifest's own strings (conversation ids, folders, hashes) reach messages too.
+    for problem in problems.iter_mut() {
+        if problem.chars().any(char::is_control) {
+            *problem = shown(problem);
+        }
+    }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_unsafe_to_extract_say_why() {
+        for (name, why) in [
+            ("top/People_Chats/dm1/2026-02-01.json", None),
+            ("top/Team_Chats/Q1..Q2__t1/2026-02-01.json", None),
+            ("top/../etc/passwd", Some("a `..` component")),
+            ("..", Some("a `..` component")),
+            ("/top/x.json", Some("an absolute path")),
+            ("C:/top/x.json", Some("an absolute path (drive letter)")),
+            ("top\\x.json", Some("a backslash in the name")),
+            ("top/x\u{0}.json", Some("a control character in the name")),
+            ("top/x\u{85}.json", Some("a control character in the name")),
+            ("top/./x.json", Some("an empty or `.` component")),
+            ("top//x.json", Some("an empty or `.` component")),
+            ("top/dir/", Some("an empty or `.` component")),
+        ] {
+            assert_eq!(unsafe_name(name), why, "{name}");
+        }
+    }
+
+    #[test]
+    fn bytes_that_are_not_a_zip_are_an_invalid_archive() {
+        for bytes in [&b""[..], b"PK\x05\x06", b"not a zip at all"] {
+            match verify(&mut Cursor::new(bytes)) {
+                Err(ArchiveError::Invalid(reason)) => {
+                    assert!(reason.starts_with("not a readable ZIP archive"), "{reason}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
 }

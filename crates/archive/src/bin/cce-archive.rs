@@ -177,13 +177,13 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::DeflateBaseline { path, level } => {
             use std::io::Write;
-            let mut file = std::fs::File::open(&path)
+            let file = std::fs::File::open(&path)
                 .with_context(|| format!("opening {}", path.display()))?;
-            let entries = archive::verify::entries(&mut file)?;
+            let mut entries = archive::verify::ArchiveReader::new(file)?;
             let (mut bytes, mut busy) = (0u64, std::time::Duration::ZERO);
-            for entry in &entries {
-                let mut content = Vec::with_capacity(usize::try_from(entry.size).unwrap_or(0));
-                archive::verify::read_entry(&mut file, entry, |b| content.extend_from_slice(b))?;
+            for index in 0..entries.len() {
+                let mut content = Vec::new();
+                entries.read(index, |b| content.extend_from_slice(b))?;
                 let started = Instant::now();
                 let mut encoder =
                     flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::new(level));
