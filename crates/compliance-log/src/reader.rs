@@ -13,6 +13,8 @@ use crate::Result;
 use crate::format::{self, LogRecord, floor_hour};
 use crate::v2::isolation;
 
+#[cfg(test)]
+mod batch_tests;
 mod merge;
 mod parts;
 mod v1;

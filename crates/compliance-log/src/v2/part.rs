@@ -556,6 +556,62 @@ pub(crate) mod tests {
         }
     }
 
+    /// Feeds a chunk to a [`ChunkDecoder`] in pieces of `piece` bytes.
+    fn stream(key: &str, bytes: &Bytes, piece: usize) -> Result<Vec<LogRecord>> {
+        let mut decoder = ChunkDecoder::new(key, "acme");
+        let mut out = Vec::new();
+        for start in (0..bytes.len()).step_by(piece) {
+            decoder.push(bytes.slice(start..(start + piece).min(bytes.len())))?;
+            while !decoder.wants_piece() {
+                out.extend(decoder.next_records(2)?);
+            }
+        }
+        out.extend(decoder.finish()?);
+        Ok(out)
+    }
+
+    #[test]
+    fn a_chunk_decoded_in_pieces_is_the_chunk_decoded_whole() {
+        let pass = PassRef {
+            seq: 3,
+            hash: "0123456789abcdef".into(),
+        };
+        let none = BTreeSet::new();
+        let records: Vec<LogRecord> = (0..10)
+            .map(|i| record("acme", &format!("e{i}"), "2026-11-25T10:00:00Z", 0, i))
+            .collect();
+        let chunks = encode_part(&spec(&pass, &[], &none), &records, 1 << 20).unwrap();
+        let (key, bytes) = &chunks[0];
+        // Pieces that cut the header, lines, and newlines anywhere.
+        for piece in [1, 7, 64, 1000, bytes.len()] {
+            assert_eq!(
+                stream(key, bytes, piece).unwrap(),
+                records,
+                "pieces of {piece}"
+            );
+        }
+        // A flipped digit in a text is still JSON: only the checksum, at the end, tells.
+        let mut flipped = bytes.to_vec();
+        let at = flipped.len() - 30;
+        let at = at + flipped[at..].iter().position(u8::is_ascii_digit).unwrap();
+        flipped[at] = if flipped[at] == b'9' { b'8' } else { b'9' };
+        let error = stream(key, &Bytes::from(flipped), 64).unwrap_err();
+        assert!(error.to_string().contains("checksum"), "{error}");
+        // A chunk cut short after a line: the count tells.
+        let end = bytes.len() - 1;
+        let cut = bytes[..end].iter().rposition(|b| *b == b'\n').unwrap() + 1;
+        let error = stream(key, &bytes.slice(..cut), 64).unwrap_err();
+        assert!(
+            error.to_string().contains("9 records, the header says 10"),
+            "{error}"
+        );
+        // Another company's chunk is refused at its header.
+        let error = ChunkDecoder::new(key, "bank")
+            .push(bytes.clone())
+            .unwrap_err();
+        assert!(error.to_string().contains("not \"bank\""), "{error}");
+    }
+
     #[test]
     fn merging_orders_and_collapses_copies_within_a_partition_only() {
         let (records, duplicates) = merge_records(vec![
