@@ -1,5 +1,6 @@
-//! Reads a company's log: events in a range, one UTC hour at a time, deduplicated by `event_id`
-//! and ordered by (time, `event_id`); and its metadata.
+//! Reads a company's log: events in a range in bounded batches, deduplicated and ordered by
+//! (time, `event_id`), in bounded memory ([`EventCursor`], `merge`, `parts`, `v1`, `v2`); and
+//! its metadata.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -302,8 +302,8 @@ struct Merge {
     opening: VecDeque<(NaiveDate, Task<Result<Vec<PartStream>>>)>,
     /// Slices not fetched yet, by earliest time.
     slices: VecDeque<SliceRef>,
-    /// Slices being fetched ahead, in order, with the bytes they hold.
-    fetching: VecDeque<(DateTime<Utc>, usize, Task<Result<Vec<LogRecord>>>)>,
+    /// Slices being fetched ahead, in order.
+    fetching: VecDeque<SliceFetch>,
     /// Parts being read.
     parts: Vec<PartStream>,
     /// The records of the slices reached, in merge order.
@@ -311,10 +311,18 @@ struct Merge {
     v1: Option<V1Source>,
     batch: Vec<LogRecord>,
     batch_bytes: usize,
-    /// The (time, `event_id`) of the last record handed out, to drop its later copies.
+    /// The (time, `event_id`) of the last record sent, to drop its later copies (while the
+    /// batch is not empty, its last record tells).
     last: Option<(DateTime<Utc>, String)>,
     /// The time the merge has reached.
     frontier: DateTime<Utc>,
+}
+
+/// A slice being fetched: its earliest time and the bytes it holds until decoded.
+struct SliceFetch {
+    at: DateTime<Utc>,
+    held: usize,
+    task: Task<Result<Vec<LogRecord>>>,
 }
 
 /// Which source holds the next record.
@@ -378,13 +386,18 @@ impl Merge {
 
     /// The source whose head comes first in merge order.
     fn next_source(&self) -> Option<Source> {
-        let mut sources: Vec<Source> = (0..self.parts.len()).map(Source::Part).collect();
-        sources.extend([Source::Pool, Source::V1]);
-        sources
-            .into_iter()
-            .filter_map(|from| self.head(from).map(|r| (from, merge_key(r))))
-            .min_by(|a, b| a.1.cmp(&b.1))
-            .map(|(from, _)| from)
+        let mut best: Option<(Source, &LogRecord)> = None;
+        let sources = (0..self.parts.len())
+            .map(Source::Part)
+            .chain([Source::Pool, Source::V1]);
+        for from in sources {
+            if let Some(head) = self.head(from)
+                && best.is_none_or(|(_, b)| merge_key(head) < merge_key(b))
+            {
+                best = Some((from, head));
+            }
+        }
+        best.map(|(from, _)| from)
     }
 
     /// The earliest time a source not reached yet may hold.
@@ -397,7 +410,7 @@ impl Merge {
         let slice = self
             .fetching
             .front()
-            .map(|(at, _, _)| *at)
+            .map(|f| f.at)
             .or_else(|| self.slices.front().map(SliceRef::min_time));
         match (day, slice) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -432,10 +445,10 @@ impl Merge {
         }
         let mut reached = Vec::new();
         loop {
-            if self.fetching.front().is_some_and(|(at, _, _)| *at <= until) {
-                if let Some((_, held, task)) = self.fetching.pop_front() {
-                    let records = task.join().await;
-                    self.ctx.shared.release(held);
+            if self.fetching.front().is_some_and(|f| f.at <= until) {
+                if let Some(fetch) = self.fetching.pop_front() {
+                    let records = fetch.task.join().await;
+                    self.ctx.shared.release(fetch.held);
                     reached.extend(self.admit_slice(records?));
                 }
                 while self.fetching.len() < self.ctx.concurrency
@@ -492,7 +505,7 @@ impl Merge {
             ctx.shared.add_read(slice.len());
             Ok(records)
         });
-        self.fetching.push_back((at, held, task));
+        self.fetching.push_back(SliceFetch { at, held, task });
     }
 
     /// Starts reads the merge will soon need, while the budget has room: the slices of the
@@ -527,18 +540,24 @@ impl Merge {
     /// sends the batch first when it is full or the record starts another hour. `false` when
     /// the cursor is gone.
     async fn emit(&mut self, record: LogRecord, tx: &mpsc::Sender<Result<Batch>>) -> bool {
-        let (at, id, _) = merge_key(&record);
+        let at = record.event.occurred_at.with_timezone(&Utc);
         let bytes = weight(&record);
-        if self.last.as_ref().is_some_and(|(t, i)| *t == at && i == id) {
+        let copy = match self.batch.last() {
+            Some(last) => last.sort_key() == record.sort_key(),
+            None => self
+                .last
+                .as_ref()
+                .is_some_and(|(t, id)| *t == at && *id == record.event.event_id),
+        };
+        if copy {
             self.ctx.shared.release(bytes);
             return true;
         }
-        self.last = Some((at, id.to_owned()));
         self.frontier = at;
         if let Some(first) = self.batch.first()
             && (self.batch.len() >= BATCH_RECORDS
                 || self.batch_bytes + bytes > self.ctx.shared.batch_bytes()
-                || floor_hour(merge_key(first).0) != floor_hour(at))
+                || floor_hour(first.sort_key().0) != floor_hour(at))
             && !self.send(tx).await
         {
             return false;
@@ -550,6 +569,10 @@ impl Merge {
 
     /// Sends the batch; `false` when the cursor is gone.
     async fn send(&mut self, tx: &mpsc::Sender<Result<Batch>>) -> bool {
+        self.last = self
+            .batch
+            .last()
+            .map(|r| (r.sort_key().0, r.event.event_id.clone()));
         let batch = Batch {
             records: std::mem::take(&mut self.batch),
             bytes: std::mem::take(&mut self.batch_bytes),

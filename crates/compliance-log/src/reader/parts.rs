@@ -98,7 +98,7 @@ pub(super) async fn open_day(ctx: Arc<Ctx>, day: DayParts) -> Result<Vec<PartStr
                 actual += candidate.bytes();
                 covered.insert(candidate.pass.clone());
                 covered.extend(merged);
-                streams.push(stream);
+                streams.push(*stream);
             }
             Opened::Incomplete { read } => actual += read,
         }
@@ -110,10 +110,13 @@ pub(super) async fn open_day(ctx: Arc<Ctx>, day: DayParts) -> Result<Vec<PartStr
 /// What opening a candidate found.
 enum Opened {
     /// A complete part, and the earlier parts it `merged`.
-    Part(PartStream, Vec<PassRef>),
+    Part(Box<PartStream>, Vec<PassRef>),
     /// A part missing a chunk, after reading `read` bytes of its first one.
     Incomplete { read: u64 },
 }
+
+/// A record's merge key, owned.
+type OwnedKey = (DateTime<Utc>, String, (u32, i32, i64));
 
 /// A piece being fetched: the bytes it reserved in the cursor's budget until decoded.
 #[derive(Debug)]
@@ -142,7 +145,7 @@ pub(super) struct PartStream {
     /// Decoded records the merge has not taken yet (their weights held in the budget).
     queue: VecDeque<LogRecord>,
     /// The last record decoded, to check that the part is in log order.
-    last: Option<(DateTime<Utc>, String, (u32, i32, i64))>,
+    last: Option<OwnedKey>,
     /// Whether the merge reads it (only then is a piece fetched ahead).
     active: bool,
     done: bool,
@@ -195,7 +198,7 @@ impl PartStream {
             }
         }
         stream.chunks = chunks;
-        Ok(Opened::Part(stream, header.merged))
+        Ok(Opened::Part(Box::new(stream), header.merged))
     }
 
     /// From now on the merge reads it: fetch ahead.
@@ -248,20 +251,29 @@ impl PartStream {
 
     /// Checks the order of decoded records and queues those inside the range and position.
     fn take(&mut self, records: Vec<LogRecord>) -> Result<()> {
+        let Some(last) = records.last() else {
+            return Ok(());
+        };
+        let after_previous = self.last.as_ref().is_none_or(|(at, id, position)| {
+            (*at, id.as_str(), *position) <= merge_key(&records[0])
+        });
+        if let Some(stray) = (!after_previous).then_some(&records[0]).or_else(|| {
+            records
+                .windows(2)
+                .find(|w| merge_key(&w[0]) > merge_key(&w[1]))
+                .map(|w| &w[1])
+        }) {
+            return Err(LogError::Corrupt {
+                key: self.decoder.key().to_owned(),
+                reason: format!(
+                    "event {} is out of log order (time, event_id)",
+                    stray.event.event_id
+                ),
+            });
+        }
+        let key = merge_key(last);
+        self.last = Some((key.0, key.1.to_owned(), key.2));
         for record in records {
-            let key = merge_key(&record);
-            if let Some((at, id, position)) = &self.last
-                && (*at, id.as_str(), *position) > key
-            {
-                return Err(LogError::Corrupt {
-                    key: self.decoder.key().to_owned(),
-                    reason: format!(
-                        "event {} is out of log order (time, event_id)",
-                        record.event.event_id
-                    ),
-                });
-            }
-            self.last = Some((key.0, key.1.to_owned(), key.2));
             if self.ctx.keeps(&record) {
                 self.ctx.shared.hold(weight(&record));
                 self.queue.push_back(record);
