@@ -588,3 +588,47 @@ async fn a_corrupt_chunk_fails_the_read_with_its_name() {
         "nothing after the error"
     );
 }
+
+#[tokio::test]
+async fn a_part_out_of_log_order_fails_the_read() {
+    let store = Arc::new(MemoryStore::new());
+    let chunks = big_day(&store, 10, 1 << 20).await;
+    let name = keys::parse_part_key(&chunks[0].key).unwrap();
+    let pass = PassRef {
+        seq: name.seq,
+        hash: name.hash,
+    };
+    // The same chunk, its records in reverse: every line checks but the order.
+    let day = at("2026-11-25T00:00:00Z");
+    let mut records: Vec<LogRecord> = (0..10)
+        .map(|i| {
+            let value = post(
+                "acme",
+                &format!("e{i:07}"),
+                day + chrono::Duration::hours(i),
+            );
+            let mut noted = Log::new();
+            noted.note(1, 0, pending(&value, i));
+            noted.written.remove(0)
+        })
+        .collect();
+    records.reverse();
+    let none = BTreeSet::new();
+    let spec = PartSpec {
+        company_id: "acme",
+        day: day.date_naive(),
+        pass: &pass,
+        cuts: &[],
+        merged: &none,
+    };
+    let (key, bytes) = encode_part(&spec, &records, 1 << 20).unwrap().remove(0);
+    assert_eq!(key, chunks[0].key);
+    store.put(&key, bytes).await.unwrap();
+    let reader = LogReader::new(store);
+    let mut cursor = reader.events("acme", day, at("2026-11-26T00:00:00Z"));
+    let error = cursor.next_batch().await.unwrap_err().to_string();
+    assert!(
+        error.contains("out of log order") && error.contains(&key),
+        "{error}"
+    );
+}
