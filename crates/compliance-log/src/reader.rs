@@ -261,6 +261,12 @@ impl EventCursor {
         self.shared.peak()
     }
 
+    /// Bytes held now (all returned at the end of a range read whole).
+    #[cfg(test)]
+    fn held_bytes(&self) -> usize {
+        self.shared.held()
+    }
+
     /// The next hour that has events in the range, ordered; `None` when the range is done.
     /// (Kept for tools and tests; an hour is not bounded, prefer [`next_batch`](Self::next_batch).)
     pub async fn next_hour(&mut self) -> Result<Option<Vec<LogRecord>>> {

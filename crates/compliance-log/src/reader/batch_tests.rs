@@ -159,6 +159,7 @@ async fn batches(
         records.extend(batch);
         count += 1;
     }
+    assert_eq!(cursor.held_bytes(), 0, "everything returned");
     (records, cursor.read_progress(), count)
 }
 
@@ -531,6 +532,7 @@ async fn a_busy_day_is_read_in_pieces_within_the_budget() {
         midway.bytes_read > total / 4 && midway.bytes_read < total,
         "{midway:?}"
     );
+    assert_eq!(cursor.held_bytes(), 0, "everything returned");
     let peak = cursor.peak_held_bytes();
     let piece = (BUDGET / 8) as u64;
     eprintln!(

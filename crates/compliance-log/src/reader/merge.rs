@@ -97,7 +97,8 @@ impl Shared {
 
     pub fn release(&self, bytes: usize) {
         if bytes > 0 {
-            self.held.fetch_sub(bytes, Ordering::Relaxed);
+            let before = self.held.fetch_sub(bytes, Ordering::Relaxed);
+            debug_assert!(before >= bytes, "released {bytes} of {before} held bytes");
             self.room.notify_one();
         }
     }
