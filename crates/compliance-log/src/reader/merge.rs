@@ -537,7 +537,8 @@ impl Merge {
     }
 
     /// Adds a record to the batch unless it is a later copy of the last one (equal time and
-    /// `event_id`: the merge order puts the copy with the smallest source position first);
+    /// `event_id`: the merge order puts the copy with the smallest source position first; one
+    /// `event_id` at two times is two events, both kept — `docs/log-format.md`, "Reading");
     /// sends the batch first when it is full or the record starts another hour. `false` when
     /// the cursor is gone.
     async fn emit(&mut self, record: LogRecord, tx: &mpsc::Sender<Result<Batch>>) -> bool {
