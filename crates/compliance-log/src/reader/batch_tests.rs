@@ -156,6 +156,8 @@ async fn batches(
         assert!(!batch.is_empty() && batch.len() <= BATCH_RECORDS);
         let hour = floor_hour(batch[0].sort_key().0);
         assert!(batch.iter().all(|r| floor_hour(r.sort_key().0) == hour));
+        let progress = cursor.read_progress();
+        assert!(progress.bytes_read <= progress.bytes_total, "{progress:?}");
         records.extend(batch);
         count += 1;
     }

@@ -64,7 +64,7 @@ impl DayParts {
 
     /// The bytes a read of the day will fetch unless compactors raced or one was killed: every
     /// chunk of the first candidate that has a first chunk ([`open_day`] corrects the total
-    /// otherwise).
+    /// otherwise). The first candidate opened is that one: nothing is covered before it.
     pub fn expected_bytes(&self) -> u64 {
         self.candidates
             .iter()
@@ -82,28 +82,30 @@ impl DayParts {
 
 /// Opens a day's parts per the candidate rule: the first piece of each candidate not covered by
 /// one already chosen tells its header (pass, chunk count, `merged`); a candidate missing a
-/// chunk is skipped (a pass killed while writing it). Corrects the cursor's total by what the
-/// day really reads compared with [`DayParts::expected_bytes`].
+/// chunk is skipped (a pass killed while writing it). The cursor's total counted the first
+/// candidate ([`DayParts::expected_bytes`]): another one read adds its bytes before any is read,
+/// and a skipped one keeps only what was read of it, so the total never falls below what is read.
 pub(super) async fn open_day(ctx: Arc<Ctx>, day: DayParts) -> Result<Vec<PartStream>> {
-    let expected = day.expected_bytes();
-    let mut actual = 0;
     let mut covered: BTreeSet<PassRef> = BTreeSet::new();
     let mut streams = Vec::new();
+    let mut expected = true;
     for candidate in day.candidates {
         if covered.contains(&candidate.pass) || !candidate.chunks.contains_key(&0) {
             continue;
         }
+        let listed = candidate.bytes();
+        if !std::mem::take(&mut expected) {
+            ctx.shared.add_total(listed);
+        }
         match PartStream::open(Arc::clone(&ctx), &candidate).await? {
             Opened::Part(stream, merged) => {
-                actual += candidate.bytes();
                 covered.insert(candidate.pass.clone());
                 covered.extend(merged);
                 streams.push(*stream);
             }
-            Opened::Incomplete { read } => actual += read,
+            Opened::Incomplete { read } => ctx.shared.correct_total(listed, read),
         }
     }
-    ctx.shared.correct_total(expected, actual);
     Ok(streams)
 }
 
