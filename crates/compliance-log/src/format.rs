@@ -269,29 +269,40 @@ pub(crate) fn decode_lines(
     default_epoch: u32,
     expected: usize,
 ) -> Result<Vec<LogRecord>> {
-    let corrupt = |reason: String| LogError::Corrupt {
-        key: key.to_owned(),
-        reason,
-    };
     let mut records = Vec::with_capacity(expected);
     for (index, line) in body
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .enumerate()
     {
-        let record: RecordLineIn =
-            serde_json::from_slice(line).map_err(|e| corrupt(format!("record {index}: {e}")))?;
-        let event: Event = serde_json::from_str(record.event.get())
-            .map_err(|e| corrupt(format!("record {index} is not a valid event: {e}")))?;
-        records.push(LogRecord {
-            epoch: record.epoch.unwrap_or(default_epoch),
-            partition: record.partition,
-            offset: record.offset,
-            event,
-            raw: record.event.to_owned(),
-        });
+        records.push(decode_line(key, line, default_epoch, index)?);
     }
     Ok(records)
+}
+
+/// Decodes one record line (without its newline), the `index`-th of its object's body (for the
+/// error); a line without an epoch gets `default_epoch`.
+pub(crate) fn decode_line(
+    key: &str,
+    line: &[u8],
+    default_epoch: u32,
+    index: usize,
+) -> Result<LogRecord> {
+    let corrupt = |reason: String| LogError::Corrupt {
+        key: key.to_owned(),
+        reason,
+    };
+    let record: RecordLineIn =
+        serde_json::from_slice(line).map_err(|e| corrupt(format!("record {index}: {e}")))?;
+    let event: Event = serde_json::from_str(record.event.get())
+        .map_err(|e| corrupt(format!("record {index} is not a valid event: {e}")))?;
+    Ok(LogRecord {
+        epoch: record.epoch.unwrap_or(default_epoch),
+        partition: record.partition,
+        offset: record.offset,
+        event,
+        raw: record.event.to_owned(),
+    })
 }
 
 /// Decodes and verifies one object: its format, version, checksum and record count.

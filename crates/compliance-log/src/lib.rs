@@ -6,8 +6,8 @@
 //! - [`writer`]: turns a flushed range of one Kafka partition into immutable log objects: per
 //!   assigned partition, its epoch ([`lineage`]), one segment per flush and the partition's
 //!   watermark pointer.
-//! - [`reader`]: a company's events in a time range, deduplicated and ordered, one hour at a
-//!   time; and its metadata events (people, conversations, membership).
+//! - [`reader`]: a company's events in a time range, deduplicated and ordered, in bounded
+//!   batches and bounded memory; and its metadata events (people, conversations, membership).
 
 pub mod compact;
 pub mod format;

@@ -1,20 +1,27 @@
-//! Reads a company's log: events in a range, one UTC hour at a time, deduplicated by `event_id`
-//! and ordered by (time, `event_id`); and its metadata.
+//! Reads a company's log: events in a range in bounded batches, deduplicated and ordered by
+//! (time, `event_id`), in bounded memory ([`EventCursor`], `merge`, `parts`, `v1`, `v2`); and
+//! its metadata.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use event_model::directory::Directory;
-use futures::{StreamExt, TryFutureExt, TryStreamExt};
+use futures::{StreamExt, TryStreamExt};
 use storage::{ObjectStore, list_all};
 
-use crate::format::{self, LogRecord, floor_hour, hour_of_events_key};
+use crate::Result;
+use crate::format::{self, LogRecord, floor_hour};
 use crate::v2::isolation;
-use crate::{LogError, Result};
 
+#[cfg(test)]
+mod batch_tests;
+mod merge;
+mod parts;
+mod v1;
 mod v2;
 use crate::v2::pointer::LogPosition;
+pub use merge::BATCH_RECORDS;
 
 /// Reads company logs. Cheap to clone; safe to share.
 #[derive(Debug, Clone)]
@@ -60,20 +67,15 @@ impl LogReader {
     /// so consecutive ranges neither skip nor double an event with an equal timestamp.
     pub fn events(&self, company_id: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> EventCursor {
         EventCursor {
-            loader: Some(DayLoader {
-                reader: self.clone(),
-                company_id: company_id.to_owned(),
-                from,
-                to,
-                next_day: from.date_naive(),
-                last_day: (to - Duration::nanoseconds(1)).date_naive(),
-            }),
+            start: Some((self.clone(), company_id.to_owned())),
             from,
             to,
-            next_day: from.date_naive(),
-            pending: VecDeque::new(),
-            days: None,
-            _prefetch: None,
+            shared: Arc::new(merge::Shared::new(self.memory_budget)),
+            batches: None,
+            peeked: None,
+            returned: None,
+            done: from >= to,
+            _task: None,
         }
     }
 
@@ -206,358 +208,168 @@ pub struct ReadProgress {
     pub bytes_total: u64,
 }
 
-/// How many days the cursor reads ahead of the one being returned.
-const DAYS_AHEAD: usize = 1;
-
-/// One day's records, by hour: (hour start, records).
-type Day = (NaiveDate, Vec<(DateTime<Utc>, Vec<LogRecord>)>);
-
-/// Walks a range one UTC hour at a time, so memory is bounded by a few of the busiest days of
-/// one company, not by the range. A background task lists, fetches and decodes the next days
-/// (up to [`DAYS_AHEAD`]) while the caller works through the current one, so S3 round trips and
-/// decoding overlap with the caller's work; it stops when the cursor is dropped.
+/// A range's events in log order, in bounded batches (`docs/log-format.md`, "Reading").
+///
+/// A background task (started by the first read, stopped when the cursor is dropped) lists the
+/// range once, then merges its sources — compacted parts read in pieces with ranged GETs,
+/// uncompacted segment slices fetched as the merge reaches them, format-1 hours — and feeds a
+/// bounded channel, so S3 round trips and decoding overlap with the caller's work. What it has
+/// fetched and decoded and the caller has not been given yet stays within about the reader's
+/// memory budget ([`LogReader::with_memory_budget`]), whatever one day holds.
 #[derive(Debug)]
 pub struct EventCursor {
-    /// Moved into the prefetch task on the first read.
-    loader: Option<DayLoader>,
+    /// What the background task needs; taken when it starts.
+    start: Option<(LogReader, String)>,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-    /// The day after the last one received.
-    next_day: NaiveDate,
-    /// Hours received, not yet returned.
-    pending: VecDeque<(DateTime<Utc>, Vec<LogRecord>)>,
-    days: Option<tokio::sync::mpsc::Receiver<Result<Day>>>,
-    _prefetch: Option<AbortOnDrop>,
-}
-
-/// Aborts the prefetch task when the cursor goes away (a cancelled export).
-#[derive(Debug)]
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    shared: Arc<merge::Shared>,
+    batches: Option<tokio::sync::mpsc::Receiver<Result<merge::Batch>>>,
+    /// A batch received by [`next_hour`](Self::next_hour) that starts the next hour.
+    peeked: Option<merge::Batch>,
+    /// The time of the last record returned.
+    returned: Option<DateTime<Utc>>,
+    done: bool,
+    _task: Option<merge::Task<()>>,
 }
 
 impl EventCursor {
-    /// The next records of the range in log order (time, then `event_id`), deduplicated; a
-    /// batch is bounded (TODO(step 7): today it is an hour), so a caller's memory does not
-    /// follow a day's size. `None` when the range is done.
+    /// The next records of the range in log order (time, then `event_id`), deduplicated: at
+    /// most [`BATCH_RECORDS`] records and an eighth of the memory budget, never two UTC hours
+    /// in one batch. `None` when the range is done.
     pub async fn next_batch(&mut self) -> Result<Option<Vec<LogRecord>>> {
-        self.next_hour().await
+        let Some(batch) = self.receive().await? else {
+            return Ok(None);
+        };
+        Ok(Some(self.hand_out(batch)))
     }
 
-    /// How much of the range's data has been read (TODO(step 7): zero until the reader counts).
+    /// How much of the range's data has been read: `bytes_total` is every byte the range reads
+    /// (compacted part chunks as listed, segment slices as their headers give them, format-1
+    /// objects as listed), known once the cursor has listed (format-1 days add theirs as they
+    /// are listed); `bytes_read` reaches it when the range is read to its end.
     pub fn read_progress(&self) -> ReadProgress {
-        ReadProgress::default()
+        let (bytes_read, bytes_total) = self.shared.progress();
+        ReadProgress {
+            bytes_read,
+            bytes_total,
+        }
+    }
+
+    /// The most bytes the cursor has held at once, fetched or decoded and not yet returned
+    /// (decoded records at an estimate of their memory), for tests and benchmarks.
+    pub fn peak_held_bytes(&self) -> usize {
+        self.shared.peak()
+    }
+
+    /// Bytes held now (all returned at the end of a range read whole).
+    #[cfg(test)]
+    fn held_bytes(&self) -> usize {
+        self.shared.held()
     }
 
     /// The next hour that has events in the range, ordered; `None` when the range is done.
+    /// (Kept for tools and tests; an hour is not bounded, prefer [`next_batch`](Self::next_batch).)
     pub async fn next_hour(&mut self) -> Result<Option<Vec<LogRecord>>> {
-        loop {
-            if let Some((_, records)) = self.pending.pop_front() {
-                let (from, to) = (self.from, self.to);
-                let settled = settle(records, |r| {
-                    let at = r.event.occurred_at.with_timezone(&Utc);
-                    from <= at && at < to
-                });
-                if !settled.is_empty() {
-                    return Ok(Some(settled));
-                }
-                continue;
+        let Some(first) = self.receive().await? else {
+            return Ok(None);
+        };
+        let hour = first.records.first().map(|r| floor_hour(r.sort_key().0));
+        let mut records = self.hand_out(first);
+        while let Some(batch) = self.receive().await? {
+            if batch.records.first().map(|r| floor_hour(r.sort_key().0)) != hour {
+                self.peeked = Some(batch);
+                break;
             }
-            if self.from >= self.to {
-                return Ok(None);
+            records.extend(self.hand_out(batch));
+        }
+        Ok(Some(records))
+    }
+
+    /// The time of the last record returned: the range's start before any, its end once done
+    /// (for progress by time).
+    pub fn position(&self) -> DateTime<Utc> {
+        if self.done && self.peeked.is_none() {
+            return self.to;
+        }
+        self.returned.unwrap_or(self.from).clamp(self.from, self.to)
+    }
+
+    /// The next batch from the background task (started on the first call).
+    async fn receive(&mut self) -> Result<Option<merge::Batch>> {
+        if let Some(batch) = self.peeked.take() {
+            return Ok(Some(batch));
+        }
+        if self.done {
+            return Ok(None);
+        }
+        if self.batches.is_none() {
+            self.start();
+        }
+        let Some(batches) = self.batches.as_mut() else {
+            self.done = true;
+            return Ok(None);
+        };
+        match batches.recv().await {
+            Some(Ok(batch)) => {
+                self.shared.received();
+                Ok(Some(batch))
             }
-            if self.days.is_none() {
-                self.start_prefetch();
+            Some(Err(error)) => {
+                self.done = true;
+                Err(error)
             }
-            let Some(days) = self.days.as_mut() else {
-                return Ok(None);
-            };
-            match days.recv().await {
-                Some(Ok((day, hours))) => {
-                    self.next_day = day.succ_opt().unwrap_or(NaiveDate::MAX);
-                    self.pending.extend(hours);
-                }
-                Some(Err(error)) => return Err(error),
-                None => {
-                    self.next_day = NaiveDate::MAX;
-                    return Ok(None);
-                }
+            None => {
+                self.done = true;
+                Ok(None)
             }
         }
     }
 
-    fn start_prefetch(&mut self) {
-        let Some(loader) = self.loader.take() else {
+    /// Returns a batch to the caller: its memory leaves the cursor's account.
+    fn hand_out(&mut self, batch: merge::Batch) -> Vec<LogRecord> {
+        self.shared.release(batch.bytes);
+        if let Some(last) = batch.records.last() {
+            self.returned = Some(last.sort_key().0);
+        }
+        batch.records
+    }
+
+    fn start(&mut self) {
+        let Some((reader, company_id)) = self.start.take() else {
             return;
         };
-        let (tx, rx) = tokio::sync::mpsc::channel(DAYS_AHEAD);
-        let task = tokio::spawn(async move {
-            if let Err(error) = prefetch(loader, &tx).await {
-                // The receiver may be gone (a cancelled export): nothing more to do then.
+        let (tx, rx) = merge::channel();
+        let shared = Arc::clone(&self.shared);
+        let (from, to) = (self.from, self.to);
+        let task = merge::Task::spawn(async move {
+            let ctx = Arc::new(merge::Ctx {
+                store: Arc::clone(&reader.store),
+                company_id,
+                from,
+                to,
+                position: reader.position.clone(),
+                piece: shared.piece(),
+                shared,
+                concurrency: reader.concurrency,
+            });
+            let result = async {
+                // Format 1 runs its own pipeline when the company has a format-1 log (one
+                // LIST tells).
+                let v1 = if reader.has_v1(&ctx.company_id).await? {
+                    Some(v1::V1Source::start(Arc::clone(&ctx)))
+                } else {
+                    None
+                };
+                merge::produce(ctx, v1, &tx).await
+            }
+            .await;
+            if let Err(error) = result {
+                // The cursor may be gone (a cancelled export): nothing more to do then.
                 let _ = tx.send(Err(error)).await;
             }
         });
-        self.days = Some(rx);
-        self._prefetch = Some(AbortOnDrop(task));
-    }
-
-    /// The start of the hour the cursor will return next, for progress reports.
-    pub fn position(&self) -> DateTime<Utc> {
-        self.pending
-            .front()
-            .map(|(hour, _)| *hour)
-            .or_else(|| self.next_day.and_hms_opt(0, 0, 0).map(|t| t.and_utc()))
-            .unwrap_or(self.to)
-            .clamp(self.from, self.to)
-    }
-}
-
-/// Lists and fetches a range's days in order.
-#[derive(Debug)]
-struct DayLoader {
-    reader: LogReader,
-    company_id: String,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    next_day: NaiveDate,
-    last_day: NaiveDate,
-}
-
-/// Reads a range's days from both formats and sends them in order, each day's records inside
-/// the reader's position, deduplicated and ordered, by hour. Format 1 runs its own pipeline
-/// (below) when the company has a format-1 log (one LIST tells); format 2 reads the headers of
-/// the segments not compacted yet once, then day by day the compacted parts (a few days in
-/// flight) and the segment slices that may hold the day, so memory stays about a day.
-async fn prefetch(loader: DayLoader, tx: &tokio::sync::mpsc::Sender<Result<Day>>) -> Result<()> {
-    let reader = loader.reader.clone();
-    let store = Arc::clone(&reader.store);
-    let (company_id, from, to) = (loader.company_id.clone(), loader.from, loader.to);
-    let (first_day, last_day) = (loader.next_day, loader.last_day);
-
-    let (v1_tx, mut v1_rx) = tokio::sync::mpsc::channel(DAYS_AHEAD);
-    let _v1_task = if reader.has_v1(&company_id).await? {
-        Some(AbortOnDrop(tokio::spawn(async move {
-            if let Err(error) = prefetch_v1(loader, &v1_tx).await {
-                let _ = v1_tx.send(Err(error)).await;
-            }
-        })))
-    } else {
-        drop(v1_tx);
-        None
-    };
-
-    let snapshots = v2::Snapshot::open_all(store.as_ref(), reader.position.as_ref()).await?;
-    let mut slices = Vec::new();
-    // Per day, the part keys of each topic (by index in `snapshots`).
-    let mut part_days: BTreeMap<NaiveDate, Vec<(usize, Vec<String>)>> = BTreeMap::new();
-    for (index, snapshot) in snapshots.iter().enumerate() {
-        slices.extend(
-            snapshot
-                .slices(
-                    store.as_ref(),
-                    &company_id,
-                    from,
-                    to,
-                    v2::Kind::Content,
-                    reader.concurrency,
-                )
-                .await?,
-        );
-        for (day, keys) in snapshot
-            .part_keys(store.as_ref(), &company_id, first_day, last_day)
-            .await?
-        {
-            part_days.entry(day).or_default().push((index, keys));
-        }
-    }
-    let mut segments = v2::SegmentDays::new(&company_id, v2::Kind::Content, from, to, slices);
-    let snapshots = Arc::new(snapshots);
-    let mut days = segments.days(first_day, last_day);
-    days.extend(part_days.keys().copied());
-    // The compacted parts of a few days in flight; the segments' records are taken day by day
-    // as each comes up.
-    let v2_days = futures::stream::iter(days)
-        .map(|day| {
-            let keys = part_days.remove(&day).unwrap_or_default();
-            let (store, company_id, snapshots) = (
-                Arc::clone(&store),
-                company_id.clone(),
-                Arc::clone(&snapshots),
-            );
-            async move {
-                let mut records = Vec::new();
-                for (index, keys) in keys {
-                    records.extend(
-                        snapshots[index]
-                            .day_content(store.as_ref(), &company_id, &keys)
-                            .await?,
-                    );
-                }
-                Ok::<_, LogError>((day, records))
-            }
-        })
-        .buffered(V2_DAYS_IN_FLIGHT);
-    let mut v2_days = std::pin::pin!(v2_days);
-    let mut v1_next: Option<Day> = next_v1(&mut v1_rx).await?;
-    let mut v2_next: Option<(NaiveDate, Vec<LogRecord>)> = v2_days.try_next().await?;
-    loop {
-        let day = match (&v1_next, &v2_next) {
-            (None, None) => return Ok(()),
-            (Some((a, _)), Some((b, _))) => *a.min(b),
-            (Some((a, _)), None) => *a,
-            (None, Some((b, _))) => *b,
-        };
-        let mut records = Vec::new();
-        if v1_next.as_ref().is_some_and(|(d, _)| *d == day)
-            && let Some((_, hours)) = v1_next.take()
-        {
-            records.extend(hours.into_iter().flat_map(|(_, r)| r));
-            v1_next = next_v1(&mut v1_rx).await?;
-        }
-        if v2_next.as_ref().is_some_and(|(d, _)| *d == day)
-            && let Some((_, more)) = v2_next.take()
-        {
-            records.extend(more);
-            records.extend(
-                segments
-                    .take(store.as_ref(), day, reader.concurrency)
-                    .await?,
-            );
-            v2_next = v2_days.try_next().await?;
-        }
-        let settled = settle(records, |r| {
-            let at = r.event.occurred_at.with_timezone(&Utc);
-            reader.admits(r) && from <= at && at < to
-        });
-        let mut hours: Vec<(DateTime<Utc>, Vec<LogRecord>)> = Vec::new();
-        for record in settled {
-            let hour = floor_hour(record.event.occurred_at.with_timezone(&Utc));
-            match hours.last_mut() {
-                Some((last, pending)) if *last == hour => pending.push(record),
-                _ => hours.push((hour, vec![record])),
-            }
-        }
-        if tx.send(Ok((day, hours))).await.is_err() {
-            return Ok(());
-        }
-    }
-}
-
-/// How many format-2 days are fetched at once.
-const V2_DAYS_IN_FLIGHT: usize = 4;
-
-async fn next_v1(rx: &mut tokio::sync::mpsc::Receiver<Result<Day>>) -> Result<Option<Day>> {
-    rx.recv().await.transpose()
-}
-
-/// Format 1: lists the range's days in order and fetches their objects through one window of
-/// `concurrency` GETs that runs across day boundaries, sending each day when its last object
-/// is in. A sparse log (a few small objects per day, as a long all-history export reads) then
-/// keeps the window full instead of waiting on each day's LIST and its last GET in turn; the
-/// next day's LIST runs while the current day's GETs are in flight. Memory: the day being
-/// assembled, up to `concurrency` objects past it, and [`DAYS_AHEAD`] days in the channel.
-async fn prefetch_v1(loader: DayLoader, tx: &tokio::sync::mpsc::Sender<Result<Day>>) -> Result<()> {
-    let reader = loader.reader.clone();
-    let company_id = loader.company_id.clone();
-    let keys = futures::stream::try_unfold(loader, |mut loader| async move {
-        Ok::<_, crate::LogError>(loader.next_day_keys().await?.map(|day| (day, loader)))
-    })
-    .map_ok(|(day, wanted)| {
-        futures::stream::iter(
-            wanted
-                .into_iter()
-                .map(move |(hour, key)| Ok::<_, crate::LogError>((day, hour, key))),
-        )
-    })
-    .try_flatten();
-    let fetched = keys
-        .map_ok(|(day, hour, key)| {
-            read_object(Arc::clone(&reader.store), key, company_id.clone())
-                .map_ok(move |records| (day, hour, records))
-        })
-        .try_buffered(reader.concurrency);
-    let mut fetched = std::pin::pin!(fetched);
-    let mut assembling: Option<Day> = None;
-    while let Some((day, hour, records)) = fetched.try_next().await? {
-        match &mut assembling {
-            Some((current, hours)) if *current == day => match hours.last_mut() {
-                Some((last, pending)) if *last == hour => pending.extend(records),
-                _ => hours.push((hour, records)),
-            },
-            _ => {
-                if let Some(done) = assembling.replace((day, vec![(hour, records)]))
-                    && tx.send(Ok(done)).await.is_err()
-                {
-                    return Ok(());
-                }
-            }
-        }
-    }
-    if let Some(done) = assembling {
-        let _ = tx.send(Ok(done)).await;
-    }
-    Ok(())
-}
-
-impl DayLoader {
-    /// The next day with objects in the range and the keys to read from it, by hour; `None`
-    /// when there is none.
-    async fn next_day_keys(&mut self) -> Result<Option<(NaiveDate, Vec<(DateTime<Utc>, String)>)>> {
-        if self.from >= self.to || self.next_day > self.last_day {
-            return Ok(None);
-        }
-        // Skip days with nothing logged at one LIST each, so an all-history read costs in
-        // proportion to the days that have events, not to the calendar.
-        let Some(day) = self.next_logged_day().await? else {
-            return Ok(None);
-        };
-        if day > self.last_day {
-            return Ok(None);
-        }
-        self.next_day = day.succ_opt().unwrap_or(NaiveDate::MAX);
-        Ok(Some((day, self.day_keys(day).await?)))
-    }
-
-    /// The first day on or after `next_day` that has any object.
-    async fn next_logged_day(&self) -> Result<Option<NaiveDate>> {
-        let prefix = format::events_prefix(&self.company_id);
-        // Keys of day D start with "<prefix>D/", which sorts right after "<prefix>D".
-        let start_after = format!("{prefix}{}", self.next_day.format("%Y-%m-%d"));
-        let page = self
-            .reader
-            .store
-            .list_page(&prefix, Some(&start_after), 1)
-            .await?;
-        Ok(page.objects.first().and_then(|o| {
-            let day = o.key.strip_prefix(&prefix)?.split('/').next()?;
-            NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()
-        }))
-    }
-
-    /// Lists one day: the keys of its objects in the range's hours, in key (so hour) order.
-    async fn day_keys(&self, day: NaiveDate) -> Result<Vec<(DateTime<Utc>, String)>> {
-        let prefix = format::events_day_prefix(&self.company_id, day);
-        let objects = list_all(self.reader.store.as_ref(), &prefix).await?;
-        let Some(midnight) = day.and_hms_opt(0, 0, 0).map(|t| t.and_utc()) else {
-            return Ok(Vec::new());
-        };
-        let (first_hour, to) = (floor_hour(self.from), self.to);
-        let mut wanted: Vec<(DateTime<Utc>, String)> = Vec::new();
-        for object in objects {
-            let Some(hour) = hour_of_events_key(&object.key) else {
-                tracing::warn!(key = %object.key, "ignoring an object outside the log layout");
-                continue;
-            };
-            let start = midnight + Duration::hours(i64::from(hour));
-            if start >= first_hour && start < to {
-                wanted.push((start, object.key));
-            }
-        }
-        Ok(wanted)
+        self.batches = Some(rx);
+        self._task = Some(task);
     }
 }
 

@@ -8,12 +8,11 @@
 //! compacted parts: one LIST per 1,000 part keys across the range, then per day with data its
 //! chunks. Every record goes through `v2::isolation::admit` (in the decoders).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use futures::{StreamExt, TryStreamExt};
-use storage::{ObjectStore, list_all};
+use storage::{ObjectMeta, ObjectStore, list_all};
 
 use crate::v2::keys;
 use crate::v2::pass::{Cut, PassRecord, PassRef};
@@ -175,9 +174,10 @@ impl Snapshot {
         let found: Vec<Option<SliceRef>> = futures::stream::iter(keys)
             .map(|(key, cut)| async move {
                 let located = segment::read_header(store, &key).await?;
-                let Some(slice) = located.header.slice(company_id) else {
+                let Some(at) = located.locate(company_id) else {
                     return Ok(None);
                 };
+                let slice = &at.slice;
                 let wanted_kind = match kind {
                     Kind::Content => slice.records > slice.meta_records,
                     Kind::Meta => slice.meta_records > 0,
@@ -190,14 +190,7 @@ impl Snapshot {
                 {
                     return Ok(None);
                 }
-                let (min_time, max_time) = (slice.min_time, slice.max_time);
-                Ok::<_, LogError>(Some(SliceRef {
-                    located: Arc::new(located),
-                    cut,
-                    horizon,
-                    min_time,
-                    max_time,
-                }))
+                Ok::<_, LogError>(Some(SliceRef { at, cut, horizon }))
             })
             .buffered(concurrency)
             .try_collect()
@@ -205,16 +198,16 @@ impl Snapshot {
         Ok(found.into_iter().flatten().collect())
     }
 
-    /// The keys of the company's compacted parts of the closed days in `first..=last`, by day:
-    /// one LIST per 1,000 keys.
+    /// The company's compacted parts (chunk objects, with their sizes) of the closed days in
+    /// `first..=last`, by day: one LIST per 1,000 keys.
     pub async fn part_keys(
         &self,
         store: &dyn ObjectStore,
         company_id: &str,
         first: NaiveDate,
         last: NaiveDate,
-    ) -> Result<BTreeMap<NaiveDate, Vec<String>>> {
-        let mut out: BTreeMap<NaiveDate, Vec<String>> = BTreeMap::new();
+    ) -> Result<BTreeMap<NaiveDate, Vec<ObjectMeta>>> {
+        let mut out: BTreeMap<NaiveDate, Vec<ObjectMeta>> = BTreeMap::new();
         if self.head.is_none() {
             return Ok(out);
         }
@@ -240,7 +233,7 @@ impl Snapshot {
                     return Ok(out);
                 }
                 if name.day >= first {
-                    out.entry(name.day).or_default().push(object.key.clone());
+                    out.entry(name.day).or_default().push(object.clone());
                 }
             }
             match page.next_start_after {
@@ -249,137 +242,75 @@ impl Snapshot {
             }
         }
     }
-
-    /// A closed day's compacted content for the company.
-    pub async fn day_content(
-        &self,
-        store: &dyn ObjectStore,
-        company_id: &str,
-        keys: &[String],
-    ) -> Result<Vec<LogRecord>> {
-        let Some(head) = self.head_ref() else {
-            return Ok(Vec::new());
-        };
-        let candidates = view::candidates(keys.iter().map(String::as_str), &head);
-        Ok(view::read_day(store, company_id, &candidates)
-            .await?
-            .records)
-    }
 }
 
 /// One company's slice of an uncompacted segment, from its header.
 #[derive(Debug, Clone)]
 pub(super) struct SliceRef {
-    located: Arc<segment::Located>,
+    pub at: segment::SliceLocation,
     /// The cut and horizon of its topic's head pass: below the cut only open days count.
     cut: i64,
     horizon: DateTime<Utc>,
-    min_time: DateTime<Utc>,
-    max_time: DateTime<Utc>,
 }
 
-/// Hands out a company's uncompacted records one day at a time: a slice is fetched when the
-/// first day it may hold comes up, and its records wait, by day, until their day does. Memory:
-/// the records of the slices that reach the current day — about a day's worth for live
-/// traffic, at most a segment's for a backfill.
-#[derive(Debug)]
-pub(super) struct SegmentDays {
-    company_id: String,
-    kind: Kind,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    /// Not fetched yet, by `min_time`.
-    waiting: VecDeque<SliceRef>,
-    pending: BTreeMap<NaiveDate, Vec<LogRecord>>,
-}
+impl SliceRef {
+    /// The earliest `occurred_at` of the slice's records.
+    pub fn min_time(&self) -> DateTime<Utc> {
+        self.at.slice.min_time
+    }
 
-impl SegmentDays {
-    pub fn new(
-        company_id: &str,
+    /// The slice's bytes (a ranged GET of exactly these).
+    pub fn len(&self) -> u64 {
+        self.at.slice.len
+    }
+
+    /// Whether a record of the slice is one a read of `kind` over `from..to` returns: of the
+    /// kind, in the range, and not compacted (at or past the cut, or of a day still open at the
+    /// head pass). The reader's position is checked apart.
+    pub fn keeps(
+        &self,
+        record: &LogRecord,
         kind: Kind,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-        mut slices: Vec<SliceRef>,
-    ) -> Self {
-        slices.sort_by_key(|s| s.min_time);
-        Self {
-            company_id: company_id.to_owned(),
-            kind,
-            from,
-            to,
-            waiting: slices.into(),
-            pending: BTreeMap::new(),
-        }
+    ) -> bool {
+        let at = record.event.occurred_at.with_timezone(&Utc);
+        record.event.body.is_metadata() == (kind == Kind::Meta)
+            && from <= at
+            && at < to
+            && (record.offset >= self.cut || at >= self.horizon)
     }
 
-    /// The days in `first..=last` the slices may hold records of.
-    pub fn days(&self, first: NaiveDate, last: NaiveDate) -> BTreeSet<NaiveDate> {
-        let mut days = BTreeSet::new();
-        for slice in &self.waiting {
-            let mut day = slice.min_time.date_naive().max(first);
-            let end = slice.max_time.date_naive().min(last);
-            while day <= end {
-                days.insert(day);
-                match day.succ_opt() {
-                    Some(next) => day = next,
-                    None => break,
-                }
-            }
-        }
-        days
-    }
-
-    /// The records of `day` (days must be asked in order).
-    pub async fn take(
-        &mut self,
+    /// Fetches the slice and keeps the records [`keeps`](Self::keeps) accepts.
+    pub async fn read(
+        &self,
         store: &dyn ObjectStore,
-        day: NaiveDate,
-        concurrency: usize,
+        kind: Kind,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
     ) -> Result<Vec<LogRecord>> {
-        let day_end = day
-            .succ_opt()
-            .and_then(|d| d.and_hms_opt(0, 0, 0))
-            .map_or(DateTime::<Utc>::MAX_UTC, |t| t.and_utc());
-        let mut due = Vec::new();
-        while self.waiting.front().is_some_and(|s| s.min_time < day_end) {
-            due.extend(self.waiting.pop_front());
-        }
-        let company_id = self.company_id.as_str();
-        let fetched: Vec<(SliceRef, Vec<LogRecord>)> = futures::stream::iter(due)
-            .map(|slice| async move {
-                let records = segment::read_company(store, &slice.located, company_id).await?;
-                Ok::<_, LogError>((slice, records))
-            })
-            .buffered(concurrency)
-            .try_collect()
-            .await?;
-        for (slice, records) in fetched {
-            for record in records {
-                let at = record.event.occurred_at.with_timezone(&Utc);
-                if record.event.body.is_metadata() == (self.kind == Kind::Meta)
-                    && self.from <= at
-                    && at < self.to
-                    && (record.offset >= slice.cut || at >= slice.horizon)
-                {
-                    self.pending
-                        .entry(at.date_naive())
-                        .or_default()
-                        .push(record);
-                }
-            }
-        }
-        Ok(self.pending.remove(&day).unwrap_or_default())
+        let mut records = segment::read_slice(store, &self.at).await?;
+        records.retain(|r| self.keeps(r, kind, from, to));
+        Ok(records)
     }
+}
 
-    /// Every record at once (metadata: small).
-    pub async fn all(
-        mut self,
-        store: &dyn ObjectStore,
-        concurrency: usize,
-    ) -> Result<Vec<LogRecord>> {
-        self.take(store, NaiveDate::MAX, concurrency).await?;
-        Ok(self.pending.into_values().flatten().collect())
-    }
+/// Every record of `kind` in `from..to` the slices hold (metadata: small), `concurrency`
+/// slices at a time.
+pub(super) async fn read_slices(
+    store: &dyn ObjectStore,
+    slices: Vec<SliceRef>,
+    kind: Kind,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    concurrency: usize,
+) -> Result<Vec<LogRecord>> {
+    let read: Vec<Vec<LogRecord>> = futures::stream::iter(slices)
+        .map(|slice| async move { slice.read(store, kind, from, to).await })
+        .buffered(concurrency)
+        .try_collect()
+        .await?;
+    Ok(read.into_iter().flatten().collect())
 }
 
 /// Whether every record a compacted object holds (all below `cuts`) is inside `position`.
@@ -449,14 +380,14 @@ pub(super) async fn metadata(
             concurrency,
         )
         .await?;
-    let late = SegmentDays::new(
-        company_id,
+    let late = read_slices(
+        store,
+        slices,
         Kind::Meta,
         DateTime::<Utc>::MIN_UTC,
         after,
-        slices,
+        concurrency,
     )
-    .all(store, concurrency)
     .await?;
     let horizon = snapshot.horizon();
     let mut by_day: BTreeMap<NaiveDate, Vec<String>> = BTreeMap::new();

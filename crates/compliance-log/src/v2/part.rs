@@ -19,7 +19,7 @@ use event_model::directory::Directory;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::format::{FORMAT_NAME, RecordLineOut, decode_lines};
+use crate::format::{FORMAT_NAME, RecordLineOut, decode_line, decode_lines};
 use crate::v2::isolation;
 use crate::v2::keys;
 use crate::v2::pass::{Cut, PassRef};
@@ -203,24 +203,39 @@ fn open<'a>(
     company_id: &str,
     kind: &str,
 ) -> Result<(PartHeader, &'a [u8])> {
-    let corrupt = |reason: String| LogError::Corrupt {
-        key: key.to_owned(),
-        reason,
-    };
     let newline = bytes
         .iter()
         .position(|b| *b == b'\n')
-        .ok_or_else(|| corrupt("no header line".into()))?;
-    let header: PartHeader = serde_json::from_slice(&bytes[..newline])
-        .map_err(|e| corrupt(format!("bad header: {e}")))?;
-    if header.format != FORMAT_NAME || header.version != FORMAT_VERSION || header.kind != kind {
-        return Err(corrupt(format!(
-            "format {} version {} kind {} is not {FORMAT_NAME} version {FORMAT_VERSION} {kind}",
-            header.format, header.version, header.kind
-        )));
+        .ok_or_else(|| corrupt(key, "no header line".into()))?;
+    let header = parse_header(key, &bytes[..newline], kind)?;
+    let body = &bytes[newline + 1..];
+    check_body_sha256(key, &header, &hex::encode(Sha256::digest(body)))?;
+    check_company(key, &header, company_id)?;
+    Ok((header, body))
+}
+
+fn corrupt(key: &str, reason: String) -> LogError {
+    LogError::Corrupt {
+        key: key.to_owned(),
+        reason,
     }
-    let name =
-        keys::parse_part_key(key).ok_or_else(|| corrupt("not a compacted object's name".into()))?;
+}
+
+/// Parses a header line and checks its format, kind, and that it names the object's key.
+fn parse_header(key: &str, line: &[u8], kind: &str) -> Result<PartHeader> {
+    let header: PartHeader =
+        serde_json::from_slice(line).map_err(|e| corrupt(key, format!("bad header: {e}")))?;
+    if header.format != FORMAT_NAME || header.version != FORMAT_VERSION || header.kind != kind {
+        return Err(corrupt(
+            key,
+            format!(
+                "format {} version {} kind {} is not {FORMAT_NAME} version {FORMAT_VERSION} {kind}",
+                header.format, header.version, header.kind
+            ),
+        ));
+    }
+    let name = keys::parse_part_key(key)
+        .ok_or_else(|| corrupt(key, "not a compacted object's name".into()))?;
     let prefix = match kind {
         KIND_DAY => keys::days_prefix(&header.company_id),
         _ => keys::meta_days_prefix(&header.company_id),
@@ -232,33 +247,59 @@ fn open<'a>(
         || name.chunk != header.chunk
         || header.chunk >= header.chunks
     {
-        return Err(corrupt(format!(
-            "its header names company {} day {} pass {} {} chunk {}/{}, not this key",
-            header.company_id,
-            header.day,
-            header.pass.seq,
-            header.pass.hash,
-            header.chunk,
-            header.chunks
-        )));
+        return Err(corrupt(
+            key,
+            format!(
+                "its header names company {} day {} pass {} {} chunk {}/{}, not this key",
+                header.company_id,
+                header.day,
+                header.pass.seq,
+                header.pass.hash,
+                header.chunk,
+                header.chunks
+            ),
+        ));
     }
-    let body = &bytes[newline + 1..];
-    let actual = hex::encode(Sha256::digest(body));
+    Ok(header)
+}
+
+fn check_body_sha256(key: &str, header: &PartHeader, actual: &str) -> Result<()> {
     if actual != header.body_sha256 {
-        return Err(corrupt(format!(
-            "body checksum {actual} does not match the header's {}",
-            header.body_sha256
-        )));
+        return Err(corrupt(
+            key,
+            format!(
+                "body checksum {actual} does not match the header's {}",
+                header.body_sha256
+            ),
+        ));
     }
-    // The object must be the one asked for: the name's company and the header's must agree
-    // with the reader's (isolation checks every record too).
+    Ok(())
+}
+
+/// The object must be the one asked for: the name's company and the header's must agree with
+/// the reader's (isolation checks every record too).
+fn check_company(key: &str, header: &PartHeader, company_id: &str) -> Result<()> {
     if header.company_id != company_id {
-        return Err(corrupt(format!(
-            "it holds company {:?}, not {company_id:?}",
-            header.company_id
-        )));
+        return Err(corrupt(
+            key,
+            format!(
+                "it holds company {:?}, not {company_id:?}",
+                header.company_id
+            ),
+        ));
     }
-    Ok((header, body))
+    Ok(())
+}
+
+/// Checks that a decoded record belongs to the part's day.
+fn check_day(key: &str, day: NaiveDate, record: &LogRecord) -> Result<()> {
+    if record.event.occurred_at.with_timezone(&Utc).date_naive() != day {
+        return Err(corrupt(
+            key,
+            format!("event {} is not of day {day}", record.event.event_id),
+        ));
+    }
+    Ok(())
 }
 
 /// Decodes record lines, checks their count and day, and admits them for `company_id`.
@@ -269,25 +310,18 @@ fn records_of(
     body: &[u8],
 ) -> Result<Vec<LogRecord>> {
     let records = decode_lines(key, body, 0, header.records)?;
-    let corrupt = |reason: String| LogError::Corrupt {
-        key: key.to_owned(),
-        reason,
-    };
     if records.len() != header.records {
-        return Err(corrupt(format!(
-            "{} records, the header says {}",
-            records.len(),
-            header.records
-        )));
+        return Err(corrupt(
+            key,
+            format!(
+                "{} records, the header says {}",
+                records.len(),
+                header.records
+            ),
+        ));
     }
-    if let Some(stray) = records
-        .iter()
-        .find(|r| r.event.occurred_at.with_timezone(&Utc).date_naive() != header.day)
-    {
-        return Err(corrupt(format!(
-            "event {} is not of day {}",
-            stray.event.event_id, header.day
-        )));
+    for record in &records {
+        check_day(key, header.day, record)?;
     }
     isolation::admit(key, company_id, &header.company_id, records)
 }
@@ -301,6 +335,153 @@ pub fn decode_part(
     let (header, body) = open(key, bytes, company_id, KIND_DAY)?;
     let records = records_of(key, &header, company_id, body)?;
     Ok((header, records))
+}
+
+/// Decodes one chunk of a company's part as it arrives, in pieces of any size (ranged GETs),
+/// so a reader never holds a whole chunk: feed it the pieces in order with [`push`], take the
+/// records with [`next_records`] until it wants the next piece, and call [`finish`] after the
+/// last one.
+///
+/// It checks what [`decode_part`] checks — header (format, kind, name, company), each record's
+/// day and company (`v2::isolation::admit`), the record count and `body_sha256` — but the count
+/// and the checksum only at the end of the chunk: records before a corruption have been handed
+/// out by then, so a caller must treat an error as the failure of the whole read (an export
+/// fails and publishes nothing).
+///
+/// [`push`]: Self::push
+/// [`next_records`]: Self::next_records
+/// [`finish`]: Self::finish
+#[derive(Debug)]
+pub struct ChunkDecoder {
+    key: String,
+    company_id: String,
+    header: Option<PartHeader>,
+    hasher: Sha256,
+    /// The current piece and how far it is decoded.
+    piece: Bytes,
+    at: usize,
+    /// The start of a line whose end is in a later piece.
+    carry: Vec<u8>,
+    /// Record lines decoded so far.
+    lines: usize,
+}
+
+impl ChunkDecoder {
+    pub fn new(key: &str, company_id: &str) -> Self {
+        Self {
+            key: key.to_owned(),
+            company_id: company_id.to_owned(),
+            header: None,
+            hasher: Sha256::new(),
+            piece: Bytes::new(),
+            at: 0,
+            carry: Vec::new(),
+            lines: 0,
+        }
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The chunk's header, once its line has arrived (checked, but its checksum not yet).
+    pub fn header(&self) -> Option<&PartHeader> {
+        self.header.as_ref()
+    }
+
+    /// Whether the current piece is decoded to its end (its last partial line carried).
+    pub fn wants_piece(&self) -> bool {
+        self.at >= self.piece.len()
+    }
+
+    /// Takes the next piece of the object; the previous one must be decoded to its end.
+    pub fn push(&mut self, piece: Bytes) -> Result<()> {
+        debug_assert!(self.wants_piece());
+        let mut start = 0;
+        if self.header.is_none() {
+            let Some(newline) = piece.iter().position(|b| *b == b'\n') else {
+                // A header longer than a piece: keep it whole until its end arrives.
+                self.carry.extend_from_slice(&piece);
+                self.piece = Bytes::new();
+                self.at = 0;
+                return Ok(());
+            };
+            self.carry.extend_from_slice(&piece[..newline]);
+            let header = parse_header(&self.key, &self.carry, KIND_DAY)?;
+            check_company(&self.key, &header, &self.company_id)?;
+            self.header = Some(header);
+            self.carry.clear();
+            start = newline + 1;
+        }
+        self.hasher.update(&piece[start..]);
+        self.piece = piece;
+        self.at = start;
+        Ok(())
+    }
+
+    /// Decodes up to `max` complete record lines of the current piece (fewer at its end), each
+    /// checked and admitted.
+    pub fn next_records(&mut self, max: usize) -> Result<Vec<LogRecord>> {
+        let mut records = Vec::new();
+        let Some((day, company)) = self.header.as_ref().map(|h| (h.day, h.company_id.clone()))
+        else {
+            return Ok(records);
+        };
+        while records.len() < max && self.at < self.piece.len() {
+            let rest = &self.piece[self.at..];
+            let Some(newline) = rest.iter().position(|b| *b == b'\n') else {
+                self.carry.extend_from_slice(rest);
+                self.at = self.piece.len();
+                break;
+            };
+            self.at += newline + 1;
+            let line = if self.carry.is_empty() {
+                &rest[..newline]
+            } else {
+                self.carry.extend_from_slice(&rest[..newline]);
+                &self.carry[..]
+            };
+            if !line.is_empty() {
+                let record = decode_line(&self.key, line, 0, self.lines)?;
+                self.lines += 1;
+                check_day(&self.key, day, &record)?;
+                records.push(record);
+            }
+            self.carry.clear();
+        }
+        if self.wants_piece() {
+            // Free the piece now rather than when the next one comes.
+            self.piece = Bytes::new();
+            self.at = 0;
+        }
+        isolation::admit(&self.key, &self.company_id, &company, records)
+    }
+
+    /// Ends the chunk after its last piece: decodes a last line without a newline, and checks
+    /// the record count and the body's checksum.
+    pub fn finish(&mut self) -> Result<Vec<LogRecord>> {
+        debug_assert!(self.wants_piece());
+        let Some(header) = &self.header else {
+            return Err(corrupt(&self.key, "no header line".into()));
+        };
+        let mut records = Vec::new();
+        if !self.carry.is_empty() {
+            let record = decode_line(&self.key, &self.carry, 0, self.lines)?;
+            self.lines += 1;
+            check_day(&self.key, header.day, &record)?;
+            records.push(record);
+            self.carry.clear();
+        }
+        if self.lines != header.records {
+            return Err(corrupt(
+                &self.key,
+                format!("{} records, the header says {}", self.lines, header.records),
+            ));
+        }
+        let actual = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        check_body_sha256(&self.key, header, &actual)?;
+        isolation::admit(&self.key, &self.company_id, &header.company_id, records)
+    }
 }
 
 /// Decodes and verifies a company's meta day: header, snapshot, changes.
@@ -373,6 +554,62 @@ pub(crate) mod tests {
             cuts,
             merged,
         }
+    }
+
+    /// Feeds a chunk to a [`ChunkDecoder`] in pieces of `piece` bytes.
+    fn stream(key: &str, bytes: &Bytes, piece: usize) -> Result<Vec<LogRecord>> {
+        let mut decoder = ChunkDecoder::new(key, "acme");
+        let mut out = Vec::new();
+        for start in (0..bytes.len()).step_by(piece) {
+            decoder.push(bytes.slice(start..(start + piece).min(bytes.len())))?;
+            while !decoder.wants_piece() {
+                out.extend(decoder.next_records(2)?);
+            }
+        }
+        out.extend(decoder.finish()?);
+        Ok(out)
+    }
+
+    #[test]
+    fn a_chunk_decoded_in_pieces_is_the_chunk_decoded_whole() {
+        let pass = PassRef {
+            seq: 3,
+            hash: "0123456789abcdef".into(),
+        };
+        let none = BTreeSet::new();
+        let records: Vec<LogRecord> = (0..10)
+            .map(|i| record("acme", &format!("e{i}"), "2026-11-25T10:00:00Z", 0, i))
+            .collect();
+        let chunks = encode_part(&spec(&pass, &[], &none), &records, 1 << 20).unwrap();
+        let (key, bytes) = &chunks[0];
+        // Pieces that cut the header, lines, and newlines anywhere.
+        for piece in [1, 7, 64, 1000, bytes.len()] {
+            assert_eq!(
+                stream(key, bytes, piece).unwrap(),
+                records,
+                "pieces of {piece}"
+            );
+        }
+        // A flipped digit in a text is still JSON: only the checksum, at the end, tells.
+        let mut flipped = bytes.to_vec();
+        let at = flipped.len() - 30;
+        let at = at + flipped[at..].iter().position(u8::is_ascii_digit).unwrap();
+        flipped[at] = if flipped[at] == b'9' { b'8' } else { b'9' };
+        let error = stream(key, &Bytes::from(flipped), 64).unwrap_err();
+        assert!(error.to_string().contains("checksum"), "{error}");
+        // A chunk cut short after a line: the count tells.
+        let end = bytes.len() - 1;
+        let cut = bytes[..end].iter().rposition(|b| *b == b'\n').unwrap() + 1;
+        let error = stream(key, &bytes.slice(..cut), 64).unwrap_err();
+        assert!(
+            error.to_string().contains("9 records, the header says 10"),
+            "{error}"
+        );
+        // Another company's chunk is refused at its header.
+        let error = ChunkDecoder::new(key, "bank")
+            .push(bytes.clone())
+            .unwrap_err();
+        assert!(error.to_string().contains("not \"bank\""), "{error}");
     }
 
     #[test]

@@ -255,10 +255,11 @@ pub async fn read_header(store: &dyn ObjectStore, key: &str) -> Result<Located> 
     })
 }
 
-/// Verifies and decodes one slice's bytes.
+/// Verifies and decodes one slice's bytes, of a segment of `epoch` written from `source`.
 fn decode_slice(
     key: &str,
-    located: &Located,
+    epoch: u32,
+    source: &SourceRange,
     slice: &CompanySlice,
     bytes: &[u8],
 ) -> Result<Vec<LogRecord>> {
@@ -278,7 +279,7 @@ fn decode_slice(
             ),
         ));
     }
-    let records = decode_lines(key, bytes, located.header.epoch, slice.records)?;
+    let records = decode_lines(key, bytes, epoch, slice.records)?;
     if records.len() != slice.records {
         return Err(corrupt(
             key,
@@ -291,9 +292,9 @@ fn decode_slice(
         ));
     }
     if records.iter().any(|r| {
-        r.partition != located.header.source.partition
-            || r.offset < located.header.source.first_offset
-            || r.offset > located.header.source.last_offset
+        r.partition != source.partition
+            || r.offset < source.first_offset
+            || r.offset > source.last_offset
     }) {
         return Err(corrupt(
             key,
@@ -303,20 +304,50 @@ fn decode_slice(
     isolation::admit(key, &slice.company_id, &slice.company_id, records)
 }
 
+/// Where one company's slice is in a segment: all a reader keeps of the segment's header (which
+/// may list thousands of companies) between reading the header and fetching the slice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SliceLocation {
+    pub key: String,
+    pub epoch: u32,
+    pub source: SourceRange,
+    /// Where the body starts in the object.
+    pub body_start: u64,
+    pub slice: CompanySlice,
+}
+
+impl Located {
+    /// Where `company_id`'s slice is, if the segment has one.
+    pub fn locate(&self, company_id: &str) -> Option<SliceLocation> {
+        Some(SliceLocation {
+            key: self.key.clone(),
+            epoch: self.header.epoch,
+            source: self.header.source.clone(),
+            body_start: self.body_start,
+            slice: self.header.slice(company_id)?.clone(),
+        })
+    }
+}
+
+/// The records of one slice, with one ranged GET of its bytes, verified.
+pub async fn read_slice(store: &dyn ObjectStore, at: &SliceLocation) -> Result<Vec<LogRecord>> {
+    let start = at.body_start + at.slice.start;
+    let bytes = store
+        .get_range(&at.key, start, start + at.slice.len)
+        .await?;
+    decode_slice(&at.key, at.epoch, &at.source, &at.slice, &bytes)
+}
+
 /// The records of `company_id` in a segment (none when it has no slice), with one ranged GET.
 pub async fn read_company(
     store: &dyn ObjectStore,
     located: &Located,
     company_id: &str,
 ) -> Result<Vec<LogRecord>> {
-    let Some(slice) = located.header.slice(company_id) else {
-        return Ok(Vec::new());
-    };
-    let start = located.body_start + slice.start;
-    let bytes = store
-        .get_range(&located.key, start, start + slice.len)
-        .await?;
-    decode_slice(&located.key, located, slice, &bytes)
+    match located.locate(company_id) {
+        Some(at) => read_slice(store, &at).await,
+        None => Ok(Vec::new()),
+    }
 }
 
 /// The records of the companies in `first..=last` (a contiguous run of slices, as a compactor
@@ -353,7 +384,8 @@ pub async fn read_companies(
             let at = (slice.start - from) as usize;
             let records = decode_slice(
                 &located.key,
-                located,
+                located.header.epoch,
+                &located.header.source,
                 slice,
                 &bytes[at..at + slice.len as usize],
             )?;
@@ -383,7 +415,13 @@ pub fn decode(key: &str, bytes: &Bytes) -> Result<(SegmentHeader, ByCompany)> {
         let bytes = &body[slice.start as usize..(slice.start + slice.len) as usize];
         out.push((
             slice.company_id.clone(),
-            decode_slice(key, &located, slice, bytes)?,
+            decode_slice(
+                key,
+                located.header.epoch,
+                &located.header.source,
+                slice,
+                bytes,
+            )?,
         ));
     }
     Ok((located.header, out))
