@@ -241,6 +241,9 @@ where
 }
 
 #[cfg(test)]
+mod scale;
+
+#[cfg(test)]
 mod tests {
     use event_model::directory::PersonState;
     use serde_json::{Value, json};

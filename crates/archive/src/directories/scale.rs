@@ -1,0 +1,188 @@
+//! The directory path at scale (run by hand; `--release` for the times):
+//!
+//! ```text
+//! cargo test -p archive --release --lib directories::scale -- --ignored --nocapture
+//! ```
+//!
+//! A company of 50,000 people and 20,000 conversations, ten of them teams of 50,000 members:
+//! what the `Directory` holds in memory, what decoding its snapshot (what `LogReader::metadata`
+//! does with a v2 meta day) peaks at, and what writing `users.json` and `teams.json` costs in
+//! time and memory. Memory is resident memory (Linux `/proc/self/status`), phase by phase.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use chrono::{DateTime, FixedOffset};
+use event_model::ConversationKind;
+use event_model::directory::{ConversationState, Directory, PersonState};
+use event_model::event::Member;
+
+use super::{Scope, Section, write_listing};
+use crate::DiskBudget;
+
+/// As the export service and `cce-archive` run: mimalloc gives freed memory back, so resident
+/// memory follows what is live.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// A `/proc/self/status` field in MiB (Linux).
+fn status_mib(field: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+/// Starts a phase: resets the peak resident memory to the current (Linux `clear_refs`), and
+/// returns the current.
+fn phase() -> f64 {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    status_mib("VmRSS:")
+}
+
+/// The phase's peak resident memory above its start, in MiB.
+fn peak_above(start: f64) -> f64 {
+    status_mib("VmHWM:") - start
+}
+
+fn person_id(n: usize) -> String {
+    format!("person-{n:06}")
+}
+
+/// 50,000 people; 20,000 conversations: ten teams of 50,000 members, the rest of 2 to 20.
+fn company() -> Directory {
+    let mut directory = Directory::default();
+    for n in 0..50_000 {
+        let id = person_id(n);
+        directory.people.insert(
+            id.clone(),
+            PersonState {
+                id,
+                company_id: "acme".into(),
+                name: Some(format!("Person Number {n}")),
+                email: Some(format!("person.number.{n}@acme.example.com")),
+                active: true,
+            },
+        );
+    }
+    let at: DateTime<FixedOffset> = "2025-06-01T12:00:00Z".parse().unwrap_or_default();
+    for c in 0..20_000usize {
+        let (kind, size) = match c {
+            0..10 => (ConversationKind::Team, 50_000),
+            _ if c % 3 == 0 => (ConversationKind::Direct, 2),
+            _ if c % 3 == 1 => (ConversationKind::Group, 3 + c % 18),
+            _ => (ConversationKind::Team, 3 + c % 18),
+        };
+        let members = (0..size)
+            .map(|m| {
+                let id = person_id((c * 7919 + m * 13) % 50_000);
+                let member = Member {
+                    person_id: id.clone(),
+                    company_id: "acme".into(),
+                    name: Some(format!("Person Number {m}")),
+                    email: None,
+                };
+                (id, member)
+            })
+            .collect();
+        let id = format!("conversation-{c:06}");
+        directory.conversations.insert(
+            id.clone(),
+            ConversationState {
+                id,
+                kind,
+                owner_company_id: "acme".into(),
+                name: Some(format!("Conversation {c}")),
+                created_at: Some(at),
+                created_by: Some(person_id(c % 50_000)),
+                archived_at: None,
+                members,
+            },
+        );
+    }
+    directory
+}
+
+#[test]
+#[ignore = "a measurement at scale, run by hand"]
+fn the_directory_path_at_scale() {
+    let base = phase();
+    let started = Instant::now();
+    let directory = company();
+    let members: usize = directory
+        .conversations
+        .values()
+        .map(|c| c.members.len())
+        .sum();
+    println!(
+        "directory: {} people, {} conversations, {members} memberships: {:.1} MiB resident \
+         (peak {:.1} MiB) built in {:.2?}",
+        directory.people.len(),
+        directory.conversations.len(),
+        status_mib("VmRSS:") - base,
+        peak_above(base),
+        started.elapsed()
+    );
+
+    let started = Instant::now();
+    let snapshot = serde_json::to_vec(&directory).unwrap_or_default();
+    println!(
+        "snapshot: {:.1} MiB of JSON, encoded in {:.2?}",
+        snapshot.len() as f64 / f64::from(1 << 20),
+        started.elapsed()
+    );
+
+    let base = phase();
+    let started = Instant::now();
+    let decoded: Directory = serde_json::from_slice(&snapshot).unwrap_or_default();
+    println!(
+        "snapshot decode (LogReader::metadata's part): peak {:.1} MiB above the snapshot's \
+         bytes, in {:.2?}",
+        peak_above(base),
+        started.elapsed()
+    );
+    assert_eq!(decoded.conversations.len(), directory.conversations.len());
+    drop(decoded);
+    drop(snapshot);
+
+    let seen: BTreeSet<String> = directory
+        .conversations
+        .keys()
+        .step_by(10)
+        .cloned()
+        .collect();
+    let folder = |id: &str| {
+        let state = directory.conversations.get(id);
+        let kind = state.map_or(ConversationKind::Group, |c| c.kind);
+        let name = state.and_then(|c| c.name.as_deref());
+        let section = if kind == ConversationKind::Team {
+            "Team_Chats"
+        } else {
+            "People_Chats"
+        };
+        (
+            format!("{section}/{}", crate::names::conversation_folder(id, name)),
+            kind,
+        )
+    };
+    let scope = Scope {
+        directory: &directory,
+        seen: &seen,
+        in_scope: &|_| true,
+        folder_of: &folder,
+    };
+    let disk = DiskBudget::unlimited();
+    for section in [Section::People, Section::Teams] {
+        let base = phase();
+        let started = Instant::now();
+        let spill = write_listing(&scope, section, &disk).unwrap_or_else(|e| panic!("{e}"));
+        println!(
+            "{section:?} listing: {:.1} MiB written in {:.2?}, peak {:.2} MiB above before",
+            spill.len() as f64 / f64::from(1 << 20),
+            started.elapsed(),
+            peak_above(base)
+        );
+    }
+}
