@@ -482,13 +482,17 @@ impl<'a, S: Sink> Renderer<'a, S> {
     /// `users.json` and `teams.json`, streamed (`directories.rs`).
     async fn write_directories(&mut self) -> Result<(), ArchiveError> {
         for (path, section) in directories::LISTINGS {
-            let scope = directories::Scope {
-                directory: &self.directory,
-                seen: &self.seen_conversations,
-                in_scope: &|id| self.included(id, ""),
-                folder_of: &|id| self.folder_of(id),
+            // The scope borrows the renderer: it ends before the next await (the future must
+            // stay `Send`).
+            let spill = {
+                let scope = directories::Scope {
+                    directory: &self.directory,
+                    seen: &self.seen_conversations,
+                    in_scope: &|id| self.included(id, ""),
+                    folder_of: &|id| self.folder_of(id),
+                };
+                directories::write_listing(&scope, section, self.zip.disk_budget())?
             };
-            let spill = directories::write_listing(&scope, section, self.zip.disk_budget())?;
             self.zip
                 .add_parts(format!("{}/{path}", self.root), vec![Part::Spill(spill)])
                 .await?;

@@ -62,3 +62,18 @@ async fn past_its_disk_budget_an_export_fails_and_within_it_the_bytes_are_the_sa
     let report = archive::verify::verify(&mut std::io::Cursor::new(&tight)).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
+
+/// The export service runs exports on a multi-threaded runtime: the export's future must be
+/// `Send` (a borrow held across an await, such as the listings' scope, would break it).
+#[tokio::test]
+async fn the_export_future_can_move_between_threads() {
+    fn send<T: Send>(future: T) -> T {
+        future
+    }
+    let reader = support::log_of(&history()).await;
+    let request = support::request("");
+    let (bytes, _, _) = send(export_to_sink(&request, &reader, Vec::new(), |_| {}))
+        .await
+        .unwrap();
+    assert!(!bytes.is_empty());
+}
