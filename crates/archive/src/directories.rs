@@ -10,14 +10,13 @@
 //! order.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::{BufWriter, Write};
 use std::iter::Peekable;
 
 use chrono::{DateTime, FixedOffset};
 use event_model::ConversationKind;
-use event_model::directory::{ConversationState, Directory};
-use event_model::event::Member;
+use event_model::directory::{ConversationState, Directory, Members};
 use serde::{Serialize, Serializer};
 
 use crate::spill::{Spill, from_io};
@@ -128,7 +127,7 @@ struct ConversationRecord<'a> {
     has_content_in_range: bool,
     id: &'a str,
     kind: &'static str,
-    members: Members<'a>,
+    members: MemberList<'a>,
     name: Option<&'a str>,
     owner_company_id: Option<&'a str>,
 }
@@ -144,7 +143,7 @@ impl<'a> ConversationRecord<'a> {
             has_content_in_range: scope.seen.contains(id),
             id,
             kind: kind_name(kind),
-            members: Members {
+            members: MemberList {
                 directory: scope.directory,
                 members: state.map(|c| &c.members),
             },
@@ -155,12 +154,12 @@ impl<'a> ConversationRecord<'a> {
 }
 
 /// A conversation's current members, in id order, each as the person the directory knows.
-struct Members<'a> {
+struct MemberList<'a> {
     directory: &'a Directory,
-    members: Option<&'a BTreeMap<String, Member>>,
+    members: Option<&'a Members>,
 }
 
-impl Serialize for Members<'_> {
+impl Serialize for MemberList<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let people = &self.directory.people;
         serializer.collect_seq(self.members.into_iter().flat_map(|members| {
@@ -246,6 +245,7 @@ mod scale;
 #[cfg(test)]
 mod tests {
     use event_model::directory::PersonState;
+    use event_model::event::Member;
     use serde_json::{Value, json};
 
     use super::*;
@@ -275,17 +275,13 @@ mod tests {
                 ConversationKind::Group,
                 ConversationKind::Team,
             ][c % 3];
-            let members = (0..c % 11)
-                .map(|m| {
+            let members: Vec<Member> = (0..c % 11)
+                .map(|m| Member {
                     // Some members the directory has no person for.
-                    let person_id = format!("u{:02}", (c * 5 + m * 7) % 37);
-                    let member = Member {
-                        person_id: person_id.clone(),
-                        company_id: "acme".into(),
-                        name: None,
-                        email: None,
-                    };
-                    (person_id, member)
+                    person_id: format!("u{:02}", (c * 5 + m * 7) % 37),
+                    company_id: "acme".into(),
+                    name: None,
+                    email: None,
                 })
                 .collect();
             directory.conversations.insert(
@@ -298,7 +294,7 @@ mod tests {
                     created_at: (c % 5 != 0).then_some(at),
                     created_by: (c % 6 != 0).then(|| "u01".to_owned()),
                     archived_at: (c % 7 == 3).then_some(at),
-                    members,
+                    members: members.iter().collect(),
                 },
             );
         }
@@ -337,7 +333,7 @@ mod tests {
             let state = scope.directory.conversations.get(id);
             let (folder, kind) = (scope.folder_of)(id);
             let members: Vec<Value> = state
-                .map(|c| c.members.keys().map(|m| person(m)).collect())
+                .map(|c| c.members.keys().map(&person).collect())
                 .unwrap_or_default();
             let record = json!({
                 "id": id, "kind": kind_name(kind), "name": state.and_then(|c| c.name.clone()),

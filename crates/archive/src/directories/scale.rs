@@ -75,16 +75,12 @@ fn company() -> Directory {
             _ if c % 3 == 1 => (ConversationKind::Group, 3 + c % 18),
             _ => (ConversationKind::Team, 3 + c % 18),
         };
-        let members = (0..size)
-            .map(|m| {
-                let id = person_id((c * 7919 + m * 13) % 50_000);
-                let member = Member {
-                    person_id: id.clone(),
-                    company_id: "acme".into(),
-                    name: Some(format!("Person Number {m}")),
-                    email: None,
-                };
-                (id, member)
+        let members: Vec<Member> = (0..size)
+            .map(|m| Member {
+                person_id: person_id((c * 7919 + m * 13) % 50_000),
+                company_id: "acme".into(),
+                name: Some(format!("Person Number {m}")),
+                email: None,
             })
             .collect();
         let id = format!("conversation-{c:06}");
@@ -98,16 +94,59 @@ fn company() -> Directory {
                 created_at: Some(at),
                 created_by: Some(person_id(c % 50_000)),
                 archived_at: None,
-                members,
+                members: members.iter().collect(),
             },
         );
     }
     directory
 }
 
+const PHASE: &str = "CCE_DIRECTORY_SCALE_PHASE";
+const SNAPSHOT: &str = "CCE_DIRECTORY_SCALE_SNAPSHOT";
+
+/// Each phase runs in a process of its own (this test, run again), so that memory one phase
+/// freed does not hide what the next one needs.
 #[test]
 #[ignore = "a measurement at scale, run by hand"]
 fn the_directory_path_at_scale() {
+    match std::env::var(PHASE).as_deref() {
+        Ok("build") => return build_phase(),
+        Ok("decode") => return decode_phase(),
+        Ok("listings") => return listings_phase(),
+        _ => {}
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let snapshot = dir.path().join("snapshot.json");
+    let started = Instant::now();
+    let bytes = serde_json::to_vec(&company()).unwrap_or_default();
+    println!(
+        "snapshot: {:.1} MiB of JSON, built and encoded in {:.2?}",
+        bytes.len() as f64 / f64::from(1 << 20),
+        started.elapsed()
+    );
+    std::fs::write(&snapshot, bytes).unwrap_or_else(|e| panic!("{e}"));
+    for phase in ["build", "decode", "listings"] {
+        let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+        let out = std::process::Command::new(exe)
+            .args([
+                "directories::scale::the_directory_path_at_scale",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(PHASE, phase)
+            .env(SNAPSHOT, &snapshot)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{phase}: {stdout}");
+        let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with(phase)).collect();
+        assert!(!lines.is_empty(), "{phase} reported nothing: {stdout}");
+        lines.iter().for_each(|l| println!("{l}"));
+    }
+}
+
+fn build_phase() {
     let base = phase();
     let started = Instant::now();
     let directory = company();
@@ -117,36 +156,41 @@ fn the_directory_path_at_scale() {
         .map(|c| c.members.len())
         .sum();
     println!(
-        "directory: {} people, {} conversations, {members} memberships: {:.1} MiB resident \
-         (peak {:.1} MiB) built in {:.2?}",
+        "build: {} people, {} conversations, {members} memberships: {:.1} MiB resident \
+         (peak {:.1} MiB) in {:.2?}",
         directory.people.len(),
         directory.conversations.len(),
         status_mib("VmRSS:") - base,
         peak_above(base),
         started.elapsed()
     );
+}
 
-    let started = Instant::now();
-    let snapshot = serde_json::to_vec(&directory).unwrap_or_default();
-    println!(
-        "snapshot: {:.1} MiB of JSON, encoded in {:.2?}",
-        snapshot.len() as f64 / f64::from(1 << 20),
-        started.elapsed()
-    );
+fn read_snapshot() -> Vec<u8> {
+    let path = std::env::var(SNAPSHOT).unwrap_or_default();
+    std::fs::read(path).unwrap_or_else(|e| panic!("{e}"))
+}
 
+fn decode_phase() {
+    let bytes = read_snapshot();
     let base = phase();
     let started = Instant::now();
-    let decoded: Directory = serde_json::from_slice(&snapshot).unwrap_or_default();
+    let directory: Directory = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}"));
     println!(
-        "snapshot decode (LogReader::metadata's part): peak {:.1} MiB above the snapshot's \
-         bytes, in {:.2?}",
+        "decode (LogReader::metadata's part): {:.1} MiB resident after, peak {:.1} MiB above \
+         the snapshot's {:.1} MiB, in {:.2?} ({} conversations)",
+        status_mib("VmRSS:") - base,
         peak_above(base),
-        started.elapsed()
+        bytes.len() as f64 / f64::from(1 << 20),
+        started.elapsed(),
+        directory.conversations.len()
     );
-    assert_eq!(decoded.conversations.len(), directory.conversations.len());
-    drop(decoded);
-    drop(snapshot);
+}
 
+fn listings_phase() {
+    let bytes = read_snapshot();
+    let directory: Directory = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}"));
+    drop(bytes);
     let seen: BTreeSet<String> = directory
         .conversations
         .keys()
@@ -179,7 +223,7 @@ fn the_directory_path_at_scale() {
         let started = Instant::now();
         let spill = write_listing(&scope, section, &disk).unwrap_or_else(|e| panic!("{e}"));
         println!(
-            "{section:?} listing: {:.1} MiB written in {:.2?}, peak {:.2} MiB above before",
+            "listings: {section:?}: {:.1} MiB written in {:.2?}, peak {:.2} MiB above before",
             spill.len() as f64 / f64::from(1 << 20),
             started.elapsed(),
             peak_above(base)
