@@ -313,7 +313,7 @@ mod tests {
 
     /// The listings as they were built before streaming: one `Value` tree (render.rs at
     /// 0c600df).
-    fn reference(scope: &Scope<'_>) -> [Vec<u8>; 2] {
+    pub(super) fn reference(scope: &Scope<'_>) -> [Vec<u8>; 2] {
         let person = |id: &str| match scope.directory.people.get(id) {
             Some(p) => {
                 json!({"id": id, "name": p.name, "email": p.email, "company_id": p.company_id})
