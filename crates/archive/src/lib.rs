@@ -4,13 +4,16 @@
 //!
 //! - [`render`]: log → day files, `users.json`, `teams.json`, manifest.
 //! - [`zip`]: the streaming ZIP writer (deflate on every core, ZIP64 where needed).
-//! - [`spill`]: temporary files for what the end of an archive needs, so memory stays flat.
+//! - [`spill`]: temporary files for what the end of an archive needs, so memory stays flat;
+//!   all of an export's count against its [`DiskBudget`].
+//! - `directories`: `users.json` and `teams.json`, streamed one conversation at a time.
 //! - [`multipart`]: the S3 multipart sink with growing part sizes.
 //! - [`names`]: safe, unique folder names.
 //! - [`verify`]: reading an archive back and checking it against its manifest, whose counts
 //!   `reconcile` recounts from the day files.
 
 pub mod budget;
+mod directories;
 mod items;
 pub mod manifest;
 pub mod multipart;
@@ -156,6 +159,8 @@ pub async fn export_to_sink<S: Sink>(
         .await?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let zip = ZipWriter::new(sink, 6, workers + 1);
+    // Every temporary file of the export counts against one budget.
+    let zip = zip.with_disk_budget(DiskBudget::new(request.limits.disk_bytes));
     render::Renderer::new(request, tz, directory, zip)?
         .run(reader, progress)
         .await

@@ -16,10 +16,11 @@ use bytes::Bytes;
 use chrono::{NaiveDate, Utc};
 use chrono_tz::Tz;
 use compliance_log::{LogReader, LogRecord};
-use event_model::directory::{ConversationState, Directory};
+use event_model::directory::Directory;
 use event_model::{ConversationKind, EventBody};
 use serde_json::{Value, json};
 
+use crate::directories;
 use crate::items::{Change, DayFile, ItemKind, item_key};
 use crate::manifest::{
     ConversationCounts, Counts, DayCounts, EXPORT_FORMAT, EXPORT_FORMAT_VERSION, ExportSummary,
@@ -29,12 +30,10 @@ use crate::names::{conversation_folder, sanitize};
 use crate::spill::Spill;
 use crate::texts::PostTexts;
 use crate::zip::{Part, Sink, ZipWriter};
-use crate::{ArchiveError, ExportRequest, Progress};
+use crate::{ArchiveError, DiskBudget, ExportRequest, Progress};
 
 /// Items per day file before it is split into numbered parts (as RingCentral does).
 pub const MAX_ITEMS_PER_FILE: usize = 10_000;
-/// Bytes of post texts held in memory per generation before older ones move to disk.
-const TEXT_MEMORY_BUDGET: usize = 4 << 20;
 /// Bytes of placeholder keys held in memory per generation before older ones move to disk.
 const UNBORN_MEMORY_BUDGET: usize = 1 << 20;
 
@@ -70,9 +69,9 @@ struct ManifestLines {
 }
 
 impl ManifestLines {
-    fn new() -> Result<Self, ArchiveError> {
+    fn new(disk: &DiskBudget) -> Result<Self, ArchiveError> {
         Ok(Self {
-            spill: Spill::new()?,
+            spill: Spill::with_budget(disk)?,
             count: 0,
         })
     }
@@ -102,6 +101,8 @@ impl<'a, S: Sink> Renderer<'a, S> {
             ),
             120,
         );
+        // The export's temporary disk, shared by every temporary file it makes.
+        let disk = zip.disk_budget().clone();
         Ok(Self {
             request,
             tz,
@@ -110,14 +111,14 @@ impl<'a, S: Sink> Renderer<'a, S> {
             zip,
             day: None,
             open: BTreeMap::new(),
-            texts: PostTexts::new(TEXT_MEMORY_BUDGET),
-            unborn: PostTexts::new(UNBORN_MEMORY_BUDGET),
+            texts: PostTexts::new(request.limits.texts_bytes(), disk.clone()),
+            unborn: PostTexts::new(UNBORN_MEMORY_BUDGET, disk.clone()),
             day_counts: BTreeMap::new(),
             conversation_counts: BTreeMap::new(),
             seen_conversations: BTreeSet::new(),
             events_read: 0,
-            manifest_days: ManifestLines::new()?,
-            manifest_files: ManifestLines::new()?,
+            manifest_days: ManifestLines::new(&disk)?,
+            manifest_files: ManifestLines::new(&disk)?,
             json_bytes: 0,
         })
     }
@@ -478,47 +479,22 @@ impl<'a, S: Sink> Renderer<'a, S> {
         Ok(())
     }
 
-    fn conversation_record(&self, id: &str, state: Option<&ConversationState>) -> Value {
-        let (folder, kind) = self.folder_of(id);
-        let members: Vec<Value> = state
-            .map(|c| c.members.keys().map(|m| self.person(m)).collect())
-            .unwrap_or_default();
-        json!({
-            "id": id, "kind": kind_name(kind), "name": state.and_then(|c| c.name.clone()),
-            "owner_company_id": state.map(|c| c.owner_company_id.clone()),
-            "created_at": state.and_then(|c| c.created_at), "created_by": state.and_then(|c| c.created_by.clone()),
-            "archived_at": state.and_then(|c| c.archived_at), "members": members, "folder": folder,
-            "has_content_in_range": self.seen_conversations.contains(id),
-        })
-    }
-
+    /// `users.json` and `teams.json`, streamed (`directories.rs`).
     async fn write_directories(&mut self) -> Result<(), ArchiveError> {
-        let ids: BTreeSet<String> = self
-            .directory
-            .conversations
-            .keys()
-            .filter(|id| self.included(id, ""))
-            .chain(self.seen_conversations.iter())
-            .cloned()
-            .collect();
-        let (mut people, mut teams) = (Vec::new(), Vec::new());
-        for id in &ids {
-            let state = self.directory.conversations.get(id);
-            let record = self.conversation_record(id, state);
-            if state.is_some_and(|c| c.kind == ConversationKind::Team) {
-                teams.push(record);
-            } else {
-                people.push(record);
-            }
-        }
-        for (path, list) in [
-            ("People_And_Groups/users.json", people),
-            ("Teams/teams.json", teams),
-        ] {
-            let bytes = serde_json::to_vec_pretty(&json!({"conversations": list}))
-                .map_err(|e| ArchiveError::Internal(e.to_string()))?;
+        for (path, section) in directories::LISTINGS {
+            // The scope borrows the renderer: it ends before the next await (the future must
+            // stay `Send`).
+            let spill = {
+                let scope = directories::Scope {
+                    directory: &self.directory,
+                    seen: &self.seen_conversations,
+                    in_scope: &|id| self.included(id, ""),
+                    folder_of: &|id| self.folder_of(id),
+                };
+                directories::write_listing(&scope, section, self.zip.disk_budget())?
+            };
             self.zip
-                .add(format!("{}/{path}", self.root), Bytes::from(bytes))
+                .add_parts(format!("{}/{path}", self.root), vec![Part::Spill(spill)])
                 .await?;
             self.record_written()?;
         }

@@ -8,33 +8,89 @@
 //! once, so they vanish when dropped or when the process dies, even by SIGKILL. Writes are
 //! buffered (64 KiB) into the page cache; they are done inline on the async task, as each costs
 //! microseconds.
+//!
+//! Every byte is counted against the export's [`DiskBudget`] before it is written, and given
+//! back when the file (or its [`SpillReader`]) is dropped: an export that would pass its
+//! temporary-disk limit fails with [`ArchiveError::DiskBudget`] instead of filling the disk.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::ArchiveError;
+use crate::{ArchiveError, DiskBudget};
 
 const BUFFER: usize = 64 * 1024;
+
+/// Bytes of temporary disk counted against a [`DiskBudget`], given back when dropped (the file
+/// they stand for is deleted with them).
+#[derive(Debug)]
+pub(crate) struct DiskUse {
+    budget: DiskBudget,
+    bytes: u64,
+}
+
+impl DiskUse {
+    pub(crate) fn new(budget: &DiskBudget) -> Self {
+        Self {
+            budget: budget.clone(),
+            bytes: 0,
+        }
+    }
+
+    /// Counts `bytes` more, or fails (counting nothing) past the budget.
+    pub(crate) fn grow(&mut self, bytes: u64) -> Result<(), ArchiveError> {
+        self.budget.reserve(bytes)?;
+        self.bytes += bytes;
+        Ok(())
+    }
+
+    /// Makes the count `bytes` (a file's length now), growing or shrinking it.
+    pub(crate) fn set(&mut self, bytes: u64) -> Result<(), ArchiveError> {
+        if bytes > self.bytes {
+            self.grow(bytes - self.bytes)
+        } else {
+            self.budget.release(self.bytes - bytes);
+            self.bytes = bytes;
+            Ok(())
+        }
+    }
+}
+
+impl Drop for DiskUse {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
+    }
+}
 
 /// An append-only temporary file.
 #[derive(Debug)]
 pub struct Spill {
     file: BufWriter<File>,
     len: u64,
+    disk: DiskUse,
 }
 
 impl Spill {
+    /// A spill counted against no budget (tools and tests).
     pub fn new() -> Result<Self, ArchiveError> {
+        Self::with_budget(&DiskBudget::unlimited())
+    }
+
+    /// A spill whose bytes count against `budget` until it (or its reader) is dropped.
+    pub fn with_budget(budget: &DiskBudget) -> Result<Self, ArchiveError> {
         let file = tempfile::tempfile().map_err(spill_error)?;
         Ok(Self {
             file: BufWriter::with_capacity(BUFFER, file),
             len: 0,
+            disk: DiskUse::new(budget),
         })
     }
 
+    /// Appends `bytes`, or fails with [`ArchiveError::DiskBudget`] (writing nothing) when they
+    /// would pass the budget.
     pub fn append(&mut self, bytes: &[u8]) -> Result<(), ArchiveError> {
+        self.disk.grow(bytes.len() as u64)?;
         self.file.write_all(bytes).map_err(spill_error)?;
         self.len += bytes.len() as u64;
         Ok(())
@@ -51,23 +107,27 @@ impl Spill {
 
     /// Everything written, from the start.
     pub fn into_reader(self) -> Result<SpillReader, ArchiveError> {
-        let mut file = self
-            .file
-            .into_inner()
-            .map_err(|e| spill_error(e.into_error()))?;
+        let Self { file, len, disk } = self;
+        let mut file = file.into_inner().map_err(|e| spill_error(e.into_error()))?;
         file.seek(SeekFrom::Start(0)).map_err(spill_error)?;
         Ok(SpillReader {
             file,
-            left: self.len,
+            left: len,
+            _disk: disk,
         })
     }
 }
 
+/// For serialisers and encoders: a write past the budget fails with an `io::Error` that
+/// [`from_io`] turns back into [`ArchiveError::DiskBudget`].
 impl Write for Spill {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.len += n as u64;
-        Ok(n)
+        self.disk
+            .grow(buf.len() as u64)
+            .map_err(std::io::Error::other)?;
+        self.file.write_all(buf)?;
+        self.len += buf.len() as u64;
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -80,6 +140,8 @@ impl Write for Spill {
 pub struct SpillReader {
     file: File,
     left: u64,
+    /// The file's bytes stay counted until it is read and dropped.
+    _disk: DiskUse,
 }
 
 impl SpillReader {
@@ -98,6 +160,28 @@ impl SpillReader {
     /// Bytes not read yet.
     pub fn remaining(&self) -> u64 {
         self.left
+    }
+}
+
+/// The [`ArchiveError`] an `io::Error` from writing a [`Spill`] carries (a budget refused), or
+/// `otherwise` for any other failure.
+pub(crate) fn from_io(
+    error: std::io::Error,
+    otherwise: impl FnOnce(std::io::Error) -> ArchiveError,
+) -> ArchiveError {
+    if !error
+        .get_ref()
+        .is_some_and(|inner| inner.is::<ArchiveError>())
+    {
+        return otherwise(error);
+    }
+    match error
+        .into_inner()
+        .map(|inner| inner.downcast::<ArchiveError>())
+    {
+        Some(Ok(archive)) => *archive,
+        // Unreachable: checked above.
+        _ => ArchiveError::Internal("a temporary file's write failed".into()),
     }
 }
 
@@ -129,6 +213,31 @@ mod tests {
         }
         assert_eq!(back, data);
         assert_eq!(reader.remaining(), 0);
+    }
+
+    #[test]
+    fn counts_against_its_budget_until_dropped_and_refuses_past_it() {
+        let budget = DiskBudget::new(10_000);
+        let mut spill = Spill::with_budget(&budget).unwrap();
+        spill.append(&[7; 6_000]).unwrap();
+        assert_eq!(budget.used(), 6_000);
+        let error = spill.append(&[7; 5_000]).unwrap_err();
+        assert!(matches!(error, ArchiveError::DiskBudget { .. }), "{error}");
+        assert_eq!(budget.used(), 6_000, "a refused append counts nothing");
+        assert_eq!(spill.len(), 6_000, "and writes nothing");
+        // Through `io::Write` (serialisers, encoders) the refusal comes back as the same error.
+        let io = spill.write_all(&[7; 5_000]).unwrap_err();
+        let error = from_io(io, |_| ArchiveError::Internal("lost".into()));
+        assert!(matches!(error, ArchiveError::DiskBudget { .. }), "{error}");
+        let mut reader = spill.into_reader().unwrap();
+        assert_eq!(budget.used(), 6_000, "counted while it can still be read");
+        assert_eq!(reader.next_chunk(100_000).unwrap().unwrap().len(), 6_000);
+        drop(reader);
+        assert_eq!(budget.used(), 0);
+        let other = from_io(std::io::Error::other("disk"), |e| {
+            ArchiveError::Internal(e.to_string())
+        });
+        assert!(matches!(other, ArchiveError::Internal(_)), "{other}");
     }
 
     #[test]

@@ -7,14 +7,21 @@
 //! temporary file with a bounded page cache) in one write transaction, off the async threads.
 //! Lookups go newest first: the current generation, the previous one, then the disk. Most
 //! edits follow their post within hours, so they never touch the disk.
+//!
+//! The table's file counts against the export's [`DiskBudget`]: each batch's bytes before it
+//! is written, then the file's real length after its commit (redb's pages, free space and
+//! growth), so an export whose texts would pass the budget fails with
+//! [`ArchiveError::DiskBudget`]; the file is deleted when the export ends.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::fs::File;
+use std::sync::{Arc, Mutex};
 
 use redb::backends::FileBackend;
 use redb::{Database, ReadableDatabase, TableDefinition};
 
-use crate::ArchiveError;
+use crate::spill::DiskUse;
+use crate::{ArchiveError, DiskBudget};
 
 const TABLE: TableDefinition<&str, &str> = TableDefinition::new("post_texts");
 /// The on-disk table's page cache.
@@ -28,7 +35,56 @@ pub(crate) struct PostTexts {
     budget: usize,
     current: Generation,
     previous: Generation,
-    disk: Option<Arc<Database>>,
+    disk_budget: DiskBudget,
+    disk: Option<Arc<DiskTable>>,
+}
+
+/// The on-disk table, its file (to measure) and what the file counts against the budget.
+#[derive(Debug)]
+struct DiskTable {
+    db: Database,
+    file: File,
+    used: Mutex<DiskUse>,
+}
+
+impl DiskTable {
+    fn create(budget: &DiskBudget) -> Result<Self, ArchiveError> {
+        let file = tempfile::tempfile().map_err(|e| disk_error(e.to_string()))?;
+        let measured = file.try_clone().map_err(|e| disk_error(e.to_string()))?;
+        let db = redb::Builder::new()
+            .set_cache_size(DISK_CACHE_BYTES)
+            .create_with_backend(FileBackend::new(file).map_err(disk_error)?)
+            .map_err(disk_error)?;
+        let table = Self {
+            db,
+            file: measured,
+            used: Mutex::new(DiskUse::new(budget)),
+        };
+        table.measure()?;
+        Ok(table)
+    }
+
+    /// Counts `bytes` more before they are written.
+    fn reserve(&self, bytes: u64) -> Result<(), ArchiveError> {
+        self.lock().grow(bytes)
+    }
+
+    /// Makes the count the file's length now.
+    fn measure(&self) -> Result<(), ArchiveError> {
+        let len = self
+            .file
+            .metadata()
+            .map_err(|e| disk_error(e.to_string()))?
+            .len();
+        self.lock().set(len)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DiskUse> {
+        // The count stays right whatever a panicking holder did: it is one number.
+        self.used
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -61,12 +117,14 @@ impl Generation {
 }
 
 impl PostTexts {
-    /// `budget`: bytes of texts (and ids) each in-memory generation holds before it rotates.
-    pub(crate) fn new(budget: usize) -> Self {
+    /// `budget`: bytes of texts (and ids) each in-memory generation holds before it rotates;
+    /// `disk`: the export's temporary disk, which the on-disk table counts against.
+    pub(crate) fn new(budget: usize, disk: DiskBudget) -> Self {
         Self {
             budget: budget.max(1),
             current: Generation::default(),
             previous: Generation::default(),
+            disk_budget: disk,
             disk: None,
         }
     }
@@ -104,10 +162,10 @@ impl PostTexts {
     }
 
     fn on_disk(&self, id: &str) -> Result<Option<String>, ArchiveError> {
-        let Some(db) = &self.disk else {
+        let Some(disk) = &self.disk else {
             return Ok(None);
         };
-        let read = db.begin_read().map_err(disk_error)?;
+        let read = disk.db.begin_read().map_err(disk_error)?;
         let table = read.open_table(TABLE).map_err(disk_error)?;
         Ok(table
             .get(id)
@@ -121,15 +179,11 @@ impl PostTexts {
         if older.texts.is_empty() {
             return Ok(());
         }
-        let db = match &self.disk {
-            Some(db) => db.clone(),
+        let disk = match &self.disk {
+            Some(disk) => disk.clone(),
             None => {
-                let file = tempfile::tempfile().map_err(|e| disk_error(e.to_string()))?;
-                let db = redb::Builder::new()
-                    .set_cache_size(DISK_CACHE_BYTES)
-                    .create_with_backend(FileBackend::new(file).map_err(disk_error)?)
-                    .map_err(disk_error)?;
-                self.disk.insert(Arc::new(db)).clone()
+                let table = DiskTable::create(&self.disk_budget)?;
+                self.disk.insert(Arc::new(table)).clone()
             }
         };
         tokio::task::spawn_blocking(move || -> Result<(), ArchiveError> {
@@ -137,7 +191,11 @@ impl PostTexts {
             // Sorted keys fill the B-tree's pages in order.
             entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             for batch in entries.chunks(TEXTS_PER_COMMIT) {
-                let write = db.begin_write().map_err(disk_error)?;
+                // Refuse a batch that cannot fit before writing it; the commit then says
+                // what the file really grew by.
+                let bytes: usize = batch.iter().map(|(id, text)| id.len() + text.len()).sum();
+                disk.reserve(bytes as u64)?;
+                let write = disk.db.begin_write().map_err(disk_error)?;
                 {
                     let mut table = write.open_table(TABLE).map_err(disk_error)?;
                     for (id, text) in batch {
@@ -147,6 +205,7 @@ impl PostTexts {
                     }
                 }
                 write.commit().map_err(disk_error)?;
+                disk.measure()?;
             }
             Ok(())
         })
@@ -176,7 +235,7 @@ mod tests {
     #[tokio::test]
     async fn remembers_every_text_across_generations_and_disk() {
         // A tiny budget: almost every insert rotates a generation to disk.
-        let mut texts = PostTexts::new(2_000);
+        let mut texts = PostTexts::new(2_000, DiskBudget::unlimited());
         for i in 0..5_000 {
             assert_eq!(
                 texts
@@ -210,7 +269,7 @@ mod tests {
 
     #[tokio::test]
     async fn small_exports_never_touch_the_disk() {
-        let mut texts = PostTexts::new(1 << 20);
+        let mut texts = PostTexts::new(1 << 20, DiskBudget::unlimited());
         for i in 0..1_000 {
             texts
                 .replace(&format!("p{i}"), "hello".into())
@@ -222,5 +281,40 @@ mod tests {
             Some("hello".into())
         );
         assert!(!texts.spilled());
+    }
+
+    #[tokio::test]
+    async fn the_table_counts_its_file_against_the_disk_budget() {
+        let budget = DiskBudget::unlimited();
+        let mut texts = PostTexts::new(2_000, budget.clone());
+        for i in 0..5_000 {
+            texts
+                .replace(&format!("p{i}"), format!("text {i}"))
+                .await
+                .unwrap();
+        }
+        let file = texts.disk.as_ref().unwrap().file.metadata().unwrap().len();
+        assert!(file > 0);
+        assert_eq!(budget.used(), file, "the count is the file's length");
+        drop(texts);
+        assert_eq!(budget.used(), 0, "given back with the file");
+    }
+
+    #[tokio::test]
+    async fn texts_past_the_disk_budget_fail_the_export_with_the_budget_error() {
+        let budget = DiskBudget::new(64 * 1024);
+        let mut texts = PostTexts::new(2_000, budget.clone());
+        let mut failed = None;
+        for i in 0..20_000 {
+            if let Err(error) = texts.replace(&format!("p{i}"), "x".repeat(100)).await {
+                failed = Some(error);
+                break;
+            }
+        }
+        let error = failed.expect("2 MB of texts cannot fit in 64 KiB");
+        assert!(matches!(error, ArchiveError::DiskBudget { .. }), "{error}");
+        assert!(budget.used() <= budget.limit());
+        drop(texts);
+        assert_eq!(budget.used(), 0);
     }
 }

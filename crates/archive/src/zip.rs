@@ -25,8 +25,8 @@ use flate2::write::DeflateEncoder;
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 
-use crate::ArchiveError;
 use crate::spill::{Spill, SpillReader};
+use crate::{ArchiveError, DiskBudget};
 
 /// Where archive bytes go, in order.
 #[async_trait]
@@ -102,6 +102,8 @@ pub struct ZipWriter<S: Sink> {
     in_flight: usize,
     level: u32,
     written: Vec<EntryInfo>,
+    /// What the writer's spill files count against.
+    disk: DiskBudget,
 }
 
 impl<S: Sink> std::fmt::Debug for ZipWriter<S> {
@@ -125,7 +127,20 @@ impl<S: Sink> ZipWriter<S> {
             in_flight: in_flight.max(1),
             level: level.min(9),
             written: Vec::new(),
+            disk: DiskBudget::unlimited(),
         }
+    }
+
+    /// Counts the writer's temporary files (central directory, entries compressed from spill
+    /// files) against `budget`, the export's; unlimited without it.
+    pub fn with_disk_budget(mut self, budget: DiskBudget) -> Self {
+        self.disk = budget;
+        self
+    }
+
+    /// The budget the writer's temporary files count against (for the export's others).
+    pub fn disk_budget(&self) -> &DiskBudget {
+        &self.disk
     }
 
     /// Bytes written to the sink so far.
@@ -181,9 +196,9 @@ impl<S: Sink> ZipWriter<S> {
     /// from and into spill files on a blocking thread, so its size does not count against memory.
     pub async fn add_parts(&mut self, name: String, parts: Vec<Part>) -> Result<(), ArchiveError> {
         self.flush().await?;
-        let level = self.level;
+        let (level, disk) = (self.level, self.disk.clone());
         let (crc, size, sha256, deflated) =
-            tokio::task::spawn_blocking(move || compress_parts(parts, level))
+            tokio::task::spawn_blocking(move || compress_parts(parts, level, &disk))
                 .await
                 .map_err(|e| ArchiveError::Internal(format!("compression task: {e}")))??;
         if size > MAX_ENTRY_BYTES as u64 {
@@ -233,7 +248,7 @@ impl<S: Sink> ZipWriter<S> {
         let record = central_record(&info.name, crc, compressed, size, local_offset)?;
         let central = match &mut self.central {
             Some(spill) => spill,
-            None => self.central.insert(Spill::new()?),
+            None => self.central.insert(Spill::with_budget(&self.disk)?),
         };
         central.append(&record)?;
         self.entries += 1;
@@ -353,9 +368,12 @@ fn central_record(
 fn compress_parts(
     parts: Vec<Part>,
     level: u32,
+    disk: &DiskBudget,
 ) -> Result<(u32, u64, String, SpillReader), ArchiveError> {
-    let deflate_error = |e: std::io::Error| ArchiveError::Internal(format!("deflate: {e}"));
-    let mut encoder = DeflateEncoder::new(Spill::new()?, Compression::new(level));
+    let deflate_error = |e: std::io::Error| {
+        crate::spill::from_io(e, |e| ArchiveError::Internal(format!("deflate: {e}")))
+    };
+    let mut encoder = DeflateEncoder::new(Spill::with_budget(disk)?, Compression::new(level));
     let (mut crc, mut sha, mut size) = (crc32fast::Hasher::new(), Sha256::new(), 0u64);
     let mut take = |bytes: &[u8], encoder: &mut DeflateEncoder<Spill>| {
         crc.update(bytes);

@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{ConversationKind, ConversationRef, Event, EventBody, Member};
 
+mod members;
+
+pub use members::Members;
+
 /// Serialisable both ways: compaction stores a company's directory as of the end of each day
 /// (a snapshot) so that a reader starts from it instead of folding the whole history.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -37,8 +41,9 @@ pub struct ConversationState {
     pub created_at: Option<DateTime<FixedOffset>>,
     pub created_by: Option<String>,
     pub archived_at: Option<DateTime<FixedOffset>>,
-    /// Current members by person id.
-    pub members: BTreeMap<String, Member>,
+    /// Current members by person id (compact: a large team's members are most of a
+    /// directory's memory).
+    pub members: Members,
 }
 
 impl Directory {
@@ -84,10 +89,7 @@ impl Directory {
                     state.name.clone_from(name);
                     state.created_at = Some(event.occurred_at);
                     state.created_by = Some(created_by.clone());
-                    state.members = members
-                        .iter()
-                        .map(|m| (m.person_id.clone(), m.clone()))
-                        .collect();
+                    state.members = members.iter().collect();
                 }
             }
             EventBody::ConversationRenamed {
@@ -105,9 +107,7 @@ impl Directory {
                 self.learn_people(members);
                 if let Some(state) = self.conversations.get_mut(&conversation.id) {
                     for member in members {
-                        state
-                            .members
-                            .insert(member.person_id.clone(), member.clone());
+                        state.members.insert(member);
                     }
                 }
             }
@@ -145,7 +145,7 @@ impl Directory {
                 created_at: None,
                 created_by: None,
                 archived_at: None,
-                members: BTreeMap::new(),
+                members: Members::default(),
             });
         state.kind = conversation.kind;
         state
