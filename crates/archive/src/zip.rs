@@ -98,8 +98,12 @@ pub struct ZipWriter<S: Sink> {
     /// Central-directory records, spilled as entries are written (created with the first).
     central: Option<Spill>,
     entries: u64,
-    pending: VecDeque<JoinHandle<Result<Compressed, ArchiveError>>>,
+    /// Entries being made, in the order added, with the bytes each is counted for.
+    pending: VecDeque<(JoinHandle<Result<Compressed, ArchiveError>>, usize)>,
     in_flight: usize,
+    /// Bytes counted for the pending entries, and the most they may be counted for.
+    pending_bytes: usize,
+    max_pending_bytes: usize,
     level: u32,
     written: Vec<EntryInfo>,
 }
@@ -123,9 +127,18 @@ impl<S: Sink> ZipWriter<S> {
             entries: 0,
             pending: VecDeque::new(),
             in_flight: in_flight.max(1),
+            pending_bytes: 0,
+            max_pending_bytes: usize::MAX,
             level: level.min(9),
             written: Vec::new(),
         }
+    }
+
+    /// Bounds the bytes of entries being made at once (an entry made alone may pass it).
+    #[must_use]
+    pub fn with_bytes_in_flight(mut self, bytes: usize) -> Self {
+        self.max_pending_bytes = bytes.max(1);
+        self
     }
 
     /// Bytes written to the sink so far.
@@ -152,19 +165,65 @@ impl<S: Sink> ZipWriter<S> {
             });
         }
         let level = self.level;
-        self.pending.push_back(tokio::task::spawn_blocking(move || {
-            compress(name, &data, level)
-        }));
-        while self.pending.len() > self.in_flight {
+        let bytes = data.len();
+        self.make_room(bytes).await?;
+        self.pending.push_back((
+            tokio::task::spawn_blocking(move || compress(name, &data, level)),
+            bytes,
+        ));
+        self.pending_bytes += bytes;
+        Ok(())
+    }
+
+    /// Queues an entry whose content `make` produces on the compression thread (serialising
+    /// it there, off the caller's task). `estimate` is about its size; an entry in flight
+    /// holds its content and its deflated bytes, so it is counted twice that against
+    /// [`with_bytes_in_flight`](Self::with_bytes_in_flight). Written in the order added.
+    pub async fn add_with<F>(
+        &mut self,
+        name: String,
+        estimate: usize,
+        make: F,
+    ) -> Result<(), ArchiveError>
+    where
+        F: FnOnce() -> Result<Vec<u8>, ArchiveError> + Send + 'static,
+    {
+        let level = self.level;
+        let bytes = estimate.saturating_mul(2);
+        self.make_room(bytes).await?;
+        self.pending.push_back((
+            tokio::task::spawn_blocking(move || {
+                let data = make()?;
+                if data.len() > MAX_ENTRY_BYTES {
+                    return Err(ArchiveError::EntryTooLarge {
+                        name,
+                        size: data.len() as u64,
+                    });
+                }
+                compress(name, &data, level)
+            }),
+            bytes,
+        ));
+        self.pending_bytes += bytes;
+        Ok(())
+    }
+
+    /// Writes queued entries until one more of `bytes` fits the bounds.
+    async fn make_room(&mut self, bytes: usize) -> Result<(), ArchiveError> {
+        while !self.pending.is_empty()
+            && (self.pending.len() >= self.in_flight
+                || self.pending_bytes.saturating_add(bytes) > self.max_pending_bytes)
+        {
             self.write_next().await?;
         }
         Ok(())
     }
 
     async fn write_next(&mut self) -> Result<(), ArchiveError> {
-        let Some(task) = self.pending.pop_front() else {
+        let Some((task, bytes)) = self.pending.pop_front() else {
             return Ok(());
         };
+        self.pending_bytes -= bytes;
         let entry = task
             .await
             .map_err(|e| ArchiveError::Internal(format!("compression task: {e}")))??;

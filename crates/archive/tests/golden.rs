@@ -92,10 +92,7 @@ fn random_history(seed: u64, events: usize) -> Vec<Value> {
                 "post.edited",
                 json!({"post_id": post, "editor_id": who, "text": text}),
             ),
-            5 => (
-                "post.deleted",
-                json!({"post_id": post, "deleted_by": who}),
-            ),
+            5 => ("post.deleted", json!({"post_id": post, "deleted_by": who})),
             6 => (
                 "note.created",
                 json!({"note_id": note, "author_id": who, "title": format!("title {i}"), "text": text}),
@@ -107,10 +104,7 @@ fn random_history(seed: u64, events: usize) -> Vec<Value> {
                     json!({"note_id": note, "editor_id": who, "title": title, "text": text}),
                 )
             }
-            8 => (
-                "note.deleted",
-                json!({"note_id": note, "deleted_by": who}),
-            ),
+            8 => ("note.deleted", json!({"note_id": note, "deleted_by": who})),
             _ => {
                 let post_id = (rng.below(2) == 0).then(|| post.clone());
                 (
@@ -123,7 +117,13 @@ fn random_history(seed: u64, events: usize) -> Vec<Value> {
             }
         };
         // Event ids in random order, so ties at one time are broken unlike the events' order.
-        all.push(ev(&format!("g{:05}", rng.below(100_000)), &at, ty, conv, fields));
+        all.push(ev(
+            &format!("g{:05}", rng.below(100_000)),
+            &at,
+            ty,
+            conv,
+            fields,
+        ));
     }
     all
 }
@@ -288,7 +288,11 @@ pub async fn digests(limits: ExportLimits) -> Vec<(String, String)> {
                 .await
                 .unwrap();
             let report = archive::verify::verify(&mut std::io::Cursor::new(&bytes)).unwrap();
-            assert!(report.problems.is_empty(), "{name}/{i}: {:?}", report.problems);
+            assert!(
+                report.problems.is_empty(),
+                "{name}/{i}: {:?}",
+                report.problems
+            );
             out.push((format!("{name}/{i}"), digest(&bytes)));
         }
     }

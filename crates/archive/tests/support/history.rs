@@ -146,4 +146,3 @@ pub fn history() -> Vec<Value> {
         ),
     ]
 }
-
