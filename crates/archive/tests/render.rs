@@ -275,3 +275,42 @@ async fn bad_requests_say_what_to_change() {
         .unwrap_err();
     assert!(error.to_string().contains("IANA"), "{error}");
 }
+
+#[tokio::test]
+async fn a_day_of_large_texts_is_split_into_parts_by_size() {
+    // 10 posts of 900 KB: about 9 MB of JSON in one day (past 8 MiB), far under 10,000 items.
+    let events: Vec<Value> = (0..10)
+        .map(|i| {
+            support::ev(
+                &format!("e{i:02}"),
+                &format!("2026-02-01T10:{i:02}:00Z"),
+                "post.created",
+                json!({"post_id": format!("p{i:02}"), "author_id": "ann",
+                       "text": format!("{i:02}{}", "x".repeat(900_000))}),
+            )
+        })
+        .collect();
+    let (days, manifest) = support::export(&events, "").await;
+    let names: Vec<&str> = days.keys().map(String::as_str).collect();
+    assert_eq!(names, ["2026-02-01", "2026-02-01_part-2"]);
+    let mut ids = Vec::new();
+    for (part, file) in days.values().enumerate() {
+        assert_eq!(
+            (&file["part"], &file["parts"]),
+            (&json!(part + 1), &json!(2))
+        );
+        let bytes = serde_json::to_vec_pretty(file).unwrap().len();
+        assert!(
+            bytes <= archive::render::MAX_PART_BYTES + 1_000_000,
+            "part {part}: {bytes} bytes"
+        );
+        ids.extend(
+            items(file)
+                .iter()
+                .map(|i| i["id"].as_str().unwrap().to_owned()),
+        );
+    }
+    let want: Vec<String> = (0..10).map(|i| format!("p{i:02}")).collect();
+    assert_eq!(ids, want, "every post once, in order across the parts");
+    assert_eq!(manifest["totals"]["posts"], 10);
+}
