@@ -22,7 +22,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{NaiveDate, Utc};
 use chrono_tz::Tz;
-use compliance_log::{LogReader, LogRecord};
+use compliance_log::{LogReader, LogRecord, ReadProgress};
 use event_model::directory::{ConversationState, Directory};
 use event_model::{ConversationKind, EventBody};
 use serde_json::{Value, json};
@@ -157,19 +157,13 @@ impl<'a, S: Sink> Renderer<'a, S> {
                 self.events_read += 1;
                 self.apply(&record).await?;
             }
-            // By data when the log can say how much there is, else by the range's time read.
-            let read = cursor.read_progress();
-            let share = if read.bytes_total > 0 {
-                read.bytes_read as f64 / read.bytes_total as f64
-            } else {
-                let span = (to - origin).num_seconds().max(1) as f64;
-                (cursor.position() - origin).num_seconds().max(0) as f64 / span
-            };
+            let span = (to - origin).num_seconds().max(1) as f64;
+            let time_share = (cursor.position() - origin).num_seconds().max(0) as f64 / span;
             progress(Progress {
                 events_read: self.events_read,
                 files_written: self.zip.entry_count(),
                 bytes_written: self.zip.bytes_written(),
-                percent: (share * 100.0).clamp(0.0, 99.0) as u32,
+                percent: percent(cursor.read_progress(), time_share),
             });
         }
         self.flush_day().await?;
@@ -672,6 +666,17 @@ struct ConversationOut<'a> {
     name: Option<&'a str>,
 }
 
+/// Percent done before the end (0–99): the share of the log's data read when the log can say
+/// how much there is, else `time_share`, the share of the range's time read.
+fn percent(read: ReadProgress, time_share: f64) -> u32 {
+    let share = if read.bytes_total > 0 {
+        read.bytes_read as f64 / read.bytes_total as f64
+    } else {
+        time_share
+    };
+    (share * 100.0).clamp(0.0, 99.0) as u32
+}
+
 /// The key of an item in [`Renderer::unborn`]; ids never hold control characters.
 fn unborn_key(conversation_id: &str, item_key: &str) -> String {
     format!("{conversation_id}\u{1f}{item_key}")
@@ -735,5 +740,28 @@ fn log_position(request: &ExportRequest, events_read: u64) -> LogPosition {
                     .collect()
             })
             .unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_follows_the_data_when_the_log_knows_its_size() {
+        let read = |bytes_read, bytes_total| ReadProgress {
+            bytes_read,
+            bytes_total,
+        };
+        let cases = [
+            (read(0, 0), 0.42, 42, "no size known: by time"),
+            (read(0, 0), 1.0, 99, "by time, 100 only at the end"),
+            (read(250, 1_000), 0.9, 25, "by data, whatever the time"),
+            (read(1_000, 1_000), 0.1, 99, "all read: 100 only at the end"),
+            (read(2_000, 1_000), 0.1, 99, "more read than announced"),
+        ];
+        for (progress, time_share, want, name) in cases {
+            assert_eq!(percent(progress, time_share), want, "{name}");
+        }
     }
 }
