@@ -155,8 +155,23 @@ impl SpilledTable {
         TableDefinition::new(&self.keys)
     }
 
-    /// Writes items, their estimates and keys in one transaction; counts the file's growth.
+    /// Writes items, their estimates and keys, a bounded number per transaction; counts the
+    /// file's growth.
     fn write(
+        &self,
+        items: &[(u64, &Item, usize)],
+        keys: &[(&str, u64, bool)],
+    ) -> Result<(), ArchiveError> {
+        for chunk in items.chunks(ITEMS_PER_COMMIT) {
+            self.write_batch(chunk, &[])?;
+        }
+        for chunk in keys.chunks(ITEMS_PER_COMMIT) {
+            self.write_batch(&[], chunk)?;
+        }
+        Ok(())
+    }
+
+    fn write_batch(
         &self,
         items: &[(u64, &Item, usize)],
         keys: &[(&str, u64, bool)],
@@ -319,24 +334,16 @@ impl SpilledDay {
             keys: format!("keys_{number}"),
         });
         let (items, by_key) = file.into_parts();
-        for (start, chunk) in (0..)
-            .step_by(ITEMS_PER_COMMIT)
-            .zip(items.chunks(ITEMS_PER_COMMIT))
-        {
-            let rows: Vec<(u64, &Item, usize)> = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, (item, estimate))| ((start + i) as u64, item, *estimate))
-                .collect();
-            table.write(&rows, &[])?;
-        }
+        let rows: Vec<(u64, &Item, usize)> = items
+            .iter()
+            .enumerate()
+            .map(|(i, (item, estimate))| (i as u64, item, *estimate))
+            .collect();
         let keys: Vec<(&str, u64, bool)> = by_key
             .iter()
             .map(|(key, &index)| (key.as_str(), index as u64, items[index].0.is_placeholder()))
             .collect();
-        for chunk in keys.chunks(ITEMS_PER_COMMIT) {
-            table.write(&[], chunk)?;
-        }
+        table.write(&rows, &keys)?;
         Ok(Self {
             table,
             len: items.len() as u64,
