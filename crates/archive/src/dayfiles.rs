@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use redb::backends::FileBackend;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::items::{Change, DayFile, Item, ItemStore, Stored, apply_change, item_key};
+use crate::items::{Change, DayFile, Item, ItemStore, Stored, StoredRef, apply_change, item_key};
 use crate::{ArchiveError, DiskBudget};
 
 /// Items per day file before it is split into numbered parts (as RingCentral does).
@@ -33,8 +33,8 @@ const DISK_CACHE_BYTES: usize = 4 << 20;
 /// Items per write transaction when a file moves to disk (redb holds a transaction's pages in
 /// memory until it commits).
 const ITEMS_PER_COMMIT: usize = 4_096;
-/// One commit in this many is durable (see [`DayDb::begin_write`]).
-const DURABLE_EVERY: u64 = 32;
+/// Bytes written between durable commits (see [`DayDb::commit`]).
+const DURABLE_BYTES: u64 = 64 << 20;
 
 /// The parts of a day file: positions of items and their estimated bytes, split at
 /// [`MAX_ITEMS_PER_FILE`] items and about [`MAX_PART_BYTES`] (from the content alone).
@@ -81,7 +81,8 @@ struct DayDb {
     file: File,
     disk: DiskBudget,
     counted: AtomicU64,
-    commits: AtomicU64,
+    /// Bytes written since the last durable commit.
+    since_durable: AtomicU64,
 }
 
 impl DayDb {
@@ -97,23 +98,25 @@ impl DayDb {
             file: watched,
             disk,
             counted: AtomicU64::new(0),
-            commits: AtomicU64::new(0),
+            since_durable: AtomicU64::new(0),
         };
         db.count_growth()?;
         Ok(db)
     }
 
-    /// A write transaction. Nothing here must survive a crash, so commits skip the sync to
-    /// disk, but one in [`DURABLE_EVERY`] is durable: redb reuses the pages that non-durable
-    /// commits free only after one, and the file would grow.
-    fn begin_write(&self) -> Result<redb::WriteTransaction, ArchiveError> {
-        let mut write = self.db.begin_write().map_err(disk_error)?;
-        if self.commits.fetch_add(1, Ordering::Relaxed) % DURABLE_EVERY != DURABLE_EVERY - 1 {
+    /// Commits `write`, which wrote about `bytes`. Nothing here must survive a crash, so
+    /// commits skip the sync to disk, except one per [`DURABLE_BYTES`] written: redb reuses the
+    /// pages that non-durable commits free only after a durable one, and the file would grow.
+    fn commit(&self, mut write: redb::WriteTransaction, bytes: u64) -> Result<(), ArchiveError> {
+        let since = self.since_durable.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if since < DURABLE_BYTES {
             write
                 .set_durability(redb::Durability::None)
                 .map_err(disk_error)?;
+        } else {
+            self.since_durable.store(0, Ordering::Relaxed);
         }
-        Ok(write)
+        write.commit().map_err(disk_error)
     }
 
     /// Counts the file's growth since the last call against the disk budget.
@@ -176,18 +179,20 @@ impl SpilledTable {
         items: &[(u64, &Item, usize)],
         keys: &[(&str, u64, bool)],
     ) -> Result<(), ArchiveError> {
-        let write = self.db.begin_write()?;
+        let write = self.db.db.begin_write().map_err(disk_error)?;
+        let mut bytes = 0u64;
         {
             let mut table = write.open_table(self.items()).map_err(disk_error)?;
             let mut sizes = write.open_table(self.sizes()).map_err(disk_error)?;
             let mut json = Vec::new();
             for &(position, item, estimate) in items {
                 json.clear();
-                serde_json::to_writer(&mut json, &Stored::from(item.clone()))
+                serde_json::to_writer(&mut json, &StoredRef::from(item))
                     .map_err(|e| ArchiveError::Internal(format!("spilled item: {e}")))?;
                 table
                     .insert(position, json.as_slice())
                     .map_err(disk_error)?;
+                bytes += json.len() as u64 + 32;
                 sizes
                     .insert(position, estimate as u64)
                     .map_err(disk_error)?;
@@ -197,9 +202,10 @@ impl SpilledTable {
                 index
                     .insert(key, position << 1 | u64::from(placeholder))
                     .map_err(disk_error)?;
+                bytes += key.len() as u64 + 16;
             }
         }
-        write.commit().map_err(disk_error)?;
+        self.db.commit(write, bytes)?;
         self.db.count_growth()
     }
 
@@ -267,12 +273,17 @@ impl Drop for SpilledTable {
     fn drop(&mut self) {
         // Frees the pages for the next spilled file; on failure they only stay used until the
         // export ends and the file vanishes.
-        let deleted = self.db.begin_write().and_then(|write| {
-            let _ = write.delete_table(self.items());
-            let _ = write.delete_table(self.sizes());
-            let _ = write.delete_table(self.keys());
-            write.commit().map_err(disk_error)
-        });
+        let deleted = self
+            .db
+            .db
+            .begin_write()
+            .map_err(disk_error)
+            .and_then(|write| {
+                let _ = write.delete_table(self.items());
+                let _ = write.delete_table(self.sizes());
+                let _ = write.delete_table(self.keys());
+                self.db.commit(write, 0)
+            });
         if let Err(error) = deleted {
             tracing::warn!(%error, "failed to delete a spilled day file's tables");
         }

@@ -199,8 +199,16 @@ pub(crate) enum Stored {
     File(FileItem),
 }
 
-impl From<Item> for Stored {
-    fn from(item: Item) -> Self {
+/// An item borrowed, written as [`Stored`] reads it back.
+#[derive(Debug, Serialize)]
+pub(crate) enum StoredRef<'a> {
+    Post(&'a PostItem),
+    Note(&'a NoteItem),
+    File(&'a FileItem),
+}
+
+impl<'a> From<&'a Item> for StoredRef<'a> {
+    fn from(item: &'a Item) -> Self {
         match item {
             Item::Post(i) => Self::Post(i),
             Item::Note(i) => Self::Note(i),
@@ -747,7 +755,7 @@ mod tests {
         file.apply("p", post("p", "10", "a"));
         file.apply("n", note_edit("11", "x"));
         for item in &file.items {
-            let bytes = serde_json::to_vec(&Stored::from(item.clone())).unwrap();
+            let bytes = serde_json::to_vec(&StoredRef::from(item)).unwrap();
             let back: Stored = serde_json::from_slice(&bytes).unwrap();
             assert_eq!(&Item::from(back), item);
         }
