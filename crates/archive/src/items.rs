@@ -388,11 +388,15 @@ pub(crate) fn apply_change(
 pub(crate) struct DayFile {
     pub(crate) items: Vec<Item>,
     by_key: HashMap<String, usize>,
-    /// Each item's [`Item::estimate`], and their sum.
+    /// Each item's [`Item::estimate`] (what parts are split by).
     estimates: Vec<usize>,
+    /// The estimates' sum and each item's index entry: the memory the file is counted for.
     bytes: usize,
     touched: usize,
 }
+
+/// Memory of an item's entry in a day file's index, besides its key.
+const INDEX_ENTRY_BYTES: usize = 64;
 
 /// How a day file keys its items: `kind:id`.
 pub(crate) fn item_key(kind: ItemKind, id: &str) -> String {
@@ -410,6 +414,7 @@ impl ItemStore for DayFile {
 
     fn push(&mut self, key: String, item: Item) -> Result<&mut Item, ArchiveError> {
         let index = self.items.len();
+        self.bytes += key.len() + INDEX_ENTRY_BYTES;
         self.by_key.insert(key, index);
         self.items.push(item);
         self.estimates.push(0);
@@ -437,7 +442,7 @@ impl DayFile {
             .map(|(key, _)| key.as_str())
     }
 
-    /// The items' estimated bytes ([`Item::estimate`]).
+    /// The memory the file is counted for: its items' estimates and their index entries.
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
@@ -718,7 +723,12 @@ mod tests {
             }
             assert_eq!(json_of(&file), vec![want], "{name}");
             let estimates: usize = file.items.iter().map(Item::estimate).sum();
-            assert_eq!(file.bytes(), estimates, "{name}: the running estimate");
+            let index = "post:p".len() + INDEX_ENTRY_BYTES;
+            assert_eq!(
+                file.bytes(),
+                estimates + index,
+                "{name}: the running estimate"
+            );
         }
     }
 

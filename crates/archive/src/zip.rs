@@ -577,6 +577,47 @@ mod tests {
         assert_eq!(read[1].1, expected);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn entries_in_flight_are_bounded_by_bytes_and_made_on_the_workers() {
+        // Room for one entry of 600 bytes (counted twice) at a time, whatever the threads.
+        let mut writer = ZipWriter::new(Vec::new(), 6, 4).with_bytes_in_flight(1_500);
+        let mut expected = Vec::new();
+        for i in 0..10 {
+            let body = format!("{i:03}").repeat(200);
+            expected.push(body.clone());
+            writer
+                .add_with(format!("f{i}"), 600, move || Ok(body.into_bytes()))
+                .await
+                .unwrap();
+            assert_eq!(writer.pending.len(), 1, "one entry of its bytes in flight");
+            assert_eq!(writer.take_written().len(), usize::from(i > 0));
+        }
+        let (bytes, _, entries) = writer.finish().await.unwrap();
+        assert_eq!(entries, 10);
+        let read = crate::verify::read_entries(&bytes).unwrap();
+        let bodies: Vec<String> = read
+            .into_iter()
+            .map(|(_, body)| String::from_utf8(body).unwrap())
+            .collect();
+        assert_eq!(bodies, expected, "in the order added");
+    }
+
+    #[tokio::test]
+    async fn an_error_making_an_entry_fails_the_archive() {
+        let mut writer = ZipWriter::new(Vec::new(), 6, 1);
+        writer
+            .add_with("big".into(), 1, || {
+                Err(ArchiveError::EntryTooLarge {
+                    name: "big".into(),
+                    size: u64::MAX,
+                })
+            })
+            .await
+            .unwrap();
+        let error = writer.finish().await.unwrap_err();
+        assert!(error.to_string().contains("big"), "{error}");
+    }
+
     #[tokio::test]
     async fn the_same_entries_give_the_same_bytes() {
         let build = || async {
