@@ -433,3 +433,27 @@ async fn archives_are_the_same_whatever_the_limits() {
         }
     }
 }
+
+/// A day that must move to disk, with less temporary disk than it needs: the export fails and
+/// says what to change.
+#[tokio::test]
+async fn an_export_past_its_disk_budget_fails_saying_so() {
+    let reader = support::log_of_exactly(&busy_day()).await;
+    let mut request = request("");
+    request.limits = ExportLimits {
+        memory_bytes: 64 << 10,
+        disk_bytes: 1 << 20,
+        threads: 2,
+    };
+    let error = export_to_sink(&request, &reader, Vec::new(), |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, archive::ArchiveError::DiskBudget { limit_mib: 1 }),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("CCE_EXPORT_DISK_BUDGET_MIB"),
+        "{error}"
+    );
+}
