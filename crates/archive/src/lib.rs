@@ -13,6 +13,7 @@
 //!   `reconcile` recounts from the day files.
 
 pub mod budget;
+mod dayfiles;
 mod directories;
 mod items;
 pub mod manifest;
@@ -147,9 +148,11 @@ pub async fn export_to_sink<S: Sink>(
 ) -> Result<(S, u64, ExportSummary), ArchiveError> {
     let tz = request.validate()?;
     // The request's position, when it names one, is what the manifest records: read at it.
+    let limits = request.limits;
+    let reader = reader.clone().with_memory_budget(limits.reader_bytes());
     let reader = &match &request.position {
-        Some(position) => reader.clone().at(position.clone()),
-        None => reader.clone(),
+        Some(position) => reader.at(position.clone()),
+        None => reader,
     };
     let directory = reader
         .metadata(
@@ -157,10 +160,11 @@ pub async fn export_to_sink<S: Sink>(
             request.to - chrono::Duration::nanoseconds(1),
         )
         .await?;
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let zip = ZipWriter::new(sink, 6, workers + 1);
-    // Every temporary file of the export counts against one budget.
-    let zip = zip.with_disk_budget(DiskBudget::new(request.limits.disk_bytes));
+    // One entry per worker thread in flight, within the render share of the budget; every
+    // temporary file of the export counts against one disk budget.
+    let zip = ZipWriter::new(sink, 6, limits.worker_threads())
+        .with_bytes_in_flight(limits.render_bytes())
+        .with_disk_budget(DiskBudget::new(limits.disk_bytes));
     render::Renderer::new(request, tz, directory, zip)?
         .run(reader, progress)
         .await

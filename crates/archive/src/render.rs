@@ -1,27 +1,37 @@
 //! Replays a company's log for a range into the seed's layout (`docs/export-format.md`).
 //!
 //! One pass, in log order (time, then id), one local day at a time: a day's files are written
-//! when the next day starts. Memory holds one day of the company's items, the company's
-//! directory, one count per conversation, recent post texts (for "text before" on edits and
-//! deletes; older texts move to disk, `texts.rs`), and recent keys of items that a day file held
-//! without their creation (so a creation read later can name those days; older keys move to
-//! disk the same way). Everything else the end of the archive needs — the manifest's per-day
-//! and per-file lines, the ZIP central directory — is spilled to temporary files as it is made,
-//! so memory does not grow with the range or the number of files. How each event changes its
-//! item, in or out of order: `items.rs`.
+//! when the next day starts. Memory holds the open day's items up to their share of the budget
+//! (the largest day files move to disk past it, `dayfiles.rs`), the company's directory, one
+//! count per conversation, recent post texts (for "text before" on edits and deletes; older
+//! texts move to disk, `texts.rs`), and recent keys of items that a day file held without their
+//! creation (so a creation read later can name those days; older keys move to disk the same
+//! way). Everything else the end of the archive needs — the manifest's per-day and per-file
+//! lines, the ZIP central directory — is spilled to temporary files as it is made, so memory
+//! does not grow with the range or the number of files. How each event changes its item, in or
+//! out of order: `items.rs`.
+//!
+//! Both cores: this task applies events to typed items; each day file's parts are serialised
+//! and deflated on the ZIP writer's blocking threads (`ZipWriter::add_with`), a bounded number
+//! and bytes at a time, and written in the order added — so the bytes are the same whatever the
+//! threads or the budget.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{NaiveDate, Utc};
 use chrono_tz::Tz;
-use compliance_log::{LogReader, LogRecord};
+use compliance_log::{LogReader, LogRecord, ReadProgress};
 use event_model::directory::Directory;
 use event_model::{ConversationKind, EventBody};
-use serde_json::{Value, json};
 
+use crate::dayfiles::OpenDays;
 use crate::directories;
-use crate::items::{Change, DayFile, ItemKind, item_key};
+use crate::items::{
+    Change, Edit, FileItem, Item, ItemKind, NoteDeletion, NoteItem, Person, PersonRef,
+    PostDeletion, PostItem, item_key,
+};
 use crate::manifest::{
     ConversationCounts, Counts, DayCounts, EXPORT_FORMAT, EXPORT_FORMAT_VERSION, ExportSummary,
     FileRecord, LogPosition, ManifestHead, PartitionPosition, RequestRecord,
@@ -32,8 +42,7 @@ use crate::texts::PostTexts;
 use crate::zip::{Part, Sink, ZipWriter};
 use crate::{ArchiveError, DiskBudget, ExportRequest, Progress};
 
-/// Items per day file before it is split into numbered parts (as RingCentral does).
-pub const MAX_ITEMS_PER_FILE: usize = 10_000;
+pub use crate::dayfiles::{MAX_ITEMS_PER_FILE, MAX_PART_BYTES};
 /// Bytes of placeholder keys held in memory per generation before older ones move to disk.
 const UNBORN_MEMORY_BUDGET: usize = 1 << 20;
 
@@ -44,7 +53,8 @@ pub(crate) struct Renderer<'a, S: Sink> {
     directory: Directory,
     zip: ZipWriter<S>,
     day: Option<NaiveDate>,
-    open: BTreeMap<String, DayFile>,
+    /// The open day's files, in memory or spilled to disk.
+    open: OpenDays,
     texts: PostTexts,
     /// Items with a change in a flushed day file whose creation that file did not hold, keyed
     /// by [`unborn_key`], with the dates of those files (comma-separated): when a creation
@@ -55,6 +65,8 @@ pub(crate) struct Renderer<'a, S: Sink> {
     /// Per conversation, over the whole archive.
     conversation_counts: BTreeMap<String, Counts>,
     seen_conversations: BTreeSet<String>,
+    /// The people items name, built once each from the directory.
+    people: HashMap<String, PersonRef>,
     events_read: u64,
     /// The manifest's `days` and `files` lines, as they are made.
     manifest_days: ManifestLines,
@@ -110,12 +122,13 @@ impl<'a, S: Sink> Renderer<'a, S> {
             directory,
             zip,
             day: None,
-            open: BTreeMap::new(),
+            open: OpenDays::new(request.limits.items_bytes(), disk.clone()),
             texts: PostTexts::new(request.limits.texts_bytes(), disk.clone()),
             unborn: PostTexts::new(UNBORN_MEMORY_BUDGET, disk.clone()),
             day_counts: BTreeMap::new(),
             conversation_counts: BTreeMap::new(),
             seen_conversations: BTreeSet::new(),
+            people: HashMap::new(),
             events_read: 0,
             manifest_days: ManifestLines::new(&disk)?,
             manifest_files: ManifestLines::new(&disk)?,
@@ -135,20 +148,20 @@ impl<'a, S: Sink> Renderer<'a, S> {
         // Progress runs from the first event found (all history starts in 2000, which would
         // make the first real day look like 96 %).
         let mut origin = None;
-        while let Some(hour) = cursor.next_hour().await? {
+        while let Some(batch) = cursor.next_batch().await? {
             let origin =
-                *origin.get_or_insert_with(|| hour.first().map_or(from, |r| r.sort_key().0));
-            for record in hour {
+                *origin.get_or_insert_with(|| batch.first().map_or(from, |r| r.sort_key().0));
+            for record in batch {
                 self.events_read += 1;
                 self.apply(&record).await?;
             }
             let span = (to - origin).num_seconds().max(1) as f64;
-            let done = (cursor.position() - origin).num_seconds().max(0) as f64;
+            let time_share = (cursor.position() - origin).num_seconds().max(0) as f64 / span;
             progress(Progress {
                 events_read: self.events_read,
                 files_written: self.zip.entry_count(),
                 bytes_written: self.zip.bytes_written(),
-                percent: ((done / span) * 100.0).clamp(0.0, 99.0) as u32,
+                percent: percent(cursor.read_progress(), time_share),
             });
         }
         self.flush_day().await?;
@@ -224,13 +237,23 @@ impl<'a, S: Sink> Renderer<'a, S> {
             .is_some_and(|c| c.members.keys().any(|m| request.person_ids.contains(m)))
     }
 
-    fn person(&self, id: &str) -> Value {
-        match self.directory.people.get(id) {
-            Some(p) => {
-                json!({"id": id, "name": p.name, "email": p.email, "company_id": p.company_id})
-            }
-            None => json!({"id": id}),
+    /// The person `id` as items name them, shared by every item that does.
+    fn person_ref(&mut self, id: &str) -> PersonRef {
+        if let Some(person) = self.people.get(id) {
+            return person.clone();
         }
+        let person = match self.directory.people.get(id) {
+            Some(p) => Person::Known {
+                company_id: p.company_id.clone(),
+                email: p.email.clone(),
+                id: id.to_owned(),
+                name: p.name.clone(),
+            },
+            None => Person::Unknown { id: id.to_owned() },
+        };
+        let person = PersonRef(Arc::new(person));
+        self.people.insert(id.to_owned(), person.clone());
+        person
     }
 
     fn at(&self, record: &LogRecord) -> String {
@@ -273,64 +296,71 @@ impl<'a, S: Sink> Renderer<'a, S> {
             EventBody::PostDeleted { post_id, .. } => self.texts.take(post_id)?,
             _ => None,
         };
-        let person = |id: &str| self.person(id);
-        let (kind, id, mut change, count): (ItemKind, &str, Change, fn(&mut Counts)) = match &record
-            .event
-            .body
-        {
+        let who = self.person_ref(actor);
+        let (id, mut change, count): (&str, Change, fn(&mut Counts)) = match &record.event.body {
             EventBody::PostCreated {
                 post_id,
-                author_id,
                 text,
                 parent_post_id,
                 ..
             } => (
-                ItemKind::Post,
                 post_id,
-                Change::Create(json!({"kind": "post", "id": post_id,
-                        "author": person(author_id), "created_at": at,
-                        "parent_post_id": parent_post_id, "text": text, "edits": [],
-                        "deleted": null})),
+                Change::Create(Item::Post(PostItem {
+                    author: Some(who),
+                    changed_before_creation_on: None,
+                    created_at: Some(at),
+                    created_elsewhere: false,
+                    deleted: None,
+                    edits: Vec::new(),
+                    id: post_id.clone(),
+                    kind: ItemKind::Post,
+                    parent_post_id: parent_post_id.clone(),
+                    text: Some(text.clone()),
+                })),
                 |c| c.posts += 1,
             ),
-            EventBody::PostEdited {
+            EventBody::PostEdited { post_id, text, .. } => (
                 post_id,
-                editor_id,
-                text,
-                ..
-            } => (
-                ItemKind::Post,
-                post_id,
-                Change::PostEdit {
-                    edit: json!({"at": at, "editor": person(editor_id),
-                            "text_before": before, "text": text}),
+                Change::PostEdit(Edit {
+                    at,
+                    editor: who,
+                    out_of_order: false,
                     text: text.clone(),
-                },
+                    text_before: before,
+                }),
                 |c| c.edits += 1,
             ),
-            EventBody::PostDeleted {
+            EventBody::PostDeleted { post_id, .. } => (
                 post_id,
-                deleted_by,
-                ..
-            } => (
-                ItemKind::Post,
-                post_id,
-                Change::Delete(json!({"at": at, "by": person(deleted_by), "text_before": before})),
+                Change::PostDelete(PostDeletion {
+                    at,
+                    by: who,
+                    out_of_order: false,
+                    text_before: before,
+                }),
                 |c| c.deletes += 1,
             ),
             EventBody::NoteCreated {
                 note_id,
-                author_id,
                 title,
                 text,
                 ..
             } => (
-                ItemKind::Note,
                 note_id,
-                Change::Create(json!({"kind": "note", "id": note_id,
-                        "author": person(author_id), "created_at": at, "title": title,
-                        "text": text, "last_edited_at": null, "edit_count": 0,
-                        "deleted": null})),
+                Change::Create(Item::Note(NoteItem {
+                    author: Some(who),
+                    changed_before_creation_on: None,
+                    created_at: Some(at),
+                    created_elsewhere: false,
+                    deleted: None,
+                    edit_count: 0,
+                    id: note_id.clone(),
+                    kind: ItemKind::Note,
+                    last_edit_out_of_order: false,
+                    last_edited_at: None,
+                    text: Some(text.clone()),
+                    title: title.clone(),
+                })),
                 |c| c.notes += 1,
             ),
             // Notes are exported in their final state without an edit log (the seed's
@@ -341,7 +371,6 @@ impl<'a, S: Sink> Renderer<'a, S> {
                 text,
                 ..
             } => (
-                ItemKind::Note,
                 note_id,
                 Change::NoteEdit {
                     title: title.clone(),
@@ -350,19 +379,17 @@ impl<'a, S: Sink> Renderer<'a, S> {
                 },
                 |c| c.notes += 1,
             ),
-            EventBody::NoteDeleted {
+            EventBody::NoteDeleted { note_id, .. } => (
                 note_id,
-                deleted_by,
-                ..
-            } => (
-                ItemKind::Note,
-                note_id,
-                Change::Delete(json!({"at": at, "by": person(deleted_by)})),
+                Change::NoteDelete(NoteDeletion {
+                    at,
+                    by: who,
+                    out_of_order: false,
+                }),
                 |c| c.notes += 1,
             ),
             EventBody::FileShared {
                 file_id,
-                author_id,
                 name,
                 size,
                 content_type,
@@ -370,34 +397,38 @@ impl<'a, S: Sink> Renderer<'a, S> {
                 post_id,
                 ..
             } => (
-                ItemKind::File,
                 file_id,
-                Change::Create(json!({"kind": "file", "id": file_id,
-                        "author": person(author_id), "shared_at": at, "name": name,
-                        "size": size, "content_type": content_type, "sha256": sha256,
-                        "post_id": post_id, "content_included": false})),
+                Change::Create(Item::File(FileItem {
+                    author: who,
+                    content_included: false,
+                    content_type: content_type.clone(),
+                    id: file_id.clone(),
+                    kind: ItemKind::File,
+                    name: name.clone(),
+                    post_id: post_id.clone(),
+                    sha256: sha256.clone(),
+                    shared_at: at,
+                    size: *size,
+                })),
                 |c| c.files_shared += 1,
             ),
             _ => return Ok(()),
         };
         if let Change::Create(created) = &mut change
-            && kind != ItemKind::File
+            && created.kind() != ItemKind::File
         {
             // Changes of this item on earlier days, timed before this creation (clocks that
             // disagree): those days' files hold them on placeholders.
-            let key = unborn_key(&conversation_id, &item_key(kind, id));
+            let key = unborn_key(&conversation_id, &item_key(created.kind(), id));
             if let Some(dates) = self.unborn.take(&key)? {
-                created["changed_before_creation_on"] = json!(dates.split(',').collect::<Vec<_>>());
+                created
+                    .set_changed_before_creation_on(dates.split(',').map(str::to_owned).collect());
             }
         }
         let counts = self.day_counts.entry(conversation_id.clone()).or_default();
         counts.events += 1;
         count(counts);
-        self.open
-            .entry(conversation_id)
-            .or_default()
-            .apply(kind, id, change);
-        Ok(())
+        self.open.apply(&conversation_id, id, change)
     }
 
     fn folder_of(&self, conversation_id: &str) -> (String, ConversationKind) {
@@ -428,7 +459,7 @@ impl<'a, S: Sink> Renderer<'a, S> {
                 counts,
             })?;
         }
-        for (conversation_id, file) in std::mem::take(&mut self.open) {
+        for (conversation_id, mut file) in self.open.take() {
             let (folder, kind) = self.folder_of(&conversation_id);
             let name = self
                 .directory
@@ -437,40 +468,37 @@ impl<'a, S: Sink> Renderer<'a, S> {
                 .and_then(|c| c.name.clone());
             // Remember the items this file holds without their creation, in case it comes on a
             // later day (clocks that disagree).
-            let mut keys: Vec<&str> = file.placeholders().collect();
-            keys.sort_unstable();
-            for key in keys {
-                let key = unborn_key(&conversation_id, key);
+            for key in file.placeholders()? {
+                let key = unborn_key(&conversation_id, &key);
                 if let Some(dates) = self.unborn.replace(&key, date.clone()).await? {
                     self.unborn.replace(&key, format!("{dates},{date}")).await?;
                 }
             }
-            let chunks: Vec<&[Value]> = file.items.chunks(MAX_ITEMS_PER_FILE).collect();
-            for (part, chunk) in chunks.iter().enumerate() {
-                let file_name = if part == 0 {
+            let parts = file.into_parts()?;
+            let count = parts.len();
+            for (index, (items, estimate)) in parts.into_iter().enumerate() {
+                let part = index + 1;
+                let file_name = if part == 1 {
                     format!("{date}.json")
                 } else {
-                    format!("{date}_part-{}.json", part + 1)
+                    format!("{date}_part-{part}.json")
                 };
-                let body = DayFileOut {
-                    conversation: ConversationOut {
-                        id: &conversation_id,
-                        kind: kind_name(kind),
-                        name: name.as_deref(),
-                    },
-                    date: &date,
-                    items: chunk.iter().collect(),
-                    part: part + 1,
-                    parts: chunks.len(),
+                let head = DayFileHead {
+                    conversation_id: conversation_id.clone(),
+                    kind: kind_name(kind),
+                    name: name.clone(),
+                    date: date.clone(),
+                    part,
+                    parts: count,
                     time_zone: self.tz.name(),
                 };
-                let mut bytes = Vec::with_capacity(chunk.len() * 768 + 256);
-                serde_json::to_writer_pretty(&mut bytes, &body)
-                    .map_err(|e| ArchiveError::Internal(e.to_string()))?;
+                // Serialised on the compression thread: the renderer goes on with the next
+                // day while the writer keeps the entries in the order added.
                 self.zip
-                    .add(
+                    .add_with(
                         format!("{}/{folder}/{file_name}", self.root),
-                        Bytes::from(bytes),
+                        estimate,
+                        move || head.render(&items.load()?),
                     )
                     .await?;
                 self.record_written()?;
@@ -551,13 +579,45 @@ impl<'a, S: Sink> Renderer<'a, S> {
     }
 }
 
-/// A day file, serialised from borrowed items (building it as one `Value` would copy every
-/// item). Fields in alphabetical order, as the format has always had them.
+/// What a day file's part says besides its items.
+struct DayFileHead {
+    conversation_id: String,
+    kind: &'static str,
+    name: Option<String>,
+    date: String,
+    part: usize,
+    parts: usize,
+    time_zone: &'static str,
+}
+
+impl DayFileHead {
+    /// The part's JSON, pretty-printed.
+    fn render(&self, items: &[Item]) -> Result<Vec<u8>, ArchiveError> {
+        let body = DayFileOut {
+            conversation: ConversationOut {
+                id: &self.conversation_id,
+                kind: self.kind,
+                name: self.name.as_deref(),
+            },
+            date: &self.date,
+            items,
+            part: self.part,
+            parts: self.parts,
+            time_zone: self.time_zone,
+        };
+        let mut bytes = Vec::with_capacity(items.iter().map(Item::estimate).sum::<usize>() + 256);
+        serde_json::to_writer_pretty(&mut bytes, &body)
+            .map_err(|e| ArchiveError::Internal(e.to_string()))?;
+        Ok(bytes)
+    }
+}
+
+/// A day file. Fields in alphabetical order, as the format has always had them.
 #[derive(serde::Serialize)]
 struct DayFileOut<'a> {
     conversation: ConversationOut<'a>,
     date: &'a str,
-    items: Vec<&'a Value>,
+    items: &'a [Item],
     part: usize,
     parts: usize,
     time_zone: &'a str,
@@ -568,6 +628,17 @@ struct ConversationOut<'a> {
     id: &'a str,
     kind: &'a str,
     name: Option<&'a str>,
+}
+
+/// Percent done before the end (0–99): the share of the log's data read when the log can say
+/// how much there is, else `time_share`, the share of the range's time read.
+fn percent(read: ReadProgress, time_share: f64) -> u32 {
+    let share = if read.bytes_total > 0 {
+        read.bytes_read as f64 / read.bytes_total as f64
+    } else {
+        time_share
+    };
+    (share * 100.0).clamp(0.0, 99.0) as u32
 }
 
 /// The key of an item in [`Renderer::unborn`]; ids never hold control characters.
@@ -633,5 +704,28 @@ fn log_position(request: &ExportRequest, events_read: u64) -> LogPosition {
                     .collect()
             })
             .unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_follows_the_data_when_the_log_knows_its_size() {
+        let read = |bytes_read, bytes_total| ReadProgress {
+            bytes_read,
+            bytes_total,
+        };
+        let cases = [
+            (read(0, 0), 0.42, 42, "no size known: by time"),
+            (read(0, 0), 1.0, 99, "by time, 100 only at the end"),
+            (read(250, 1_000), 0.9, 25, "by data, whatever the time"),
+            (read(1_000, 1_000), 0.1, 99, "all read: 100 only at the end"),
+            (read(2_000, 1_000), 0.1, 99, "more read than announced"),
+        ];
+        for (progress, time_share, want, name) in cases {
+            assert_eq!(percent(progress, time_share), want, "{name}");
+        }
     }
 }

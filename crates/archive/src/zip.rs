@@ -3,26 +3,30 @@
 //! Each entry is compressed whole in memory (entries are bounded: day files are split into
 //! parts), so its sizes and CRC are known before its local header is written: no data
 //! descriptors, which Java's `ZipInputStream` mishandles, and every entry deflated. Entries are
-//! compressed on blocking threads, a few at a time, and written in order, so compression uses
-//! every core while the output stays a single ordered stream. ZIP64 records are written only
+//! made — serialised by the caller's closure ([`ZipWriter::add_with`]) and compressed — on
+//! blocking threads, one per configured thread at a time, queued within a count and a byte
+//! bound, and written in the order added, so rendering uses every core while the output stays a
+//! single ordered stream. ZIP64 records are written only
 //! where needed: a central-directory offset past 4 GiB, or more than 65,535 entries.
 //!
 //! Determinism: names, contents and their order decide the bytes; every timestamp is fixed at
 //! 1980-01-01 00:00, the DOS epoch.
 //!
-//! Memory: only the entries being compressed. Central-directory records go to a spill file as
+//! Memory: only the entries queued and being made (bounded). Central-directory records go to a spill file as
 //! entries are written and are streamed back by `finish`, and an entry too large for memory (the
 //! manifest of a many-file export) is compressed from spill files into a spill file, so memory
 //! does not grow with the number of entries.
 
 use std::collections::VecDeque;
 use std::io::Write;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 use flate2::Compression;
 use flate2::write::DeflateEncoder;
 use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::spill::{Spill, SpillReader};
@@ -84,6 +88,9 @@ pub enum Part {
     Spill(Spill),
 }
 
+/// Entries queued per compression thread, beyond those being made.
+pub const QUEUED_PER_THREAD: usize = 16;
+
 /// Spill files are copied and read back in chunks of this size.
 const CHUNK: usize = 1 << 20;
 
@@ -98,8 +105,15 @@ pub struct ZipWriter<S: Sink> {
     /// Central-directory records, spilled as entries are written (created with the first).
     central: Option<Spill>,
     entries: u64,
-    pending: VecDeque<JoinHandle<Result<Compressed, ArchiveError>>>,
-    in_flight: usize,
+    /// Entries being made, in the order added, with the bytes each is counted for.
+    pending: VecDeque<(JoinHandle<Result<Compressed, ArchiveError>>, usize)>,
+    /// Entries queued at most (made as threads free up).
+    max_pending: usize,
+    /// One permit per thread that may make an entry at once; taken in the order added.
+    workers: Arc<Semaphore>,
+    /// Bytes counted for the pending entries, and the most they may be counted for.
+    pending_bytes: usize,
+    max_pending_bytes: usize,
     level: u32,
     written: Vec<EntryInfo>,
     /// What the writer's spill files count against.
@@ -116,15 +130,22 @@ impl<S: Sink> std::fmt::Debug for ZipWriter<S> {
 }
 
 impl<S: Sink> ZipWriter<S> {
-    /// `level` is the deflate level (0–9); `in_flight` how many entries compress at once.
-    pub fn new(sink: S, level: u32, in_flight: usize) -> Self {
+    /// `level` is the deflate level (0–9); `threads` how many entries are made (serialised,
+    /// compressed) at once. Up to [`QUEUED_PER_THREAD`] entries per thread wait their turn, so
+    /// the caller goes on while a burst of entries is made (bound their bytes with
+    /// [`with_bytes_in_flight`](Self::with_bytes_in_flight)).
+    pub fn new(sink: S, level: u32, threads: usize) -> Self {
+        let threads = threads.max(1);
         Self {
             sink,
             offset: 0,
             central: None,
             entries: 0,
             pending: VecDeque::new(),
-            in_flight: in_flight.max(1),
+            max_pending: threads * QUEUED_PER_THREAD,
+            workers: Arc::new(Semaphore::new(threads)),
+            pending_bytes: 0,
+            max_pending_bytes: usize::MAX,
             level: level.min(9),
             written: Vec::new(),
             disk: DiskBudget::unlimited(),
@@ -141,6 +162,13 @@ impl<S: Sink> ZipWriter<S> {
     /// The budget the writer's temporary files count against (for the export's others).
     pub fn disk_budget(&self) -> &DiskBudget {
         &self.disk
+    }
+
+    /// Bounds the bytes of entries being made at once (an entry made alone may pass it).
+    #[must_use]
+    pub fn with_bytes_in_flight(mut self, bytes: usize) -> Self {
+        self.max_pending_bytes = bytes.max(1);
+        self
     }
 
     /// Bytes written to the sink so far.
@@ -167,19 +195,91 @@ impl<S: Sink> ZipWriter<S> {
             });
         }
         let level = self.level;
-        self.pending.push_back(tokio::task::spawn_blocking(move || {
+        let bytes = data.len();
+        self.make_room(bytes).await?;
+        let task = self.spawn(move || compress(name, &data, level));
+        self.pending.push_back((task, bytes));
+        self.pending_bytes += bytes;
+        Ok(())
+    }
+
+    /// Queues an entry whose content `make` produces on the compression thread (serialising
+    /// it there, off the caller's task). `estimate` is about its size; an entry in flight
+    /// holds its content and its deflated bytes, so it is counted twice that against
+    /// [`with_bytes_in_flight`](Self::with_bytes_in_flight). Written in the order added.
+    pub async fn add_with<F>(
+        &mut self,
+        name: String,
+        estimate: usize,
+        make: F,
+    ) -> Result<(), ArchiveError>
+    where
+        F: FnOnce() -> Result<Vec<u8>, ArchiveError> + Send + 'static,
+    {
+        let level = self.level;
+        let bytes = estimate.saturating_mul(2);
+        self.make_room(bytes).await?;
+        let task = self.spawn(move || {
+            let data = make()?;
+            if data.len() > MAX_ENTRY_BYTES {
+                return Err(ArchiveError::EntryTooLarge {
+                    name,
+                    size: data.len() as u64,
+                });
+            }
             compress(name, &data, level)
-        }));
-        while self.pending.len() > self.in_flight {
+        });
+        self.pending.push_back((task, bytes));
+        self.pending_bytes += bytes;
+        Ok(())
+    }
+
+    /// Runs `job` on a blocking thread once a worker permit is free (at once when one is).
+    fn spawn<F>(&self, job: F) -> JoinHandle<Result<Compressed, ArchiveError>>
+    where
+        F: FnOnce() -> Result<Compressed, ArchiveError> + Send + 'static,
+    {
+        let joined = |task: Result<Result<Compressed, ArchiveError>, tokio::task::JoinError>| {
+            task.map_err(|e| ArchiveError::Internal(format!("compression task: {e}")))?
+        };
+        if let Ok(permit) = self.workers.clone().try_acquire_owned() {
+            return tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                job()
+            });
+        }
+        let workers = self.workers.clone();
+        tokio::spawn(async move {
+            let permit = workers
+                .acquire_owned()
+                .await
+                .map_err(|e| ArchiveError::Internal(format!("compression workers: {e}")))?;
+            joined(
+                tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    job()
+                })
+                .await,
+            )
+        })
+    }
+
+    /// Writes queued entries until one more of `bytes` fits the bounds.
+    async fn make_room(&mut self, bytes: usize) -> Result<(), ArchiveError> {
+        while !self.pending.is_empty()
+            && (self.pending.len() >= self.max_pending
+                || self.pending_bytes.saturating_add(bytes) > self.max_pending_bytes)
+        {
             self.write_next().await?;
         }
         Ok(())
     }
 
     async fn write_next(&mut self) -> Result<(), ArchiveError> {
-        let Some(task) = self.pending.pop_front() else {
+        let Some((task, bytes)) = self.pending.pop_front() else {
             return Ok(());
         };
+        self.pending_bytes -= bytes;
         let entry = task
             .await
             .map_err(|e| ArchiveError::Internal(format!("compression task: {e}")))??;
@@ -442,10 +542,10 @@ mod tests {
         let (bytes, size, entries) = writer.finish().await.unwrap();
         assert_eq!(size, bytes.len() as u64);
         assert_eq!(entries, 20);
-        assert_eq!(
-            written.len(),
-            20 - 2,
-            "the last in-flight entries are written by finish"
+        assert!(
+            written.len() < 20,
+            "the last queued entries are written by finish: {}",
+            written.len()
         );
         let read = crate::verify::read_entries(&bytes).unwrap();
         assert_eq!(read.len(), 20);
@@ -493,6 +593,47 @@ mod tests {
         assert_eq!(read[0].0, "first.json");
         assert_eq!(read[1].0, "big.txt");
         assert_eq!(read[1].1, expected);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn entries_in_flight_are_bounded_by_bytes_and_made_on_the_workers() {
+        // Room for one entry of 600 bytes (counted twice) at a time, whatever the threads.
+        let mut writer = ZipWriter::new(Vec::new(), 6, 4).with_bytes_in_flight(1_500);
+        let mut expected = Vec::new();
+        for i in 0..10 {
+            let body = format!("{i:03}").repeat(200);
+            expected.push(body.clone());
+            writer
+                .add_with(format!("f{i}"), 600, move || Ok(body.into_bytes()))
+                .await
+                .unwrap();
+            assert_eq!(writer.pending.len(), 1, "one entry of its bytes in flight");
+            assert_eq!(writer.take_written().len(), usize::from(i > 0));
+        }
+        let (bytes, _, entries) = writer.finish().await.unwrap();
+        assert_eq!(entries, 10);
+        let read = crate::verify::read_entries(&bytes).unwrap();
+        let bodies: Vec<String> = read
+            .into_iter()
+            .map(|(_, body)| String::from_utf8(body).unwrap())
+            .collect();
+        assert_eq!(bodies, expected, "in the order added");
+    }
+
+    #[tokio::test]
+    async fn an_error_making_an_entry_fails_the_archive() {
+        let mut writer = ZipWriter::new(Vec::new(), 6, 1);
+        writer
+            .add_with("big".into(), 1, || {
+                Err(ArchiveError::EntryTooLarge {
+                    name: "big".into(),
+                    size: u64::MAX,
+                })
+            })
+            .await
+            .unwrap();
+        let error = writer.finish().await.unwrap_err();
+        assert!(error.to_string().contains("big"), "{error}");
     }
 
     #[tokio::test]

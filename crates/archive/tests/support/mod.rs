@@ -2,6 +2,8 @@
 //! for 2026-02-01..03 and verified.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
+pub mod history;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
