@@ -153,7 +153,6 @@ fn case(name: &str, args: &Args, prefix: &str, now: DateTime<Utc>) -> anyhow::Re
                     content_events: events,
                     start: midnight_before(now, 2),
                     span: chrono::Duration::hours(24) - chrono::Duration::seconds(1),
-                    ..loadgen::Options::default()
                 },
                 // A flush by size: one conversation is one partition's traffic.
                 shape: LogShape {
