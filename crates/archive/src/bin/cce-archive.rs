@@ -60,11 +60,11 @@ enum Command {
         #[arg(long)]
         topic: Option<String>,
         /// Memory the export is sized for, in MiB. Default: 256.
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
         memory_budget_mib: Option<u64>,
         /// Temporary disk (in TMPDIR) the export may use, in MiB; past it the export fails
         /// saying so. Default: 8192.
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
         disk_budget_mib: Option<u64>,
         /// Threads that serialise and compress entries. Default: every core.
         #[arg(long)]
@@ -111,6 +111,22 @@ enum Command {
     },
 }
 
+/// The log position `topic`'s watermark pointers give now; an error when it has none (a
+/// misspelt topic would otherwise export nothing).
+async fn position_of(
+    store: &dyn storage::ObjectStore,
+    topic: &str,
+) -> anyhow::Result<compliance_log::LogPosition> {
+    let position = compliance_log::LogPosition::read(store, topic)
+        .await
+        .with_context(|| format!("reading the log position of {topic}"))?;
+    anyhow::ensure!(
+        !position.partitions.is_empty(),
+        "the log has no watermark pointers for topic {topic}: is it the events topic ingestion reads?"
+    );
+    Ok(position)
+}
+
 /// The process's peak resident memory (VmHWM) in MiB, where the OS tells it.
 fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -144,11 +160,7 @@ async fn main() -> anyhow::Result<()> {
             };
             let store = Arc::new(storage::S3Store::connect(&s3).await);
             let position = match &topic {
-                Some(topic) => Some(
-                    compliance_log::LogPosition::read(store.as_ref(), topic)
-                        .await
-                        .with_context(|| format!("reading the log position of {topic}"))?,
-                ),
+                Some(topic) => Some(position_of(store.as_ref(), topic).await?),
                 None => None,
             };
             let request = ExportRequest {
@@ -220,11 +232,7 @@ async fn main() -> anyhow::Result<()> {
             let store: Arc<dyn storage::ObjectStore> =
                 Arc::new(storage::S3Store::connect(&s3).await);
             let position = match &topic {
-                Some(topic) => Some(
-                    compliance_log::LogPosition::read(store.as_ref(), topic)
-                        .await
-                        .with_context(|| format!("reading the log position of {topic}"))?,
-                ),
+                Some(topic) => Some(position_of(store.as_ref(), topic).await?),
                 None => None,
             };
             let from = from.unwrap_or_else(event_model::validate::earliest_accepted);

@@ -140,8 +140,8 @@ impl Floor {
     }
 }
 
-/// Reads `company`'s log over `from..to` as an export does (at `reader`'s position, if any),
-/// then fetches the same objects again. `reader` must read through nothing but `store`.
+/// Reads `company`'s log over `from..to` from `store` as an export does (at `position`, if
+/// any), then fetches the same objects again.
 pub async fn measure(
     store: Arc<dyn ObjectStore>,
     position: Option<compliance_log::LogPosition>,
