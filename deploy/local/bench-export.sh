@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Export benchmark on a fresh local stack, release build: export throughput next to raw deflate
-# of the same bytes on one core, and the peak RSS of exports ten times apart in size (same
-# density, and ten times denser days).
-#   usage: deploy/local/bench-export.sh [--events N]
+# Export benchmark on a fresh local stack, release build. Seeds format-2 logs (written through
+# the v2 log writer, then compacted) and exports each case with the release cce-archive in its
+# own process: throughput next to deflate of the same bytes on one core and to reading the same
+# log objects without rendering (the I/O floor), and peak RSS by export size.
+#   usage: deploy/local/bench-export.sh [--cases small,large,long,huge-day,big-directory,year]
+#            [--events N] [--huge-day-posts N] [--directory-people N] [--year-events N]
+#            [--rss-cap-mib MIB] [--memory-budget-mib MIB] [--disk-budget-mib MIB] [--threads N]
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"

@@ -8,6 +8,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub mod seed;
+
 /// The running local stack, as its env file describes it.
 #[derive(Debug, Clone)]
 pub struct Stack {

@@ -26,7 +26,30 @@ pub struct Options {
     pub content_events: u64,
     pub start: DateTime<Utc>,
     pub span: Duration,
+    /// Extra team conversations per company, created after the others, each with this many of
+    /// the company's own people (capped at `people_per_company`): an all-company team of
+    /// 50,000 people, say. Their members arrive in events of at most [`MEMBERS_PER_EVENT`]
+    /// (the creation, then `conversation.members_added`), so every message stays under the
+    /// 1 MiB limit. Empty by default (then the stream is what it always was).
+    pub large_teams: Vec<usize>,
+    /// Which kinds of content events follow.
+    pub mix: Mix,
 }
+
+/// Which kinds of content events the generator makes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mix {
+    /// Every kind: posts, replies, edits, deletes, notes, files, membership changes, renames,
+    /// archiving.
+    #[default]
+    Chat,
+    /// Only posts and their replies (85 %), edits (10 %) and deletes (5 %) of recent posts: one
+    /// busy conversation's traffic, which no membership change can archive or shrink.
+    Posts,
+}
+
+/// The most members one generated event lists (a large team's creation and each addition).
+pub const MEMBERS_PER_EVENT: usize = 400;
 
 impl Default for Options {
     fn default() -> Self {
@@ -39,6 +62,8 @@ impl Default for Options {
             content_events: 1_000,
             start: DateTime::<Utc>::from_timestamp(1_767_225_600, 0).unwrap_or_default(), // 2026-01-01
             span: Duration::days(30),
+            large_teams: Vec::new(),
+            mix: Mix::Chat,
         }
     }
 }
@@ -317,6 +342,46 @@ impl Generator {
                 self.conversations.push(conversation);
             }
         }
+        for company in 0..self.options.companies {
+            for size in self.options.large_teams.clone() {
+                self.create_large_team(company, size.min(per), at);
+            }
+        }
+    }
+
+    /// A team of the company's first `size` people, no randomness (so the rest of the stream
+    /// does not depend on it): created with the first [`MEMBERS_PER_EVENT`], the others added
+    /// in events of that many.
+    fn create_large_team(&mut self, company: usize, size: usize, at: DateTime<Utc>) {
+        let per = self.options.people_per_company.max(1);
+        let members: Vec<usize> = (company * per..company * per + size).collect();
+        let Some(&first) = members.first() else {
+            return;
+        };
+        let conversation = Conversation {
+            id: self.id("c"),
+            kind: Kind::Team,
+            owner: self.company_id(company),
+            members,
+            posts: Vec::new(),
+            notes: Vec::new(),
+            archived: false,
+        };
+        let routing = self.routing(&conversation);
+        let creator = self.people[first].id.clone();
+        let mut batches = conversation.members.chunks(MEMBERS_PER_EVENT);
+        let founders = batches.next().unwrap_or_default();
+        let event = json!({"type": "conversation.created", "conversation": routing,
+            "name": format!("Everyone ({size})"), "created_by": creator,
+            "members": founders.iter().map(|m| self.member(*m)).collect::<Vec<_>>()});
+        self.emit(conversation.id.clone(), event, at);
+        for batch in batches {
+            let event = json!({"type": "conversation.members_added", "conversation": routing,
+                "members": batch.iter().map(|m| self.member(*m)).collect::<Vec<_>>(),
+                "added_by": creator});
+            self.emit(conversation.id.clone(), event, at);
+        }
+        self.conversations.push(conversation);
     }
 
     fn text(&mut self) -> String {
@@ -344,11 +409,18 @@ impl Generator {
             let c = &self.conversations[ci];
             self.people[*self.rng.pick(&c.members)].id.clone()
         };
-        let roll = self.rng.below(100);
-        let conversation = self.routing(&self.conversations[ci]);
-        let key = self.conversations[ci].id.clone();
         let has_posts = !self.conversations[ci].posts.is_empty();
         let has_notes = !self.conversations[ci].notes.is_empty();
+        let roll = match self.options.mix {
+            Mix::Chat => self.rng.below(100),
+            // 0..=81 are the post kinds below; before the conversation's first post, a post.
+            Mix::Posts => match self.rng.below(82) {
+                roll if has_posts => roll,
+                roll => roll % 60,
+            },
+        };
+        let conversation = self.routing(&self.conversations[ci]);
+        let key = self.conversations[ci].id.clone();
         let event = match roll {
             0..=59 => {
                 let post_id = self.id("p");
@@ -490,6 +562,8 @@ impl Iterator for Generator {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
     use super::*;
 
     fn small(seed: u64) -> Vec<Message> {
@@ -551,5 +625,96 @@ mod tests {
             "{types:?}"
         );
         assert!(cross_company_direct > 0 && guest_in_team > 0 && grown > 0);
+    }
+
+    /// FNV-1a over every key and payload: a fingerprint of a whole stream.
+    fn fingerprint(messages: &[Message]) -> u64 {
+        messages
+            .iter()
+            .flat_map(|m| m.key.bytes().chain(m.payload.iter().copied()))
+            .fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+                (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+            })
+    }
+
+    #[test]
+    fn the_default_options_give_the_stream_they_always_gave() {
+        // Benchmarks compare figures across versions: new options must not move the default
+        // stream. The value is the fingerprint of this stream before they existed.
+        assert_eq!(fingerprint(&small(7)), GOLDEN_SMALL_7);
+    }
+
+    const GOLDEN_SMALL_7: u64 = 115_141_244_555_927_967;
+
+    fn parse(message: &Message) -> event_model::Event {
+        let now = "2030-01-01T00:00:00Z".parse().unwrap();
+        event_model::parse_event(&message.payload, &event_model::Limits::default(), now)
+            .unwrap_or_else(|r| panic!("{r}"))
+            .0
+    }
+
+    #[test]
+    fn a_large_team_gets_every_member_in_events_under_the_size_limit() {
+        let messages: Vec<Message> = Generator::new(Options {
+            companies: 1,
+            people_per_company: 1_000,
+            conversations_per_company: 0,
+            large_teams: vec![1_000, 10],
+            content_events: 0,
+            ..Options::default()
+        })
+        .collect();
+        let mut members: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut membership_events = 0;
+        for message in &messages {
+            let event = parse(message);
+            let listed = match &event.body {
+                event_model::EventBody::ConversationCreated { members, .. }
+                | event_model::EventBody::MembersAdded { members, .. } => members,
+                _ => continue,
+            };
+            membership_events += 1;
+            assert!(listed.len() <= MEMBERS_PER_EVENT);
+            let conversation = event.conversation().unwrap().id.clone();
+            let set = members.entry(conversation).or_default();
+            set.extend(listed.iter().map(|m| m.person_id.clone()));
+        }
+        let mut sizes: Vec<usize> = members.values().map(BTreeSet::len).collect();
+        sizes.sort_unstable();
+        assert_eq!(sizes, [10, 1_000]);
+        // 1,000 = 400 + 400 + 200 in three events, then the team of 10 in one.
+        assert_eq!(membership_events, 4);
+    }
+
+    #[test]
+    fn the_posts_mix_is_posts_edits_and_deletes_of_one_conversation() {
+        let messages: Vec<Message> = Generator::new(Options {
+            companies: 1,
+            people_per_company: 20,
+            conversations_per_company: 0,
+            large_teams: vec![20],
+            content_events: 20_000,
+            mix: Mix::Posts,
+            ..Options::default()
+        })
+        .collect();
+        let mut by_type: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut conversations = BTreeSet::new();
+        for message in &messages {
+            let event = parse(message);
+            if let Some(c) = event.conversation() {
+                conversations.insert(c.id.clone());
+            }
+            *by_type.entry(event.type_name()).or_default() += 1;
+        }
+        assert_eq!(conversations.len(), 1);
+        let content: usize = ["post.created", "post.edited", "post.deleted"]
+            .iter()
+            .map(|t| by_type.get(t).copied().unwrap_or(0))
+            .sum();
+        assert_eq!(content, 20_000, "{by_type:?}");
+        let posts = by_type["post.created"];
+        assert!((16_500..17_700).contains(&posts), "{by_type:?}");
+        assert!(by_type["post.edited"] > 1_500 && by_type["post.deleted"] > 700);
     }
 }

@@ -45,9 +45,25 @@ struct Args {
     /// this is live traffic (every company chatting at once, current timestamps).
     #[arg(long)]
     span_seconds: Option<i64>,
+    /// Extra team conversations per company with this many of its people each (comma-separated,
+    /// e.g. `50000,5000`): members join in events of at most 400.
+    #[arg(long, value_delimiter = ',')]
+    large_teams: Vec<usize>,
+    /// Which content events: `chat` (every kind) or `posts` (posts, replies, edits and deletes
+    /// only: one busy conversation's traffic).
+    #[arg(long, default_value = "chat", value_parser = parse_mix)]
+    mix: loadgen::Mix,
     /// Print the events as JSON lines on stdout instead of producing them.
     #[arg(long)]
     dry_run: bool,
+}
+
+fn parse_mix(text: &str) -> Result<loadgen::Mix, String> {
+    match text {
+        "chat" => Ok(loadgen::Mix::Chat),
+        "posts" => Ok(loadgen::Mix::Posts),
+        _ => Err(format!("unknown mix {text:?}: give chat or posts")),
+    }
 }
 
 fn parse_start(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
@@ -73,6 +89,8 @@ async fn main() -> anyhow::Result<()> {
             Some(seconds) => chrono::Duration::seconds(seconds),
             None => chrono::Duration::days(args.span_days),
         },
+        large_teams: args.large_teams.clone(),
+        mix: args.mix,
     });
     if args.dry_run {
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());

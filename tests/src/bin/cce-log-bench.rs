@@ -8,19 +8,15 @@
 //! them), before and after compaction; and times the compaction. Prints a Markdown table.
 #![allow(clippy::print_stdout)]
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::Parser;
-use compliance_log::v2::{keys, segment};
-use compliance_log::{
-    CompactionConfig, Compactor, LogPosition, LogReader, PendingRecord, SourceRange, Watermark,
-};
-use futures::{StreamExt, TryStreamExt};
-use storage::{CountingStore, ObjectStore, RequestCounts, S3Config, put_new};
+use compliance_log::{CompactionConfig, Compactor, LogPosition, LogReader};
+use storage::{CountingStore, ObjectStore, RequestCounts, S3Config};
+use tests::seed;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -91,7 +87,8 @@ async fn main() -> anyhow::Result<()> {
         .context("midnight")?
         .and_utc();
 
-    // Live-pattern traffic: every company at once, in time order.
+    // Live-pattern traffic: every company at once, in time order, one segment per partition
+    // per flush window.
     let generator = loadgen::Generator::new(loadgen::Options {
         seed: 5,
         id_prefix: format!("bl{}-", &run[..6]),
@@ -101,79 +98,22 @@ async fn main() -> anyhow::Result<()> {
         span,
         ..loadgen::Options::default()
     });
-    let mut events = Vec::new();
-    for message in generator {
-        let (event, raw) =
-            event_model::parse_event(&message.payload, &event_model::Limits::default(), now)
-                .map_err(|r| anyhow::anyhow!("{r}"))?;
-        let partition = (fnv1a(&message.key) % args.partitions as u64) as i32;
-        events.push((partition, event, raw));
-    }
-    events.sort_by_key(|(_, event, _)| event.occurred_at);
-    let mut per_company: BTreeMap<String, usize> = BTreeMap::new();
-    for (_, event, _) in &events {
-        for company in event_model::route(event) {
-            *per_company.entry(company).or_default() += 1;
-        }
-    }
-    let (company, company_records) = per_company
+    let shape = seed::LogShape {
+        partitions: args.partitions,
+        flush: chrono::Duration::minutes(args.flush_minutes.max(1)),
+        max_records: usize::MAX,
+    };
+    let written = seed::write_v2_log(Arc::clone(&store), &topic, generator, shape, now).await?;
+    let (company, company_records) = written
+        .by_company
         .iter()
         .max_by_key(|(_, n)| **n)
         .map(|(c, n)| (c.clone(), *n))
         .context("no events")?;
-
-    // One segment per partition per flush window.
-    let window = chrono::Duration::minutes(args.flush_minutes.max(1));
-    let mut segments: BTreeMap<(i32, i64), Vec<PendingRecord>> = BTreeMap::new();
-    let mut next = vec![0i64; args.partitions as usize];
-    for (partition, event, raw) in events {
-        let slot = (event.occurred_at.timestamp() - start.timestamp()) / window.num_seconds();
-        let offset = &mut next[partition as usize];
-        segments
-            .entry((partition, slot))
-            .or_default()
-            .push(PendingRecord {
-                offset: *offset,
-                event,
-                raw,
-            });
-        *offset += 1;
-    }
-    let written = Instant::now();
-    let count = segments.len();
-    futures::stream::iter(segments)
-        .map(|((partition, _), records)| {
-            let (store, topic) = (Arc::clone(&store), topic.clone());
-            async move {
-                let source = SourceRange {
-                    topic,
-                    partition,
-                    first_offset: records[0].offset,
-                    last_offset: records[records.len() - 1].offset,
-                };
-                let (bytes, _) = segment::encode(1, &source, &records)?;
-                put_new(store.as_ref(), &keys::segment_key(1, &source), bytes).await?;
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(32)
-        .try_collect::<Vec<()>>()
-        .await?;
-    for partition in 0..args.partitions {
-        let mut pointer = Watermark::new(
-            &topic,
-            partition,
-            args.partitions,
-            1,
-            next[partition as usize],
-        );
-        pointer.time_watermark = Some(now);
-        pointer.write(store.as_ref()).await?;
-    }
+    let count = written.segments;
     eprintln!(
         "[bench] wrote {count} segments of {} companies in {:.1?}; measuring {company} ({company_records} records)",
-        args.companies,
-        written.elapsed()
+        args.companies, written.elapsed
     );
 
     let position = LogPosition::read(store.as_ref(), &topic).await?;
@@ -241,11 +181,4 @@ async fn main() -> anyhow::Result<()> {
         summary.wrote.meta_days
     );
     Ok(())
-}
-
-/// A stable hash of a message key (FNV-1a), standing in for Kafka's partitioner.
-fn fnv1a(key: &str) -> u64 {
-    key.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    })
 }

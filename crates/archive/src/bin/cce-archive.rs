@@ -2,6 +2,7 @@
 //!
 //!   cce-archive export --company acme --from 2026-01-01T00:00:00Z --to 2026-02-01T00:00:00Z --key exports/acme/jan.zip
 //!   cce-archive verify archive.zip
+//!   cce-archive read-floor --company acme --topic chat-events   # the benchmark's I/O floor
 
 #![allow(clippy::print_stdout)] // machine-readable results go to stdout
 
@@ -14,6 +15,9 @@ use archive::{ExportRequest, Progress, export_to_s3};
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use storage::S3Config;
+
+#[path = "cce-archive/read_floor.rs"]
+mod read_floor;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -51,6 +55,20 @@ enum Command {
         /// Object key of the archive.
         #[arg(long)]
         key: String,
+        /// Read the log at the current position of this events topic (as the export service
+        /// does, recorded in the manifest). Default: everything the bucket's log holds.
+        #[arg(long)]
+        topic: Option<String>,
+        /// Memory the export is sized for, in MiB. Default: 256.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
+        memory_budget_mib: Option<u64>,
+        /// Temporary disk (in TMPDIR) the export may use, in MiB; past it the export fails
+        /// saying so. Default: 8192.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
+        disk_budget_mib: Option<u64>,
+        /// Threads that serialise and compress entries. Default: every core.
+        #[arg(long)]
+        threads: Option<usize>,
         #[command(flatten)]
         s3: S3Config,
     },
@@ -64,6 +82,24 @@ enum Command {
         #[command(flatten)]
         s3: S3Config,
     },
+    /// Benchmark baseline (I/O floor): reads what an export of the range reads (directory and
+    /// events, through the log cursor) without rendering, then fetches the same objects again
+    /// without decoding; prints bytes, seconds and MB/s of both.
+    ReadFloor {
+        #[arg(long)]
+        company: String,
+        /// Inclusive start (RFC 3339). Omit for all history.
+        #[arg(long)]
+        from: Option<DateTime<Utc>>,
+        /// Exclusive end (RFC 3339). Default: now.
+        #[arg(long)]
+        to: Option<DateTime<Utc>>,
+        /// Read at the current position of this events topic, as `export --topic`.
+        #[arg(long)]
+        topic: Option<String>,
+        #[command(flatten)]
+        s3: S3Config,
+    },
     /// Checks an archive against its manifest.json; exits 1 when anything differs.
     Verify { path: std::path::PathBuf },
     /// Benchmark baseline: deflates every entry's content again, on one core, at `--level`,
@@ -73,6 +109,22 @@ enum Command {
         #[arg(long, default_value_t = 6)]
         level: u32,
     },
+}
+
+/// The log position `topic`'s watermark pointers give now; an error when it has none (a
+/// misspelt topic would otherwise export nothing).
+async fn position_of(
+    store: &dyn storage::ObjectStore,
+    topic: &str,
+) -> anyhow::Result<compliance_log::LogPosition> {
+    let position = compliance_log::LogPosition::read(store, topic)
+        .await
+        .with_context(|| format!("reading the log position of {topic}"))?;
+    anyhow::ensure!(
+        !position.partitions.is_empty(),
+        "the log has no watermark pointers for topic {topic}: is it the events topic ingestion reads?"
+    );
+    Ok(position)
 }
 
 /// The process's peak resident memory (VmHWM) in MiB, where the OS tells it.
@@ -94,8 +146,23 @@ async fn main() -> anyhow::Result<()> {
             conversations,
             time_zone,
             key,
+            topic,
+            memory_budget_mib,
+            disk_budget_mib,
+            threads,
             s3,
         } => {
+            let defaults = archive::ExportLimits::default();
+            let limits = archive::ExportLimits {
+                memory_bytes: memory_budget_mib.map_or(defaults.memory_bytes, |m| m << 20),
+                disk_bytes: disk_budget_mib.map_or(defaults.disk_bytes, |m| m << 20),
+                threads: threads.unwrap_or(defaults.threads),
+            };
+            let store = Arc::new(storage::S3Store::connect(&s3).await);
+            let position = match &topic {
+                Some(topic) => Some(position_of(store.as_ref(), topic).await?),
+                None => None,
+            };
             let request = ExportRequest {
                 company_id: company,
                 from,
@@ -103,10 +170,9 @@ async fn main() -> anyhow::Result<()> {
                 person_ids: people.into_iter().collect::<BTreeSet<_>>(),
                 conversation_ids: conversations.into_iter().collect(),
                 time_zone,
-                position: None,
-                limits: archive::ExportLimits::default(),
+                position,
+                limits,
             };
-            let store = Arc::new(storage::S3Store::connect(&s3).await);
             let started = Instant::now();
             let mut last = Instant::now();
             // Peak RSS when the export has read a quarter, half and three quarters of the range:
@@ -155,6 +221,27 @@ async fn main() -> anyhow::Result<()> {
                 stored.summary.files + 1,
                 stored.summary.totals.events
             );
+        }
+        Command::ReadFloor {
+            company,
+            from,
+            to,
+            topic,
+            s3,
+        } => {
+            let store: Arc<dyn storage::ObjectStore> =
+                Arc::new(storage::S3Store::connect(&s3).await);
+            let position = match &topic {
+                Some(topic) => Some(position_of(store.as_ref(), topic).await?),
+                None => None,
+            };
+            let from = from.unwrap_or_else(event_model::validate::earliest_accepted);
+            let to = to.unwrap_or_else(Utc::now);
+            anyhow::ensure!(from < to, "--from must be before --to");
+            let floor = read_floor::measure(store, position, &company, from, to)
+                .await
+                .context("reading the log")?;
+            println!("{}", floor.to_json());
         }
         Command::Presign { key, ttl_secs, s3 } => {
             anyhow::ensure!(
