@@ -287,13 +287,13 @@ impl<'a, S: Sink> Renderer<'a, S> {
         // The post's text before this event, and its latest text from now on.
         let before = match &record.event.body {
             EventBody::PostCreated { post_id, text, .. } => {
-                self.texts.replace(post_id, text.clone()).await?;
+                self.texts.record(post_id, text.clone()).await?;
                 None
             }
             EventBody::PostEdited { post_id, text, .. } => {
                 self.texts.replace(post_id, text.clone()).await?
             }
-            EventBody::PostDeleted { post_id, .. } => self.texts.take(post_id)?,
+            EventBody::PostDeleted { post_id, .. } => self.texts.take(post_id).await?,
             _ => None,
         };
         let who = self.person_ref(actor);
@@ -420,7 +420,7 @@ impl<'a, S: Sink> Renderer<'a, S> {
             // Changes of this item on earlier days, timed before this creation (clocks that
             // disagree): those days' files hold them on placeholders.
             let key = unborn_key(&conversation_id, &item_key(created.kind(), id));
-            if let Some(dates) = self.unborn.take(&key)? {
+            if let Some(dates) = self.unborn.take(&key).await? {
                 created
                     .set_changed_before_creation_on(dates.split(',').map(str::to_owned).collect());
             }

@@ -87,18 +87,26 @@ impl DiskTable {
     }
 }
 
+/// One in-memory generation: the latest text of each post it has seen, or a tombstone (`None`)
+/// for a post forgotten since (deleted), which hides any older copy in an older generation or
+/// on disk — so what a lookup finds never depends on where the budget happened to put a copy.
 #[derive(Debug, Default)]
 struct Generation {
-    texts: HashMap<String, String>,
+    texts: HashMap<String, Option<String>>,
     bytes: usize,
 }
 
+fn slot_len(text: &Option<String>) -> usize {
+    text.as_ref().map_or(0, String::len)
+}
+
 impl Generation {
-    fn insert(&mut self, id: &str, text: String) -> Option<String> {
-        let added = text.len();
+    /// Sets the post's slot; returns what the slot held, if this generation had one.
+    fn insert(&mut self, id: &str, text: Option<String>) -> Option<Option<String>> {
+        let added = slot_len(&text);
         match self.texts.get_mut(id) {
             Some(slot) => {
-                self.bytes = self.bytes + added - slot.len();
+                self.bytes = self.bytes + added - slot_len(slot);
                 Some(std::mem::replace(slot, text))
             }
             None => {
@@ -109,9 +117,9 @@ impl Generation {
         }
     }
 
-    fn remove(&mut self, id: &str) -> Option<String> {
+    fn remove(&mut self, id: &str) -> Option<Option<String>> {
         let text = self.texts.remove(id)?;
-        self.bytes -= id.len() + text.len() + 48;
+        self.bytes -= id.len() + slot_len(&text) + 48;
         Some(text)
     }
 }
@@ -135,30 +143,49 @@ impl PostTexts {
         id: &str,
         text: String,
     ) -> Result<Option<String>, ArchiveError> {
-        let before = match self.current.insert(id, text) {
-            Some(before) => Some(before),
+        let before = match self.current.insert(id, Some(text)) {
+            Some(before) => before,
             None => match self.previous.remove(id) {
-                Some(before) => Some(before),
+                Some(before) => before,
                 None => self.on_disk(id)?,
             },
         };
-        if self.current.bytes > self.budget {
-            self.rotate().await?;
-        }
+        self.rotate_if_full().await?;
         Ok(before)
     }
 
-    /// Forgets a deleted post; returns its last text, if known. A copy already on disk stays
-    /// there (deleting it would cost a disk commit per deletion): it can only show again if a
-    /// deleted post were changed once more, which the chat platform does not allow.
-    pub(crate) fn take(&mut self, id: &str) -> Result<Option<String>, ArchiveError> {
-        if let Some(text) = self.current.remove(id) {
-            return Ok(Some(text));
+    /// Records `text` as a new post's text without looking for an earlier one (a creation
+    /// needs none): no disk read per post once older texts have moved to disk. An older copy
+    /// of the same id stays where it is, behind this newer one.
+    pub(crate) async fn record(&mut self, id: &str, text: String) -> Result<(), ArchiveError> {
+        self.current.insert(id, Some(text));
+        self.rotate_if_full().await
+    }
+
+    /// Forgets a deleted post; returns its last text, if known. Where an older copy may remain
+    /// (the previous generation or the disk), a tombstone hides it, so a later lookup finds
+    /// nothing whether or not the budget moved the text to disk.
+    pub(crate) async fn take(&mut self, id: &str) -> Result<Option<String>, ArchiveError> {
+        let found = match self.current.remove(id) {
+            Some(text) => Some(text),
+            None => self.previous.remove(id),
+        };
+        let text = match found {
+            Some(text) => text,
+            None => self.on_disk(id)?,
+        };
+        if self.disk.is_some() || self.previous.texts.contains_key(id) {
+            self.current.insert(id, None);
+            self.rotate_if_full().await?;
         }
-        if let Some(text) = self.previous.remove(id) {
-            return Ok(Some(text));
+        Ok(text)
+    }
+
+    async fn rotate_if_full(&mut self) -> Result<(), ArchiveError> {
+        if self.current.bytes > self.budget {
+            self.rotate().await?;
         }
-        self.on_disk(id)
+        Ok(())
     }
 
     fn on_disk(&self, id: &str) -> Result<Option<String>, ArchiveError> {
@@ -187,21 +214,27 @@ impl PostTexts {
             }
         };
         tokio::task::spawn_blocking(move || -> Result<(), ArchiveError> {
-            let mut entries: Vec<(String, String)> = older.texts.into_iter().collect();
+            let mut entries: Vec<(String, Option<String>)> = older.texts.into_iter().collect();
             // Sorted keys fill the B-tree's pages in order.
             entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             for batch in entries.chunks(TEXTS_PER_COMMIT) {
                 // Refuse a batch that cannot fit before writing it; the commit then says
                 // what the file really grew by.
-                let bytes: usize = batch.iter().map(|(id, text)| id.len() + text.len()).sum();
+                let bytes: usize = batch
+                    .iter()
+                    .map(|(id, text)| id.len() + slot_len(text))
+                    .sum();
                 disk.reserve(bytes as u64)?;
                 let write = disk.db.begin_write().map_err(disk_error)?;
                 {
                     let mut table = write.open_table(TABLE).map_err(disk_error)?;
                     for (id, text) in batch {
-                        table
-                            .insert(id.as_str(), text.as_str())
-                            .map_err(disk_error)?;
+                        match text {
+                            Some(text) => table.insert(id.as_str(), text.as_str()),
+                            // A tombstone: the post was forgotten after a copy reached disk.
+                            None => table.remove(id.as_str()),
+                        }
+                        .map_err(disk_error)?;
                     }
                 }
                 write.commit().map_err(disk_error)?;
@@ -262,9 +295,51 @@ mod tests {
             texts.replace("p0", "p0 again".into()).await.unwrap(),
             Some("p0 edited".into())
         );
-        assert_eq!(texts.take("p1").unwrap(), Some("text 1".into()));
-        assert_eq!(texts.take("p6999").unwrap(), Some("text 6999".into()));
-        assert_eq!(texts.take("never").unwrap(), None);
+        assert_eq!(texts.take("p1").await.unwrap(), Some("text 1".into()));
+        assert_eq!(texts.take("p6999").await.unwrap(), Some("text 6999".into()));
+        assert_eq!(texts.take("never").await.unwrap(), None);
+    }
+
+    /// What a lookup finds does not depend on where the budget put a copy: a post forgotten
+    /// (deleted) after its text reached disk is forgotten there too, as it is in memory.
+    #[tokio::test]
+    async fn a_forgotten_post_stays_forgotten_whatever_the_budget() {
+        let mut answers = Vec::new();
+        for budget in [1 << 20, 64] {
+            let mut texts = PostTexts::new(budget, DiskBudget::unlimited());
+            let mut seen = Vec::new();
+            for i in 0..300 {
+                texts
+                    .record(&format!("p{i}"), format!("text {i}"))
+                    .await
+                    .unwrap();
+            }
+            seen.push(texts.take("p3").await.unwrap());
+            for i in 300..600 {
+                texts
+                    .record(&format!("p{i}"), format!("text {i}"))
+                    .await
+                    .unwrap();
+            }
+            // Changed again after its deletion (clocks that disagree): nothing before it.
+            seen.push(texts.replace("p3", "again".into()).await.unwrap());
+            seen.push(texts.take("p3").await.unwrap());
+            seen.push(texts.take("p3").await.unwrap());
+            seen.push(texts.replace("p4", "edited".into()).await.unwrap());
+            assert_eq!(texts.spilled(), budget == 64);
+            answers.push(seen);
+        }
+        assert_eq!(
+            answers[0],
+            vec![
+                Some("text 3".into()),
+                None,
+                Some("again".into()),
+                None,
+                Some("text 4".into())
+            ]
+        );
+        assert_eq!(answers[0], answers[1]);
     }
 
     #[tokio::test]
