@@ -201,7 +201,15 @@ pub async fn export_to_s3(
     };
     match rendered {
         Ok((sink, _, summary)) => {
-            let (size, sha256) = sink.complete().await?;
+            let (size, sha256) = match sink.complete().await {
+                Ok(done) => done,
+                Err(error) => {
+                    // Not completed (or not known to be): abort, so no parts linger until the
+                    // lifecycle rule; aborting a completed upload changes nothing.
+                    abort_uploads(&upload_store, &upload_key).await;
+                    return Err(error);
+                }
+            };
             Ok(StoredArchive {
                 key: upload_key,
                 size,

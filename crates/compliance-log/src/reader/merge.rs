@@ -99,7 +99,7 @@ impl Shared {
         if bytes > 0 {
             let before = self.held.fetch_sub(bytes, Ordering::Relaxed);
             debug_assert!(before >= bytes, "released {bytes} of {before} held bytes");
-            self.room.notify_one();
+            self.room.notify_waiters();
         }
     }
 
@@ -120,11 +120,16 @@ impl Shared {
     /// memory held is what the merge needs to make progress, and it goes on).
     pub async fn room_for(&self, bytes: usize) {
         loop {
+            // Several tasks may wait at once (the merge and the days it opens ahead): every
+            // release wakes them all, and each registers before it checks, so a release
+            // between the check and the wait is never lost.
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             if self.has_room(bytes) || self.queued.load(Ordering::Acquire) == 0 {
                 return;
             }
-            // A release between the check and here leaves a permit: no lost wake-up.
-            self.room.notified().await;
+            notified.await;
         }
     }
 
@@ -135,7 +140,7 @@ impl Shared {
     /// The cursor took a batch off the channel.
     pub fn received(&self) {
         self.queued.fetch_sub(1, Ordering::AcqRel);
-        self.room.notify_one();
+        self.room.notify_waiters();
     }
 
     pub fn add_read(&self, bytes: u64) {
@@ -589,4 +594,41 @@ impl Merge {
 fn day_start(day: NaiveDate) -> DateTime<Utc> {
     day.and_hms_opt(0, 0, 0)
         .map_or(DateTime::<Utc>::MIN_UTC, |t| t.and_utc())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// The merge and the days it opens ahead may all wait for room at once: one batch taken
+    /// and its memory freed must let every one of them go on (a single wake-up left the merge
+    /// waiting for good while the cursor waited for its next batch).
+    #[tokio::test]
+    async fn every_task_waiting_for_room_goes_on_when_memory_is_freed() {
+        let shared = Arc::new(Shared::new(1 << 20));
+        shared.hold(1 << 20);
+        shared.sent();
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move { shared.room_for(64 << 10).await })
+            })
+            .collect();
+        // Let every waiter register before the cursor takes the batch and frees its memory.
+        tokio::task::yield_now().await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        shared.received();
+        shared.release(1 << 20);
+        for waiter in waiters {
+            tokio::time::timeout(Duration::from_secs(5), waiter)
+                .await
+                .expect("a task waiting for room was never woken")
+                .unwrap();
+        }
+    }
 }

@@ -113,13 +113,15 @@ fn seal(company_id: &str, header: &PartHeader, body: Vec<u8>) -> Result<Bytes> {
 }
 
 /// Sorts records into log order — (time, `event_id`), then source position — and collapses
-/// copies of one event within one partition to the earliest. Copies in different partitions
-/// are all kept: a reader at a log position may admit one and not the other, and it chooses
-/// among them after applying its position. Returns the records and how many were collapsed.
+/// copies of one event (equal `event_id` and time) within one partition to the earliest. Copies
+/// in different partitions are all kept: a reader at a log position may admit one and not the
+/// other, and it chooses among them after applying its position. One `event_id` at two times is
+/// two events, as every reader sees them (`reader/merge.rs`), so an export reads the same before
+/// and after compaction. Returns the records and how many were collapsed.
 pub fn merge_records(mut records: Vec<LogRecord>) -> (Vec<LogRecord>, u64) {
     records.sort_by(|a, b| {
-        (a.event.event_id.as_str(), a.partition, a.epoch, a.offset).cmp(&(
-            b.event.event_id.as_str(),
+        (a.sort_key(), a.partition, a.epoch, a.offset).cmp(&(
+            b.sort_key(),
             b.partition,
             b.epoch,
             b.offset,
@@ -127,7 +129,7 @@ pub fn merge_records(mut records: Vec<LogRecord>) -> (Vec<LogRecord>, u64) {
     });
     let before = records.len();
     records.dedup_by(|later, earlier| {
-        later.event.event_id == earlier.event.event_id && later.partition == earlier.partition
+        later.sort_key() == earlier.sort_key() && later.partition == earlier.partition
     });
     let duplicates = (before - records.len()) as u64;
     records.sort_by(|a, b| {
@@ -627,6 +629,22 @@ pub(crate) mod tests {
             .map(|r| (r.event.event_id.as_str(), r.partition, r.offset))
             .collect();
         assert_eq!(got, [("c", 0, 7), ("a", 0, 5), ("b", 0, 3), ("b", 1, 1)]);
+    }
+
+    /// One `event_id` at two times is two events for the readers (`reader/merge.rs`): the
+    /// compactor keeps both, so an export reads the same before and after compaction.
+    #[test]
+    fn one_event_id_at_two_times_stays_two_events() {
+        let (records, duplicates) = merge_records(vec![
+            record("acme", "b", "2026-11-25T11:00:00Z", 0, 9),
+            record("acme", "b", "2026-11-25T10:00:00Z", 0, 3),
+        ]);
+        assert_eq!(duplicates, 0);
+        let got: Vec<(&str, i64)> = records
+            .iter()
+            .map(|r| (r.event.event_id.as_str(), r.offset))
+            .collect();
+        assert_eq!(got, [("b", 3), ("b", 9)]);
     }
 
     #[test]
