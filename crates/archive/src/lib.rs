@@ -12,6 +12,7 @@
 //! - [`verify`]: reading an archive back and checking it against its manifest, whose counts
 //!   `reconcile` recounts from the day files.
 
+pub mod allocator;
 pub mod budget;
 mod dayfiles;
 mod directories;

@@ -1,7 +1,21 @@
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    // Before the runtime's threads start (see `archive::allocator`).
+    archive::allocator::return_freed_memory_at_once();
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(error) => {
+            eprintln!("cce-export could not start its runtime: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> std::process::ExitCode {
     let config = export::Config::parse();
     telemetry::init_tracing(config.log_format);
     let shutdown = telemetry::shutdown_on_signal();
