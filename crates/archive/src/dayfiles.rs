@@ -254,15 +254,28 @@ impl SpilledTable {
             .collect()
     }
 
-    /// The keys whose latest item is a placeholder, sorted.
-    fn placeholders(&self) -> Result<Vec<String>, ArchiveError> {
+    /// Up to `limit` keys after `after` (all keys when `None`) whose latest item is a
+    /// placeholder, sorted: a day of millions of placeholders is handed out in bounded batches.
+    fn placeholders_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, ArchiveError> {
         let read = self.db.db.begin_read().map_err(disk_error)?;
         let table = read.open_table(self.keys()).map_err(disk_error)?;
+        let entries = match after {
+            Some(after) => table.range::<&str>(after..).map_err(disk_error)?,
+            None => table.range::<&str>(..).map_err(disk_error)?,
+        };
         let mut keys = Vec::new();
-        for entry in table.iter().map_err(disk_error)? {
+        for entry in entries {
             let (key, value) = entry.map_err(disk_error)?;
-            if value.value() & 1 == 1 {
-                keys.push(key.value().to_owned());
+            let key = key.value();
+            if value.value() & 1 == 1 && Some(key) != after {
+                keys.push(key.to_owned());
+                if keys.len() >= limit {
+                    break;
+                }
             }
         }
         Ok(keys)
@@ -426,17 +439,27 @@ impl OpenFile {
         }
     }
 
-    /// The keys (`kind:id`) of items whose creation is not in this file, sorted.
-    pub(crate) fn placeholders(&mut self) -> Result<Vec<String>, ArchiveError> {
+    /// The keys (`kind:id`) of items whose creation is not in this file, sorted, after
+    /// `after` (from the first when `None`): at most `limit` at a time for a file on disk (a
+    /// file in memory, within its budget, hands out the rest at once).
+    pub(crate) fn placeholders_after(
+        &mut self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, ArchiveError> {
         match self {
             Self::Memory(file) => {
-                let mut keys: Vec<String> = file.placeholders().map(str::to_owned).collect();
+                let mut keys: Vec<String> = file
+                    .placeholders()
+                    .filter(|key| after.is_none_or(|after| *key > after))
+                    .map(str::to_owned)
+                    .collect();
                 keys.sort_unstable();
                 Ok(keys)
             }
             Self::Disk(file) => {
                 file.write_back()?;
-                file.table.placeholders()
+                file.table.placeholders_after(after, limit)
             }
         }
     }
@@ -687,7 +710,16 @@ mod tests {
             .take()
             .into_iter()
             .map(|(conversation, mut file)| {
-                let placeholders = file.placeholders().unwrap();
+                // In batches of 3, as the renderer asks for them in batches.
+                let mut placeholders: Vec<String> = Vec::new();
+                loop {
+                    let batch = file.placeholders_after(placeholders.last().map(String::as_str), 3);
+                    let batch = batch.unwrap();
+                    if batch.is_empty() {
+                        break;
+                    }
+                    placeholders.extend(batch);
+                }
                 let parts = file
                     .into_parts()
                     .unwrap()
@@ -707,6 +739,8 @@ mod tests {
     fn spilled_day_files_hold_the_same_items_as_in_memory() {
         let (in_memory, spilled, used) = replay(usize::MAX);
         assert_eq!((spilled, used), (0, 0));
+        // Enough placeholders in one file for the batches of 3 to take several rounds.
+        assert!(in_memory.iter().any(|(_, placeholders, _)| placeholders.len() > 6));
         for budget in [1, 20_000, 200_000] {
             let (on_disk, spilled, used) = replay(budget);
             assert!(spilled > 0, "budget {budget}: nothing spilled");

@@ -43,6 +43,9 @@ use crate::zip::{Part, Sink, ZipWriter};
 use crate::{ArchiveError, DiskBudget, ExportRequest, Progress};
 
 pub use crate::dayfiles::{MAX_ITEMS_PER_FILE, MAX_PART_BYTES};
+/// Placeholder keys of a day file on disk handed out at a time (a day of deletions of old posts
+/// can hold millions).
+const PLACEHOLDER_BATCH: usize = 10_000;
 /// Bytes of placeholder keys held in memory per generation before older ones move to disk.
 const UNBORN_MEMORY_BUDGET: usize = 1 << 20;
 
@@ -468,11 +471,19 @@ impl<'a, S: Sink> Renderer<'a, S> {
                 .and_then(|c| c.name.clone());
             // Remember the items this file holds without their creation, in case it comes on a
             // later day (clocks that disagree).
-            for key in file.placeholders()? {
-                let key = unborn_key(&conversation_id, &key);
-                if let Some(dates) = self.unborn.replace(&key, date.clone()).await? {
-                    self.unborn.replace(&key, format!("{dates},{date}")).await?;
+            let mut after: Option<String> = None;
+            loop {
+                let keys = file.placeholders_after(after.as_deref(), PLACEHOLDER_BATCH)?;
+                let Some(last) = keys.last().cloned() else {
+                    break;
+                };
+                for key in keys {
+                    let key = unborn_key(&conversation_id, &key);
+                    if let Some(dates) = self.unborn.replace(&key, date.clone()).await? {
+                        self.unborn.replace(&key, format!("{dates},{date}")).await?;
+                    }
                 }
+                after = Some(last);
             }
             let parts = file.into_parts()?;
             let count = parts.len();
