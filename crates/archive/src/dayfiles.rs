@@ -740,7 +740,11 @@ mod tests {
         let (in_memory, spilled, used) = replay(usize::MAX);
         assert_eq!((spilled, used), (0, 0));
         // Enough placeholders in one file for the batches of 3 to take several rounds.
-        assert!(in_memory.iter().any(|(_, placeholders, _)| placeholders.len() > 6));
+        assert!(
+            in_memory
+                .iter()
+                .any(|(_, placeholders, _)| placeholders.len() > 6)
+        );
         for budget in [1, 20_000, 200_000] {
             let (on_disk, spilled, used) = replay(budget);
             assert!(spilled > 0, "budget {budget}: nothing spilled");
