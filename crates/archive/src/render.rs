@@ -151,6 +151,9 @@ impl<'a, S: Sink> Renderer<'a, S> {
         // Progress runs from the first event found (all history starts in 2000, which would
         // make the first real day look like 96 %).
         let mut origin = None;
+        // What a person watching sees never goes back: a format-1 log's total grows as its
+        // days are listed, and the share switches from time to data once the total is known.
+        let mut shown = 0;
         while let Some(batch) = cursor.next_batch().await? {
             let origin =
                 *origin.get_or_insert_with(|| batch.first().map_or(from, |r| r.sort_key().0));
@@ -160,11 +163,12 @@ impl<'a, S: Sink> Renderer<'a, S> {
             }
             let span = (to - origin).num_seconds().max(1) as f64;
             let time_share = (cursor.position() - origin).num_seconds().max(0) as f64 / span;
+            shown = percent(cursor.read_progress(), time_share).max(shown);
             progress(Progress {
                 events_read: self.events_read,
                 files_written: self.zip.entry_count(),
                 bytes_written: self.zip.bytes_written(),
-                percent: percent(cursor.read_progress(), time_share),
+                percent: shown,
             });
         }
         self.flush_day().await?;

@@ -314,3 +314,33 @@ async fn a_day_of_large_texts_is_split_into_parts_by_size() {
     assert_eq!(ids, want, "every post once, in order across the parts");
     assert_eq!(manifest["totals"]["posts"], 10);
 }
+
+/// The job's percent never goes back, and ends at 100: a format-1 log's total grows as its
+/// days are listed (the share of data read would dip), and the share switches from the range's
+/// time to the data once the total is known.
+#[tokio::test]
+async fn progress_only_goes_forward() {
+    let start: chrono::DateTime<chrono::Utc> = "2026-02-01T00:00:00Z".parse().unwrap();
+    let events: Vec<Value> = (0..24 * 20)
+        .map(|i| {
+            let at = (start + chrono::Duration::minutes(37 * i))
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+            support::ev(
+                &format!("e{i}"),
+                &at,
+                "post.created",
+                json!({"post_id": format!("p{i}"), "author_id": "ann", "text": "hello"}),
+            )
+        })
+        .collect();
+    let reader = support::log_of(&events).await;
+    let mut request = request("");
+    request.to = "2026-03-01T00:00:00Z".parse().unwrap();
+    let mut seen = Vec::new();
+    export_to_sink(&request, &reader, Vec::new(), |p| seen.push(p.percent))
+        .await
+        .unwrap();
+    assert!(seen.len() > 10, "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    assert_eq!(seen.last(), Some(&100));
+}
