@@ -142,7 +142,7 @@ impl<'a> ConversationRecord<'a> {
             folder,
             has_content_in_range: scope.seen.contains(id),
             id,
-            kind: kind_name(kind),
+            kind: kind.as_str(),
             members: MemberList {
                 directory: scope.directory,
                 members: state.map(|c| &c.members),
@@ -189,14 +189,6 @@ enum PersonRecord<'a> {
     Unknown {
         id: &'a str,
     },
-}
-
-fn kind_name(kind: ConversationKind) -> &'static str {
-    match kind {
-        ConversationKind::Direct => "direct",
-        ConversationKind::Group => "group",
-        ConversationKind::Team => "team",
-    }
 }
 
 /// The sorted union of two sorted, duplicate-free sequences of ids.
@@ -336,7 +328,7 @@ mod tests {
                 .map(|c| c.members.keys().map(&person).collect())
                 .unwrap_or_default();
             let record = json!({
-                "id": id, "kind": kind_name(kind), "name": state.and_then(|c| c.name.clone()),
+                "id": id, "kind": kind.as_str(), "name": state.and_then(|c| c.name.clone()),
                 "owner_company_id": state.map(|c| c.owner_company_id.clone()),
                 "created_at": state.and_then(|c| c.created_at), "created_by": state.and_then(|c| c.created_by.clone()),
                 "archived_at": state.and_then(|c| c.archived_at), "members": members, "folder": folder,

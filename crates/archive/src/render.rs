@@ -500,7 +500,7 @@ impl<'a, S: Sink> Renderer<'a, S> {
                 };
                 let head = DayFileHead {
                     conversation_id: conversation_id.clone(),
-                    kind: kind_name(kind),
+                    kind: kind.as_str(),
                     name: name.clone(),
                     date: date.clone(),
                     part,
@@ -562,7 +562,7 @@ impl<'a, S: Sink> Renderer<'a, S> {
                 let (folder, kind) = self.folder_of(id);
                 ConversationCounts {
                     conversation_id: id.clone(),
-                    kind: kind_name(kind).into(),
+                    kind: kind.as_str().into(),
                     folder,
                     counts: counts.clone(),
                 }
@@ -659,14 +659,6 @@ fn percent(read: ReadProgress, time_share: f64) -> u32 {
 /// The key of an item in [`Renderer::unborn`]; ids never hold control characters.
 fn unborn_key(conversation_id: &str, item_key: &str) -> String {
     format!("{conversation_id}\u{1f}{item_key}")
-}
-
-fn kind_name(kind: ConversationKind) -> &'static str {
-    match kind {
-        ConversationKind::Direct => "direct",
-        ConversationKind::Group => "group",
-        ConversationKind::Team => "team",
-    }
 }
 
 fn actor_of(body: &EventBody) -> &str {

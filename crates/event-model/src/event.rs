@@ -184,6 +184,17 @@ pub enum ConversationKind {
     Team,
 }
 
+impl ConversationKind {
+    /// The kind as events and archives spell it (its serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Group => "group",
+            Self::Team => "team",
+        }
+    }
+}
+
 /// The routing facts every conversation event carries: the conversation as it stands once the
 /// event has taken effect.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -254,5 +265,24 @@ impl EventBody {
     /// `teams.json` are built from; the log keeps them readable on their own.
     pub fn is_metadata(&self) -> bool {
         self.type_name().starts_with("person.") || self.type_name().starts_with("conversation.")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConversationKind;
+
+    #[test]
+    fn a_kind_is_spelt_as_serde_spells_it() {
+        for kind in [
+            ConversationKind::Direct,
+            ConversationKind::Group,
+            ConversationKind::Team,
+        ] {
+            assert_eq!(
+                serde_json::to_value(kind).unwrap(),
+                serde_json::Value::from(kind.as_str())
+            );
+        }
     }
 }
