@@ -30,7 +30,8 @@ use crate::liveness::{BEAT_VERSION, Beat, Liveness};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::state::{
-    Command, Job, JobProgress, JobResult, JobSpec, JobStatus, Outcome, SERVICE_ACTOR,
+    Command, Job, JobProgress, JobResult, JobSpec, JobStatus, MAX_NOTIFY_ATTEMPTS, Outcome,
+    SERVICE_ACTOR,
 };
 use crate::statelog::StateLog;
 use crate::watermark::{LogWatermark, WaitError};
@@ -176,29 +177,23 @@ impl Runner {
         tasks: &mut JoinSet<()>,
         shutdown: &CancellationToken,
     ) {
-        // Each company's oldest waiting job (the fold refuses any other fresh claim), and every
-        // running attempt not heard of for a whole lease (taken over: the first claim wins).
-        // A replica that does not hear its own presence beats cannot tell a dead worker from
-        // its own deafness: it then takes nothing over (others that hear will).
+        // Every running attempt not heard of for a whole lease (taken over: the first claim
+        // wins), then the waiting jobs the fold lets start, longest-waiting first across
+        // companies. A replica that does not hear its own presence beats cannot tell a dead
+        // worker from its own deafness: it then takes nothing over (others that hear will).
         let can_judge = self.liveness.hears_itself_within(self.lease);
         let candidates: Vec<(String, String, Option<u32>)> = self.log.read(|state| {
-            state
-                .companies()
-                .flat_map(|(company, cs)| {
-                    let fresh = cs
-                        .claimable()
-                        .first()
-                        .map(|job| (company.clone(), job.id.clone(), None));
-                    let dead = cs
-                        .in_progress()
-                        .filter(|job| {
-                            can_judge
-                                && self.liveness.silent_for(&job.id, job.attempts) >= self.lease
-                        })
-                        .map(|job| (company.clone(), job.id.clone(), Some(job.attempts)));
-                    dead.chain(fresh).collect::<Vec<_>>()
-                })
-                .collect()
+            let dead = state.companies().flat_map(|(company, cs)| {
+                cs.in_progress()
+                    .filter(|job| {
+                        can_judge && self.liveness.silent_for(&job.id, job.attempts) >= self.lease
+                    })
+                    .map(|job| (company.clone(), job.id.clone(), Some(job.attempts)))
+            });
+            let fresh = claim_order(state)
+                .into_iter()
+                .map(|(company, job)| (company.to_owned(), job.id.clone(), None));
+            dead.chain(fresh).collect()
         });
         let in_progress: HashSet<String> = self.log.read(|state| {
             state
@@ -295,10 +290,7 @@ impl Runner {
                 // at the position that showed it, whatever arrives meanwhile.
                 let needed = self.watermark.needed(request.to, accepted);
                 let set = |lag| {
-                    *progress.lock().unwrap_or_else(|e| e.into_inner()) = JobProgress {
-                        waiting_for_log: Some(lag),
-                        ..JobProgress::default()
-                    };
+                    *progress.lock().unwrap_or_else(|e| e.into_inner()) = JobProgress::waiting(lag);
                 };
                 let clock = self.log.clock().as_ref();
                 let position = self
@@ -315,13 +307,8 @@ impl Runner {
                     key,
                     cancel,
                     move |p| {
-                        *progress.lock().unwrap_or_else(|e| e.into_inner()) = JobProgress {
-                            events_read: p.events_read,
-                            files_written: p.files_written,
-                            bytes_written: p.bytes_written,
-                            percent: p.percent.min(99),
-                            waiting_for_log: None,
-                        };
+                        *progress.lock().unwrap_or_else(|e| e.into_inner()) =
+                            JobProgress::running(&p);
                     },
                 )
                 .await
@@ -362,14 +349,7 @@ impl Runner {
                     size: stored.size,
                     sha256: stored.sha256.clone(),
                     upload_started,
-                    progress: Some(JobProgress {
-                        events_read: stored.summary.events_read,
-                        // Every file listed, plus manifest.json itself.
-                        files_written: stored.summary.files + 1,
-                        bytes_written: stored.size,
-                        percent: 100,
-                        waiting_for_log: None,
-                    }),
+                    progress: Some(JobProgress::finished(&stored)),
                 };
                 self.finish(company, job_id, finish, Some(&stored.key))
                     .await;
@@ -553,30 +533,55 @@ impl Runner {
         }
     }
 
-    /// Notifies and records it; false when it must be tried again.
+    /// Notifies and records the outcome in the log: `Notified`, or the failed attempt
+    /// (`NotifyFailed`, counted by the fold, which gives up after [`MAX_NOTIFY_ATTEMPTS`]).
+    /// False when nothing could be recorded (the log is unreachable): try again later.
     async fn send_notifications(&self, company: &str, job: &Job) -> bool {
-        match self.notifier.notify(company, job).await {
-            Ok(()) => {
-                let notified = Command::Notified {
+        let (command, failed) = match self.notifier.notify(company, job).await {
+            Ok(()) => (
+                Command::Notified {
                     job_id: job.id.clone(),
+                },
+                None,
+            ),
+            Err(error) => {
+                let attempt = job.notify_failures + 1;
+                let reason = format!("{error:#}");
+                tracing::warn!(job = %job.id, attempt, max = MAX_NOTIFY_ATTEMPTS, error = %reason, "notifying failed");
+                let failed = Command::NotifyFailed {
+                    job_id: job.id.clone(),
+                    attempt,
+                    reason,
                 };
-                if let Err(error) = self.log.submit(company, SERVICE_ACTOR, notified).await {
-                    tracing::warn!(job = %job.id, %error, "recording the notification");
+                (failed, Some(attempt))
+            }
+        };
+        match self.log.submit(company, SERVICE_ACTOR, command).await {
+            Ok(Outcome::Applied) => {
+                if let Some(attempt) = failed
+                    && attempt >= MAX_NOTIFY_ATTEMPTS
+                {
+                    self.metrics.notifications_given_up.inc();
+                    tracing::error!(%company, job = %job.id, attempts = attempt, "giving up notifying: every attempt failed (see the audit trail)");
                 }
                 true
             }
+            // Another replica recorded this attempt (or the notification) first.
+            Ok(_) => true,
             Err(error) => {
-                tracing::warn!(job = %job.id, error = format!("{error:#}"), "notifying; will retry");
+                tracing::warn!(job = %job.id, %error, "recording the notification's outcome");
                 false
             }
         }
     }
 
-    /// Finished jobs whose notification was not recorded a while after they finished (their
-    /// worker died, or the mail relay was down) are notified by whichever replica sees them,
-    /// retried with backoff (2 s doubling to 10 min) while it fails.
+    /// Finished jobs whose notification is not recorded are notified by whichever replica sees
+    /// them: a while after they finished (their worker had its chance), then after each failed
+    /// attempt a backoff counted from the failure the log recorded ([`notification_due`]), so
+    /// every replica agrees when — and whether — to try again.
     async fn notify_loop(self, shutdown: CancellationToken) {
-        let mut retries: HashMap<String, (u32, tokio::time::Instant)> = HashMap::new();
+        // Jobs whose outcome this replica could not record: not before this instant.
+        let mut unrecorded: HashMap<String, tokio::time::Instant> = HashMap::new();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -585,19 +590,14 @@ impl Runner {
             let grace = chrono_lease(self.lease) * 4;
             let now = self.log.clock().now();
             let instant = tokio::time::Instant::now();
+            unrecorded.retain(|_, until| *until > instant);
             let pending: Vec<(String, Job)> = self.log.read(|state| {
                 state
                     .companies()
                     .flat_map(|(company, cs)| {
-                        cs.jobs()
+                        cs.awaiting_notification()
                             .filter(|j| {
-                                !j.notified
-                                    && matches!(
-                                        j.stored_status(),
-                                        JobStatus::Completed | JobStatus::Failed
-                                    )
-                                    && j.finished_at.is_some_and(|f| f + grace < now)
-                                    && retries.get(&j.id).is_none_or(|(_, next)| instant >= *next)
+                                notification_due(j, grace, now) && !unrecorded.contains_key(&j.id)
                             })
                             .map(|j| (company.clone(), j.clone()))
                             .collect::<Vec<_>>()
@@ -605,24 +605,67 @@ impl Runner {
                     .collect()
             });
             for (company, job) in pending {
-                let sent = tokio::select! {
+                let recorded = tokio::select! {
                     () = shutdown.cancelled() => return,
-                    sent = self.send_notifications(&company, &job) => sent,
+                    recorded = self.send_notifications(&company, &job) => recorded,
                 };
-                if sent {
-                    retries.remove(&job.id);
-                } else {
-                    let attempts = retries.get(&job.id).map_or(1, |(n, _)| n + 1);
-                    let wait =
-                        Duration::from_secs(1u64 << attempts.min(9)).min(Duration::from_secs(600));
-                    retries.insert(
-                        job.id.clone(),
-                        (attempts, tokio::time::Instant::now() + wait),
-                    );
+                if !recorded {
+                    unrecorded.insert(job.id.clone(), instant + Duration::from_secs(30));
                 }
             }
         }
     }
+}
+
+/// The wait after the `failures`-th failed notification: 30 s, doubling, at most 10 min.
+pub fn notify_backoff(failures: u32) -> chrono::Duration {
+    let doublings = failures.saturating_sub(1).min(5);
+    (chrono::Duration::seconds(30) * (1 << doublings)).min(chrono::Duration::minutes(10))
+}
+
+/// Whether a finished job's notification is due at `now` (by the log's times, alike on every
+/// replica): `grace` after it finished for the first try by another replica than its worker,
+/// then [`notify_backoff`] after each recorded failure; never once given up.
+pub fn notification_due(job: &Job, grace: chrono::Duration, now: chrono::DateTime<chrono::Utc>) -> bool {
+    if !job.awaits_notification() {
+        return false;
+    }
+    match job.notify_failed_at {
+        Some(failed) if job.notify_failures > 0 => {
+            failed + notify_backoff(job.notify_failures) <= now
+        }
+        _ => job.finished_at.is_some_and(|f| f + grace < now),
+    }
+}
+
+/// The waiting jobs the fold lets start now, in the order free slots go to them: the
+/// longest-waiting first across companies (by acceptance time), each company's in its own
+/// order (the fold refuses a claim of any but a company's first waiting job, and acceptance
+/// times by different replicas' clocks need not follow it). A merge of the companies' queues
+/// by their heads.
+pub fn claim_order(state: &crate::state::State) -> Vec<(&str, &Job)> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let queues: Vec<(&str, Vec<&Job>)> = state
+        .companies()
+        .map(|(company, cs)| (company.as_str(), cs.claimable()))
+        .filter(|(_, jobs)| !jobs.is_empty())
+        .collect();
+    let mut heads: BinaryHeap<Reverse<(chrono::DateTime<chrono::Utc>, &str, usize, usize)>> =
+        queues
+            .iter()
+            .enumerate()
+            .map(|(q, (company, jobs))| Reverse((jobs[0].created_at, *company, q, 0)))
+            .collect();
+    let mut order = Vec::with_capacity(queues.iter().map(|(_, jobs)| jobs.len()).sum());
+    while let Some(Reverse((_, company, q, i))) = heads.pop() {
+        let jobs = &queues[q].1;
+        order.push((company, jobs[i]));
+        if let Some(next) = jobs.get(i + 1) {
+            heads.push(Reverse((next.created_at, company, q, i + 1)));
+        }
+    }
+    order
 }
 
 fn chrono_lease(lease: Duration) -> chrono::Duration {
@@ -734,6 +777,7 @@ mod tests {
             spec: JobSpec::all_history(),
             requester_email: None,
             request_id: None,
+            max_queued: None,
         };
         assert_eq!(
             log.submit("acme", "ann", create).await.unwrap(),
