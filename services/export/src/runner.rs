@@ -626,7 +626,11 @@ pub fn notify_backoff(failures: u32) -> chrono::Duration {
 /// Whether a finished job's notification is due at `now` (by the log's times, alike on every
 /// replica): `grace` after it finished for the first try by another replica than its worker,
 /// then [`notify_backoff`] after each recorded failure; never once given up.
-pub fn notification_due(job: &Job, grace: chrono::Duration, now: chrono::DateTime<chrono::Utc>) -> bool {
+pub fn notification_due(
+    job: &Job,
+    grace: chrono::Duration,
+    now: chrono::DateTime<chrono::Utc>,
+) -> bool {
     if !job.awaits_notification() {
         return false;
     }
@@ -651,12 +655,13 @@ pub fn claim_order(state: &crate::state::State) -> Vec<(&str, &Job)> {
         .map(|(company, cs)| (company.as_str(), cs.claimable()))
         .filter(|(_, jobs)| !jobs.is_empty())
         .collect();
-    let mut heads: BinaryHeap<Reverse<(chrono::DateTime<chrono::Utc>, &str, usize, usize)>> =
-        queues
-            .iter()
-            .enumerate()
-            .map(|(q, (company, jobs))| Reverse((jobs[0].created_at, *company, q, 0)))
-            .collect();
+    // A queue's head: its acceptance time, company, queue and index in the queue.
+    type Head<'a> = Reverse<(chrono::DateTime<chrono::Utc>, &'a str, usize, usize)>;
+    let mut heads: BinaryHeap<Head<'_>> = queues
+        .iter()
+        .enumerate()
+        .map(|(q, (company, jobs))| Reverse((jobs[0].created_at, *company, q, 0)))
+        .collect();
     let mut order = Vec::with_capacity(queues.iter().map(|(_, jobs)| jobs.len()).sum());
     while let Some(Reverse((_, company, q, i))) = heads.pop() {
         let jobs = &queues[q].1;
@@ -825,6 +830,133 @@ mod tests {
         fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Beat> {
             self.0.subscribe()
         }
+    }
+
+    fn record_at(
+        at: chrono::DateTime<chrono::Utc>,
+        company: &str,
+        actor: &str,
+        command: Command,
+    ) -> crate::state::Record {
+        crate::state::Record {
+            v: crate::state::RECORD_VERSION,
+            id: uuid::Uuid::new_v4().to_string(),
+            at,
+            company_id: company.into(),
+            actor: actor.into(),
+            command,
+        }
+    }
+
+    #[test]
+    fn free_slots_go_to_the_longest_waiting_job_across_companies() {
+        let t0: chrono::DateTime<chrono::Utc> = "2026-11-25T00:00:00Z".parse().unwrap();
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        let mut state = crate::state::State::default();
+        // "zeta" sorts last by name but has waited longest; "acme"'s second job was accepted
+        // (by a replica whose clock is behind) before its first: acme's own order still holds.
+        let create = |job: &str| Command::CreateExport {
+            job_id: job.into(),
+            spec: JobSpec::all_history(),
+            requester_email: None,
+            request_id: None,
+            max_queued: None,
+        };
+        for (company, admin) in [("acme", "ann"), ("mid", "mo"), ("zeta", "zed")] {
+            state.apply(&record_at(at(0), company, admin, Command::Enable));
+        }
+        for (s, company, admin, job) in [
+            (1, "zeta", "zed", "z1"),
+            (5, "acme", "ann", "a1"),
+            (2, "acme", "ann", "a2"),
+            (3, "mid", "mo", "m1"),
+            (9, "acme", "ann", "a3"),
+        ] {
+            let outcome = state.apply(&record_at(at(s), company, admin, create(job)));
+            assert_eq!(outcome, Outcome::Applied);
+        }
+        let order: Vec<(&str, &str)> = claim_order(&state)
+            .into_iter()
+            .map(|(company, job)| (company, job.id.as_str()))
+            .collect();
+        // acme's third job is past its 2 slots; a2 follows a1 (the fold starts acme's in order).
+        assert_eq!(
+            order,
+            [
+                ("zeta", "z1"),
+                ("mid", "m1"),
+                ("acme", "a1"),
+                ("acme", "a2")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_notification_is_due_again_after_a_backoff_by_the_logs_times() {
+        let t0: chrono::DateTime<chrono::Utc> = "2026-11-25T00:00:00Z".parse().unwrap();
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        let mut state = crate::state::State::default();
+        state.apply(&record_at(at(0), "acme", "ann", Command::Enable));
+        let create = Command::CreateExport {
+            job_id: "j1".into(),
+            spec: JobSpec::all_history(),
+            requester_email: None,
+            request_id: None,
+            max_queued: None,
+        };
+        state.apply(&record_at(at(0), "acme", "ann", create));
+        let claim = Command::Claim {
+            job_id: "j1".into(),
+            worker: "w".into(),
+            lease_until: None,
+            takes_over: None,
+        };
+        state.apply(&record_at(at(1), "acme", SERVICE_ACTOR, claim));
+        let finish = Command::Finish {
+            job_id: "j1".into(),
+            worker: "w".into(),
+            result: JobResult::Failed { error: "x".into() },
+        };
+        state.apply(&record_at(at(2), "acme", SERVICE_ACTOR, finish));
+        let job = |state: &crate::state::State| {
+            state.company("acme").unwrap().job("j1").cloned().unwrap()
+        };
+        let grace = chrono::Duration::seconds(60);
+        // Its worker's own try first; others only after the grace.
+        assert!(!notification_due(&job(&state), grace, at(60)));
+        assert!(notification_due(&job(&state), grace, at(63)));
+        let mut failed_at = 100;
+        for attempt in 1..=MAX_NOTIFY_ATTEMPTS {
+            let failed = Command::NotifyFailed {
+                job_id: "j1".into(),
+                attempt,
+                reason: "refused".into(),
+            };
+            state.apply(&record_at(at(failed_at), "acme", SERVICE_ACTOR, failed));
+            let wait = notify_backoff(attempt).num_seconds();
+            if attempt == MAX_NOTIFY_ATTEMPTS {
+                // Given up: never due again.
+                assert!(!notification_due(
+                    &job(&state),
+                    grace,
+                    at(failed_at + 86_400)
+                ));
+            } else {
+                assert!(!notification_due(
+                    &job(&state),
+                    grace,
+                    at(failed_at + wait - 1)
+                ));
+                assert!(notification_due(&job(&state), grace, at(failed_at + wait)));
+            }
+            failed_at += wait;
+        }
+        assert_eq!(
+            (1..=6)
+                .map(|n| notify_backoff(n).num_seconds())
+                .collect::<Vec<_>>(),
+            [30, 60, 120, 240, 480, 600]
+        );
     }
 
     #[tokio::test]

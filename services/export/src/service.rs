@@ -858,6 +858,56 @@ mod tests {
                 "enable, create, claim: no heartbeat"
             );
         }
+        #[tokio::test]
+        async fn one_company_cannot_fill_the_queue_nor_one_admin_hold_every_watch() {
+            let (log, channel) = (MemoryLog::new("export-state"), MemoryLiveness::default());
+            let a = replica(&log, &channel).await; // 3 waiting per company, 2 watches per admin
+            a.enable_exports(authed(pb::EnableExportsRequest {}))
+                .await
+                .unwrap();
+            let mut ids = vec![];
+            for _ in 0..3 {
+                let job = a
+                    .create_export(authed(pb::CreateExportRequest::default()))
+                    .await
+                    .unwrap();
+                ids.push(job.into_inner().id);
+            }
+            let refused = a
+                .create_export(authed(pb::CreateExportRequest::default()))
+                .await
+                .unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+            assert!(
+                refused.message().contains("3 exports waiting"),
+                "{refused:?}"
+            );
+            assert!(refused.message().contains("CancelExport"), "{refused:?}");
+            // Cancelling one makes room.
+            a.cancel_export(authed(pb::CancelExportRequest { id: ids[0].clone() }))
+                .await
+                .unwrap();
+            a.create_export(authed(pb::CreateExportRequest::default()))
+                .await
+                .unwrap();
+
+            let watch = |id: &str| a.watch_export(authed(pb::WatchExportRequest { id: id.into() }));
+            let first = watch(&ids[1]).await.unwrap();
+            let _second = watch(&ids[2]).await.unwrap();
+            let refused = watch(&ids[1]).await.err().unwrap();
+            assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+            // The client goes away: its watch's place is freed.
+            drop(first);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while a.watches.open("acme", "ann") >= 2 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "a dropped watch still holds its place after 10 s"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            watch(&ids[1]).await.unwrap();
+        }
     }
 
     fn now() -> DateTime<Utc> {

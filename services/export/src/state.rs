@@ -479,7 +479,11 @@ impl CompanyState {
 
     /// 1-based position of an ACCEPTED job in the company's queue; 0 when it is not waiting.
     pub fn queue_position(&self, id: &str) -> u32 {
-        let Some(job) = self.jobs.get(id).filter(|j| j.status == JobStatus::Accepted) else {
+        let Some(job) = self
+            .jobs
+            .get(id)
+            .filter(|j| j.status == JobStatus::Accepted)
+        else {
             return 0;
         };
         let ahead = self.index.queued.range(..(job.seq, job.id.clone())).count();
@@ -931,6 +935,9 @@ pub fn status_word(status: JobStatus) -> &'static str {
         JobStatus::Expired => "expired",
     }
 }
+
+#[cfg(test)]
+mod props;
 
 #[cfg(test)]
 mod tests {
@@ -1398,7 +1405,6 @@ mod tests {
         assert_eq!(state.company("acme").unwrap().jobs().count(), 1);
     }
 
-
     #[test]
     fn a_company_cannot_queue_more_than_its_cap() {
         let mut state = enabled();
@@ -1528,7 +1534,13 @@ mod tests {
         state.apply(&claim(10, "j0", "a"));
         state.apply(&claim(10, "j1", "a"));
         state.apply(&finish(11, "j0", "a"));
-        state.apply(&record(12, "ann", Command::CancelExport { job_id: "j3".into() }));
+        state.apply(&record(
+            12,
+            "ann",
+            Command::CancelExport {
+                job_id: "j3".into(),
+            },
+        ));
         let company = state.company("acme").unwrap();
         let ids = |jobs: Vec<&Job>| jobs.iter().map(|j| j.id.clone()).collect::<Vec<_>>();
         assert_eq!(ids(company.claimable()), ["j2"]);
