@@ -504,7 +504,7 @@ impl ComplianceExportService for Api {
                     let mut page: Vec<pb::ExportJob> = Vec::new();
                     let mut next = String::new();
                     let mut last_seq = 0;
-                    for job in company.jobs().rev() {
+                    for job in company.jobs_before(before).rev() {
                         if before.is_some_and(|b| job.seq >= b) {
                             continue;
                         }

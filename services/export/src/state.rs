@@ -397,6 +397,15 @@ impl CompanyState {
         self.order.iter().filter_map(|id| self.jobs.get(id))
     }
 
+    /// Jobs created before the `seq`-th (all with `None`), oldest first: a page of a listing
+    /// starts here without walking the newer ones.
+    pub fn jobs_before(&self, seq: Option<u64>) -> impl DoubleEndedIterator<Item = &Job> {
+        let end = seq.map_or(self.order.len(), |seq| {
+            usize::try_from(seq).map_or(self.order.len(), |s| s.min(self.order.len()))
+        });
+        self.order[..end].iter().filter_map(|id| self.jobs.get(id))
+    }
+
     fn indexed<'a>(
         &'a self,
         set: &'a BTreeSet<(u64, String)>,

@@ -410,6 +410,9 @@ impl Model {
                     job.notify_given_up,
                     job.notify_failures == MAX_NOTIFY_ATTEMPTS
                 );
+                // A listing's page starts at the right job without walking newer ones.
+                let before: Vec<u64> = cs.jobs_before(Some(job.seq)).map(|j| j.seq).collect();
+                assert_eq!(before, (0..job.seq).collect::<Vec<_>>());
                 if job.stored_status() == JobStatus::InProgress {
                     assert!(job.owner.is_some(), "{} runs with no owner", job.id);
                 }
