@@ -119,7 +119,7 @@ pub async fn start_with_clock(
         ),
         fold_stop.clone(),
     );
-    let notifier = notify::Notifier::new(&config, metrics.clone())?;
+    let notifier = Arc::new(notify::Notifier::new(&config, metrics.clone())?);
     let worker = config.worker_id.clone().unwrap_or_else(|| {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "export".into());
         format!("{host}-{}", &uuid::Uuid::new_v4().to_string()[..8])

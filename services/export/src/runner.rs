@@ -28,7 +28,7 @@ use tokio::task::JoinSet;
 use crate::lifecycle::EXPORTS_PREFIX;
 use crate::liveness::{BEAT_VERSION, Beat, Liveness};
 use crate::metrics::Metrics;
-use crate::notify::Notifier;
+use crate::notify::Notify;
 use crate::state::{
     Command, Job, JobProgress, JobResult, JobSpec, JobStatus, MAX_NOTIFY_ATTEMPTS, Outcome,
     SERVICE_ACTOR,
@@ -87,7 +87,7 @@ pub struct Runner {
     pub ingest_wait: Duration,
     pub log_store: Arc<dyn ObjectStore>,
     pub archive_store: Arc<dyn ObjectStore>,
-    pub notifier: Notifier,
+    pub notifier: Arc<dyn Notify>,
     pub worker: String,
     pub lease: Duration,
     pub max_jobs: usize,
@@ -585,9 +585,10 @@ impl Runner {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                () = tokio::time::sleep((self.lease / 3).min(Duration::from_secs(2))) => {}
             }
             let grace = chrono_lease(self.lease) * 4;
+            let backoff = chrono_lease(self.lease) * 2;
             let now = self.log.clock().now();
             let instant = tokio::time::Instant::now();
             unrecorded.retain(|_, until| *until > instant);
@@ -597,7 +598,8 @@ impl Runner {
                     .flat_map(|(company, cs)| {
                         cs.awaiting_notification()
                             .filter(|j| {
-                                notification_due(j, grace, now) && !unrecorded.contains_key(&j.id)
+                                notification_due(j, grace, backoff, now)
+                                    && !unrecorded.contains_key(&j.id)
                             })
                             .map(|j| (company.clone(), j.clone()))
                             .collect::<Vec<_>>()
@@ -617,10 +619,11 @@ impl Runner {
     }
 }
 
-/// The wait after the `failures`-th failed notification: 30 s, doubling, at most 10 min.
-pub fn notify_backoff(failures: u32) -> chrono::Duration {
-    let doublings = failures.saturating_sub(1).min(5);
-    (chrono::Duration::seconds(30) * (1 << doublings)).min(chrono::Duration::minutes(10))
+/// The wait after the `failures`-th failed notification: `base` (twice the lease: 30 s by
+/// default), doubling, at most 10 min.
+pub fn notify_backoff(failures: u32, base: chrono::Duration) -> chrono::Duration {
+    let doublings = failures.saturating_sub(1).min(10);
+    (base * (1 << doublings)).min(chrono::Duration::minutes(10))
 }
 
 /// Whether a finished job's notification is due at `now` (by the log's times, alike on every
@@ -629,6 +632,7 @@ pub fn notify_backoff(failures: u32) -> chrono::Duration {
 pub fn notification_due(
     job: &Job,
     grace: chrono::Duration,
+    backoff: chrono::Duration,
     now: chrono::DateTime<chrono::Utc>,
 ) -> bool {
     if !job.awaits_notification() {
@@ -636,7 +640,7 @@ pub fn notification_due(
     }
     match job.notify_failed_at {
         Some(failed) if job.notify_failures > 0 => {
-            failed + notify_backoff(job.notify_failures) <= now
+            failed + notify_backoff(job.notify_failures, backoff) <= now
         }
         _ => job.finished_at.is_some_and(|f| f + grace < now),
     }
@@ -744,6 +748,20 @@ mod tests {
             liveness: Liveness,
             watermark: crate::watermark::LogWatermark,
         ) -> Runner {
+            self.runner_notifying(worker, lease, liveness, watermark, None)
+                .await
+        }
+
+        /// A replica's runner, started, notifying through `notifier` (unset: to a broker
+        /// that is not there).
+        async fn runner_notifying(
+            &self,
+            worker: &str,
+            lease: Duration,
+            liveness: Liveness,
+            watermark: crate::watermark::LogWatermark,
+            notifier: Option<Arc<dyn Notify>>,
+        ) -> Runner {
             // Nothing listens there: notifications fail and are retried, which these tests
             // do not look at.
             let config = crate::Config::try_parse_from([
@@ -764,7 +782,9 @@ mod tests {
                 ingest_wait: Duration::from_secs(60),
                 log_store: self.store.clone(),
                 archive_store: self.store.clone(),
-                notifier: Notifier::new(&config, metrics.clone()).unwrap(),
+                notifier: notifier.unwrap_or_else(|| {
+                    Arc::new(crate::notify::Notifier::new(&config, metrics.clone()).unwrap())
+                }),
                 worker: worker.to_owned(),
                 lease,
                 max_jobs: 8,
@@ -922,9 +942,10 @@ mod tests {
             state.company("acme").unwrap().job("j1").cloned().unwrap()
         };
         let grace = chrono::Duration::seconds(60);
+        let base = chrono::Duration::seconds(30);
         // Its worker's own try first; others only after the grace.
-        assert!(!notification_due(&job(&state), grace, at(60)));
-        assert!(notification_due(&job(&state), grace, at(63)));
+        assert!(!notification_due(&job(&state), grace, base, at(60)));
+        assert!(notification_due(&job(&state), grace, base, at(63)));
         let mut failed_at = 100;
         for attempt in 1..=MAX_NOTIFY_ATTEMPTS {
             let failed = Command::NotifyFailed {
@@ -933,30 +954,86 @@ mod tests {
                 reason: "refused".into(),
             };
             state.apply(&record_at(at(failed_at), "acme", SERVICE_ACTOR, failed));
-            let wait = notify_backoff(attempt).num_seconds();
+            let wait = notify_backoff(attempt, base).num_seconds();
             if attempt == MAX_NOTIFY_ATTEMPTS {
                 // Given up: never due again.
                 assert!(!notification_due(
                     &job(&state),
                     grace,
+                    base,
                     at(failed_at + 86_400)
                 ));
             } else {
                 assert!(!notification_due(
                     &job(&state),
                     grace,
+                    base,
                     at(failed_at + wait - 1)
                 ));
-                assert!(notification_due(&job(&state), grace, at(failed_at + wait)));
+                assert!(notification_due(
+                    &job(&state),
+                    grace,
+                    base,
+                    at(failed_at + wait)
+                ));
             }
             failed_at += wait;
         }
         assert_eq!(
             (1..=6)
-                .map(|n| notify_backoff(n).num_seconds())
+                .map(|n| notify_backoff(n, base).num_seconds())
                 .collect::<Vec<_>>(),
             [30, 60, 120, 240, 480, 600]
         );
+    }
+
+    /// A mail relay that refuses every message, counting them.
+    #[derive(Debug, Default)]
+    struct RefusingRelay(std::sync::atomic::AtomicU32);
+
+    #[async_trait::async_trait]
+    impl Notify for RefusingRelay {
+        async fn notify(&self, _company_id: &str, _job: &Job) -> anyhow::Result<()> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            anyhow::bail!("550 5.1.1 mailbox unavailable")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_notification_is_given_up_after_its_attempts_by_every_replica() {
+        let replicas = Replicas::new();
+        let admin = replicas.state_log().await;
+        admin.submit("acme", "ann", Command::Enable).await.unwrap();
+        create(&admin, "j1").await;
+        let relay = Arc::new(RefusingRelay::default());
+        let lease = Duration::from_millis(200);
+        for worker in ["a", "b"] {
+            let liveness =
+                Liveness::start(Arc::new(replicas.channel.clone()), replicas.stop.clone());
+            let watermark = crate::watermark::LogWatermark::durable_forever();
+            let notifier: Arc<dyn Notify> = relay.clone();
+            replicas
+                .runner_notifying(worker, lease, liveness, watermark, Some(notifier))
+                .await;
+        }
+        let job = wait_job(&admin, "j1", "given up notifying", |j| j.notify_given_up).await;
+        assert_eq!(job.stored_status(), JobStatus::Completed);
+        assert_eq!(job.notify_failures, MAX_NOTIFY_ATTEMPTS);
+        let tried = relay.0.load(std::sync::atomic::Ordering::SeqCst);
+        // Each attempt by one replica, or by both at the same instant at worst.
+        assert!(
+            (MAX_NOTIFY_ATTEMPTS..=2 * MAX_NOTIFY_ATTEMPTS).contains(&tried),
+            "{tried} tries"
+        );
+        // Nobody tries again: watched for longer than every backoff so far together.
+        let watched = tokio::time::Instant::now();
+        while watched.elapsed() < lease * 40 {
+            tokio::time::sleep(lease).await; // an observation window, not a synchronisation
+            assert_eq!(relay.0.load(std::sync::atomic::Ordering::SeqCst), tried);
+        }
+        let audit = admin.read(|s| s.company("acme").unwrap().audit.clone());
+        assert_eq!(audit.last().unwrap().action, "notification_failed");
+        replicas.stop.cancel();
     }
 
     #[tokio::test]
