@@ -1569,6 +1569,52 @@ mod tests {
     }
 
     #[test]
+    fn the_fold_and_the_rpcs_refuse_with_the_one_access_rule() {
+        use crate::access::Action;
+        use crate::auth::Caller;
+        let mut state = State::default();
+        // Not enabled: the fold and the RPC layer refuse alike, with the same words.
+        let caller = Caller {
+            admin_id: "ann".into(),
+            company_id: "acme".into(),
+            is_admin: true,
+            email: None,
+        };
+        let rpc = AccessState::default().authorize(&caller, Action::CreateExport);
+        let Outcome::Rejected(fold) = state.apply(&create(1, "j1")) else {
+            panic!("a create before enabling was applied");
+        };
+        assert_eq!(Err(fold), rpc);
+        state.apply(&record(2, "ann", Command::Enable));
+        // Enabled, but bob has no grant.
+        let bob = Caller {
+            admin_id: "bob".into(),
+            ..caller
+        };
+        let access = state.company("acme").unwrap().access.clone();
+        for (action, command) in [
+            (Action::CreateExport, create(3, "j2").command),
+            (
+                Action::GrantAccess,
+                Command::Grant {
+                    admin_id: "cy".into(),
+                },
+            ),
+            (
+                Action::CancelExport,
+                Command::CancelExport {
+                    job_id: "j2".into(),
+                },
+            ),
+        ] {
+            let Outcome::Rejected(fold) = state.apply(&record(3, "bob", command)) else {
+                panic!("{action:?} by an admin with no access was applied");
+            };
+            assert_eq!(Err(fold), access.authorize(&bob, action), "{action:?}");
+        }
+    }
+
+    #[test]
     fn records_round_trip_as_json() {
         let record = finish(5, "j1", "a");
         let json = serde_json::to_string(&record).unwrap();
