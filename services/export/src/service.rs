@@ -858,6 +858,7 @@ mod tests {
                 "enable, create, claim: no heartbeat"
             );
         }
+
         #[tokio::test]
         async fn one_company_cannot_fill_the_queue_nor_one_admin_hold_every_watch() {
             let (log, channel) = (MemoryLog::new("export-state"), MemoryLiveness::default());
