@@ -5,6 +5,11 @@
 //! only one with access; any admin with access can grant access to other admins (and, we add,
 //! revoke it). Nobody else — and no admin of another company — can see anything. The company is
 //! always the caller's, from the verified token.
+//!
+//! [`AccessState::allows`] is the one rule: the RPC layer calls it (through
+//! [`AccessState::authorize`], which adds the token's admin flag) before it acts, and the fold
+//! (`crate::state`) calls it again when it applies the command, so a command racing a revoke
+//! loses.
 
 use std::collections::BTreeMap;
 
@@ -38,6 +43,9 @@ pub enum Denied {
     NotFound(String),
     #[error("{0}")]
     InvalidArgument(String),
+    /// A fair-share limit (queued exports per company, watches per admin) is reached.
+    #[error("{0}")]
+    ResourceExhausted(String),
 }
 
 impl Denied {
@@ -47,6 +55,7 @@ impl Denied {
             Self::FailedPrecondition(m) => tonic::Status::failed_precondition(m),
             Self::NotFound(m) => tonic::Status::not_found(m),
             Self::InvalidArgument(m) => tonic::Status::invalid_argument(m),
+            Self::ResourceExhausted(m) => tonic::Status::resource_exhausted(m),
         }
     }
 }
@@ -91,13 +100,20 @@ pub struct AccessState {
 }
 
 impl AccessState {
-    /// Whether `caller` may perform `action` now.
+    /// Whether `caller` may perform `action` now: an administrator (from the token) whom
+    /// [`Self::allows`] allows.
     pub fn authorize(&self, caller: &Caller, action: Action) -> Result<(), Denied> {
         if !caller.is_admin {
             return Err(Denied::PermissionDenied(
                 "only company administrators can use compliance exports".into(),
             ));
         }
+        self.allows(&caller.admin_id, action)
+    }
+
+    /// The access rule: whether the administrator `admin_id` may perform `action` now. The RPC
+    /// layer and the fold both decide with it.
+    pub fn allows(&self, admin_id: &str, action: Action) -> Result<(), Denied> {
         match action {
             Action::EnableExports | Action::GetSettings => return Ok(()),
             _ => {}
@@ -109,7 +125,7 @@ impl AccessState {
                     .into(),
             ));
         }
-        if !self.grants.contains_key(&caller.admin_id) {
+        if !self.grants.contains_key(admin_id) {
             return Err(Denied::PermissionDenied(
                 "you do not have access to compliance exports: ask an administrator who has \
                  access to grant it to you"

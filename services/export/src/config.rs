@@ -126,6 +126,18 @@ pub struct Config {
     #[arg(long, env = "CCE_EXPORT_MAX_JOBS", default_value_t = 2,
           value_parser = clap::value_parser!(u64).range(1..=64))]
     pub max_jobs: u64,
+    /// How many exports one company may have waiting to start; a request beyond it is refused
+    /// (RESOURCE_EXHAUSTED, saying how many wait and what to do), so one company cannot fill
+    /// the queue ahead of the others. Every replica should be given the same value: the cap
+    /// goes in the create record, and the fold enforces the one each record carries.
+    #[arg(long, env = "CCE_EXPORT_MAX_QUEUED_PER_COMPANY", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_queued_per_company: u32,
+    /// How many WatchExport streams one admin may have open on one replica; one more is
+    /// refused (RESOURCE_EXHAUSTED) until one ends.
+    #[arg(long, env = "CCE_EXPORT_MAX_WATCHES_PER_ADMIN", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub max_watches_per_admin: u32,
     /// Memory each export is sized for, in MiB: the log reader, the open day files, the
     /// entries being compressed and the post texts take their shares of it, and what does not
     /// fit goes to temporary files. A replica needs about `--max-jobs` times this.

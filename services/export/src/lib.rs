@@ -13,9 +13,11 @@ pub mod auth;
 pub mod clock;
 mod config;
 pub mod lifecycle;
+pub mod limits;
 pub mod liveness;
 mod metrics;
 pub mod notify;
+pub mod progress;
 pub mod runner;
 pub mod service;
 pub mod state;
@@ -117,7 +119,7 @@ pub async fn start_with_clock(
         ),
         fold_stop.clone(),
     );
-    let notifier = notify::Notifier::new(&config, metrics.clone())?;
+    let notifier = Arc::new(notify::Notifier::new(&config, metrics.clone())?);
     let worker = config.worker_id.clone().unwrap_or_else(|| {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "export".into());
         format!("{host}-{}", &uuid::Uuid::new_v4().to_string()[..8])
@@ -154,6 +156,8 @@ pub async fn start_with_clock(
         link_ttl: Duration::from_secs(config.link_ttl_secs),
         metrics,
         shutdown: shutdown.clone(),
+        max_queued_per_company: config.max_queued_per_company,
+        watches: limits::WatchLimiter::new(config.max_watches_per_admin),
     };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();

@@ -23,7 +23,7 @@ use telemetry::CancellationToken;
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
-use crate::state::JobProgress;
+use crate::progress::JobProgress;
 use crate::statelog::LogError;
 
 /// The version of [`Beat`] this build writes; beats of other versions are ignored (they are

@@ -1,6 +1,6 @@
 //! The export service's Prometheus metrics (`cce_export_*`).
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -13,6 +13,10 @@ pub struct Metrics {
     pub running: IntGauge,
     /// Notifications sent, by channel (email, kafka) and result (sent, failed, skipped).
     pub notifications: IntCounterVec,
+    /// Finished exports whose notification this replica gave up on after every attempt failed.
+    pub notifications_given_up: IntCounter,
+    /// Calls refused by a fair-share limit, by limit (queued_per_company, watches_per_admin).
+    pub limited: IntCounterVec,
 }
 
 impl Metrics {
@@ -33,7 +37,20 @@ impl Metrics {
             ),
             &["channel", "result"],
         )?;
+        let notifications_given_up = IntCounter::new(
+            "cce_export_notifications_given_up_total",
+            "Finished exports whose notification was given up after every attempt failed",
+        )?;
+        let limited = IntCounterVec::new(
+            Opts::new(
+                "cce_export_limited_total",
+                "Calls refused by a fair-share limit, by limit",
+            ),
+            &["limit"],
+        )?;
         registry.register(Box::new(rpcs.clone()))?;
+        registry.register(Box::new(notifications_given_up.clone()))?;
+        registry.register(Box::new(limited.clone()))?;
         registry.register(Box::new(runs.clone()))?;
         registry.register(Box::new(running.clone()))?;
         registry.register(Box::new(notifications.clone()))?;
@@ -42,6 +59,8 @@ impl Metrics {
             runs,
             running,
             notifications,
+            notifications_given_up,
+            limited,
         })
     }
 }

@@ -1,6 +1,9 @@
 //! Telling people an export has finished: a mail to the requester (SMTP through lettre) and an
 //! event on a Kafka topic for the platform. Delivery is at least once: a replica that dies
 //! between sending and recording it leaves the job to be notified again by another.
+//!
+//! The runner sends through the [`Notify`] trait, so its bounded retries can be tested with a
+//! relay that refuses.
 
 use std::time::Duration;
 
@@ -12,6 +15,20 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
 use crate::metrics::Metrics;
+
+/// Sends the notifications of a finished job; an error means "try again later" (the runner
+/// records each failure and gives up after `state::MAX_NOTIFY_ATTEMPTS`).
+#[async_trait::async_trait]
+pub trait Notify: Send + Sync + std::fmt::Debug + 'static {
+    async fn notify(&self, company_id: &str, job: &Job) -> anyhow::Result<()>;
+}
+
+#[async_trait::async_trait]
+impl Notify for Notifier {
+    async fn notify(&self, company_id: &str, job: &Job) -> anyhow::Result<()> {
+        Notifier::notify(self, company_id, job).await
+    }
+}
 use crate::state::{Job, JobStatus, RETENTION_DAYS};
 
 /// Sends the notifications of finished exports.

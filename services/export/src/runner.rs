@@ -28,9 +28,10 @@ use tokio::task::JoinSet;
 use crate::lifecycle::EXPORTS_PREFIX;
 use crate::liveness::{BEAT_VERSION, Beat, Liveness};
 use crate::metrics::Metrics;
-use crate::notify::Notifier;
+use crate::notify::Notify;
 use crate::state::{
-    Command, Job, JobProgress, JobResult, JobSpec, JobStatus, Outcome, SERVICE_ACTOR,
+    Command, Job, JobProgress, JobResult, JobSpec, JobStatus, MAX_NOTIFY_ATTEMPTS, Outcome,
+    SERVICE_ACTOR,
 };
 use crate::statelog::StateLog;
 use crate::watermark::{LogWatermark, WaitError};
@@ -86,7 +87,7 @@ pub struct Runner {
     pub ingest_wait: Duration,
     pub log_store: Arc<dyn ObjectStore>,
     pub archive_store: Arc<dyn ObjectStore>,
-    pub notifier: Notifier,
+    pub notifier: Arc<dyn Notify>,
     pub worker: String,
     pub lease: Duration,
     pub max_jobs: usize,
@@ -176,29 +177,23 @@ impl Runner {
         tasks: &mut JoinSet<()>,
         shutdown: &CancellationToken,
     ) {
-        // Each company's oldest waiting job (the fold refuses any other fresh claim), and every
-        // running attempt not heard of for a whole lease (taken over: the first claim wins).
-        // A replica that does not hear its own presence beats cannot tell a dead worker from
-        // its own deafness: it then takes nothing over (others that hear will).
+        // Every running attempt not heard of for a whole lease (taken over: the first claim
+        // wins), then the waiting jobs the fold lets start, longest-waiting first across
+        // companies. A replica that does not hear its own presence beats cannot tell a dead
+        // worker from its own deafness: it then takes nothing over (others that hear will).
         let can_judge = self.liveness.hears_itself_within(self.lease);
         let candidates: Vec<(String, String, Option<u32>)> = self.log.read(|state| {
-            state
-                .companies()
-                .flat_map(|(company, cs)| {
-                    let fresh = cs
-                        .claimable()
-                        .first()
-                        .map(|job| (company.clone(), job.id.clone(), None));
-                    let dead = cs
-                        .in_progress()
-                        .filter(|job| {
-                            can_judge
-                                && self.liveness.silent_for(&job.id, job.attempts) >= self.lease
-                        })
-                        .map(|job| (company.clone(), job.id.clone(), Some(job.attempts)));
-                    dead.chain(fresh).collect::<Vec<_>>()
-                })
-                .collect()
+            let dead = state.companies().flat_map(|(company, cs)| {
+                cs.in_progress()
+                    .filter(|job| {
+                        can_judge && self.liveness.silent_for(&job.id, job.attempts) >= self.lease
+                    })
+                    .map(|job| (company.clone(), job.id.clone(), Some(job.attempts)))
+            });
+            let fresh = claim_order(state)
+                .into_iter()
+                .map(|(company, job)| (company.to_owned(), job.id.clone(), None));
+            dead.chain(fresh).collect()
         });
         let in_progress: HashSet<String> = self.log.read(|state| {
             state
@@ -295,10 +290,7 @@ impl Runner {
                 // at the position that showed it, whatever arrives meanwhile.
                 let needed = self.watermark.needed(request.to, accepted);
                 let set = |lag| {
-                    *progress.lock().unwrap_or_else(|e| e.into_inner()) = JobProgress {
-                        waiting_for_log: Some(lag),
-                        ..JobProgress::default()
-                    };
+                    *progress.lock().unwrap_or_else(|e| e.into_inner()) = JobProgress::waiting(lag);
                 };
                 let clock = self.log.clock().as_ref();
                 let position = self
@@ -315,13 +307,8 @@ impl Runner {
                     key,
                     cancel,
                     move |p| {
-                        *progress.lock().unwrap_or_else(|e| e.into_inner()) = JobProgress {
-                            events_read: p.events_read,
-                            files_written: p.files_written,
-                            bytes_written: p.bytes_written,
-                            percent: p.percent.min(99),
-                            waiting_for_log: None,
-                        };
+                        *progress.lock().unwrap_or_else(|e| e.into_inner()) =
+                            JobProgress::running(&p);
                     },
                 )
                 .await
@@ -362,14 +349,7 @@ impl Runner {
                     size: stored.size,
                     sha256: stored.sha256.clone(),
                     upload_started,
-                    progress: Some(JobProgress {
-                        events_read: stored.summary.events_read,
-                        // Every file listed, plus manifest.json itself.
-                        files_written: stored.summary.files + 1,
-                        bytes_written: stored.size,
-                        percent: 100,
-                        waiting_for_log: None,
-                    }),
+                    progress: Some(JobProgress::finished(&stored)),
                 };
                 self.finish(company, job_id, finish, Some(&stored.key))
                     .await;
@@ -553,51 +533,73 @@ impl Runner {
         }
     }
 
-    /// Notifies and records it; false when it must be tried again.
+    /// Notifies and records the outcome in the log: `Notified`, or the failed attempt
+    /// (`NotifyFailed`, counted by the fold, which gives up after [`MAX_NOTIFY_ATTEMPTS`]).
+    /// False when nothing could be recorded (the log is unreachable): try again later.
     async fn send_notifications(&self, company: &str, job: &Job) -> bool {
-        match self.notifier.notify(company, job).await {
-            Ok(()) => {
-                let notified = Command::Notified {
+        let (command, failed) = match self.notifier.notify(company, job).await {
+            Ok(()) => (
+                Command::Notified {
                     job_id: job.id.clone(),
+                },
+                None,
+            ),
+            Err(error) => {
+                let attempt = job.notify_failures + 1;
+                let reason = format!("{error:#}");
+                tracing::warn!(job = %job.id, attempt, max = MAX_NOTIFY_ATTEMPTS, error = %reason, "notifying failed");
+                let failed = Command::NotifyFailed {
+                    job_id: job.id.clone(),
+                    attempt,
+                    reason,
                 };
-                if let Err(error) = self.log.submit(company, SERVICE_ACTOR, notified).await {
-                    tracing::warn!(job = %job.id, %error, "recording the notification");
+                (failed, Some(attempt))
+            }
+        };
+        match self.log.submit(company, SERVICE_ACTOR, command).await {
+            Ok(Outcome::Applied) => {
+                if let Some(attempt) = failed
+                    && attempt >= MAX_NOTIFY_ATTEMPTS
+                {
+                    self.metrics.notifications_given_up.inc();
+                    tracing::error!(%company, job = %job.id, attempts = attempt, "giving up notifying: every attempt failed (see the audit trail)");
                 }
                 true
             }
+            // Another replica recorded this attempt (or the notification) first.
+            Ok(_) => true,
             Err(error) => {
-                tracing::warn!(job = %job.id, error = format!("{error:#}"), "notifying; will retry");
+                tracing::warn!(job = %job.id, %error, "recording the notification's outcome");
                 false
             }
         }
     }
 
-    /// Finished jobs whose notification was not recorded a while after they finished (their
-    /// worker died, or the mail relay was down) are notified by whichever replica sees them,
-    /// retried with backoff (2 s doubling to 10 min) while it fails.
+    /// Finished jobs whose notification is not recorded are notified by whichever replica sees
+    /// them: a while after they finished (their worker had its chance), then after each failed
+    /// attempt a backoff counted from the failure the log recorded ([`notification_due`]), so
+    /// every replica agrees when — and whether — to try again.
     async fn notify_loop(self, shutdown: CancellationToken) {
-        let mut retries: HashMap<String, (u32, tokio::time::Instant)> = HashMap::new();
+        // Jobs whose outcome this replica could not record: not before this instant.
+        let mut unrecorded: HashMap<String, tokio::time::Instant> = HashMap::new();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                () = tokio::time::sleep((self.lease / 3).min(Duration::from_secs(2))) => {}
             }
             let grace = chrono_lease(self.lease) * 4;
+            let backoff = chrono_lease(self.lease) * 2;
             let now = self.log.clock().now();
             let instant = tokio::time::Instant::now();
+            unrecorded.retain(|_, until| *until > instant);
             let pending: Vec<(String, Job)> = self.log.read(|state| {
                 state
                     .companies()
                     .flat_map(|(company, cs)| {
-                        cs.jobs()
+                        cs.awaiting_notification()
                             .filter(|j| {
-                                !j.notified
-                                    && matches!(
-                                        j.stored_status(),
-                                        JobStatus::Completed | JobStatus::Failed
-                                    )
-                                    && j.finished_at.is_some_and(|f| f + grace < now)
-                                    && retries.get(&j.id).is_none_or(|(_, next)| instant >= *next)
+                                notification_due(j, grace, backoff, now)
+                                    && !unrecorded.contains_key(&j.id)
                             })
                             .map(|j| (company.clone(), j.clone()))
                             .collect::<Vec<_>>()
@@ -605,24 +607,74 @@ impl Runner {
                     .collect()
             });
             for (company, job) in pending {
-                let sent = tokio::select! {
+                let recorded = tokio::select! {
                     () = shutdown.cancelled() => return,
-                    sent = self.send_notifications(&company, &job) => sent,
+                    recorded = self.send_notifications(&company, &job) => recorded,
                 };
-                if sent {
-                    retries.remove(&job.id);
-                } else {
-                    let attempts = retries.get(&job.id).map_or(1, |(n, _)| n + 1);
-                    let wait =
-                        Duration::from_secs(1u64 << attempts.min(9)).min(Duration::from_secs(600));
-                    retries.insert(
-                        job.id.clone(),
-                        (attempts, tokio::time::Instant::now() + wait),
-                    );
+                if !recorded {
+                    unrecorded.insert(job.id.clone(), instant + Duration::from_secs(30));
                 }
             }
         }
     }
+}
+
+/// The wait after the `failures`-th failed notification: `base` (twice the lease: 30 s by
+/// default), doubling, at most 10 min.
+pub fn notify_backoff(failures: u32, base: chrono::Duration) -> chrono::Duration {
+    let doublings = failures.saturating_sub(1).min(10);
+    (base * (1 << doublings)).min(chrono::Duration::minutes(10))
+}
+
+/// Whether a finished job's notification is due at `now` (by the log's times, alike on every
+/// replica): `grace` after it finished for the first try by another replica than its worker,
+/// then [`notify_backoff`] after each recorded failure; never once given up.
+pub fn notification_due(
+    job: &Job,
+    grace: chrono::Duration,
+    backoff: chrono::Duration,
+    now: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    if !job.awaits_notification() {
+        return false;
+    }
+    match job.notify_failed_at {
+        Some(failed) if job.notify_failures > 0 => {
+            failed + notify_backoff(job.notify_failures, backoff) <= now
+        }
+        _ => job.finished_at.is_some_and(|f| f + grace < now),
+    }
+}
+
+/// The waiting jobs the fold lets start now, in the order free slots go to them: the
+/// longest-waiting first across companies (by acceptance time), each company's in its own
+/// order (the fold refuses a claim of any but a company's first waiting job, and acceptance
+/// times by different replicas' clocks need not follow it). A merge of the companies' queues
+/// by their heads.
+pub fn claim_order(state: &crate::state::State) -> Vec<(&str, &Job)> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let queues: Vec<(&str, Vec<&Job>)> = state
+        .companies()
+        .map(|(company, cs)| (company.as_str(), cs.claimable()))
+        .filter(|(_, jobs)| !jobs.is_empty())
+        .collect();
+    // A queue's head: its acceptance time, company, queue and index in the queue.
+    type Head<'a> = Reverse<(chrono::DateTime<chrono::Utc>, &'a str, usize, usize)>;
+    let mut heads: BinaryHeap<Head<'_>> = queues
+        .iter()
+        .enumerate()
+        .map(|(q, (company, jobs))| Reverse((jobs[0].created_at, *company, q, 0)))
+        .collect();
+    let mut order = Vec::with_capacity(queues.iter().map(|(_, jobs)| jobs.len()).sum());
+    while let Some(Reverse((_, company, q, i))) = heads.pop() {
+        let jobs = &queues[q].1;
+        order.push((company, jobs[i]));
+        if let Some(next) = jobs.get(i + 1) {
+            heads.push(Reverse((next.created_at, company, q, i + 1)));
+        }
+    }
+    order
 }
 
 fn chrono_lease(lease: Duration) -> chrono::Duration {
@@ -696,6 +748,20 @@ mod tests {
             liveness: Liveness,
             watermark: crate::watermark::LogWatermark,
         ) -> Runner {
+            self.runner_notifying(worker, lease, liveness, watermark, None)
+                .await
+        }
+
+        /// A replica's runner, started, notifying through `notifier` (unset: to a broker
+        /// that is not there).
+        async fn runner_notifying(
+            &self,
+            worker: &str,
+            lease: Duration,
+            liveness: Liveness,
+            watermark: crate::watermark::LogWatermark,
+            notifier: Option<Arc<dyn Notify>>,
+        ) -> Runner {
             // Nothing listens there: notifications fail and are retried, which these tests
             // do not look at.
             let config = crate::Config::try_parse_from([
@@ -716,7 +782,9 @@ mod tests {
                 ingest_wait: Duration::from_secs(60),
                 log_store: self.store.clone(),
                 archive_store: self.store.clone(),
-                notifier: Notifier::new(&config, metrics.clone()).unwrap(),
+                notifier: notifier.unwrap_or_else(|| {
+                    Arc::new(crate::notify::Notifier::new(&config, metrics.clone()).unwrap())
+                }),
                 worker: worker.to_owned(),
                 lease,
                 max_jobs: 8,
@@ -734,6 +802,7 @@ mod tests {
             spec: JobSpec::all_history(),
             requester_email: None,
             request_id: None,
+            max_queued: None,
         };
         assert_eq!(
             log.submit("acme", "ann", create).await.unwrap(),
@@ -781,6 +850,190 @@ mod tests {
         fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Beat> {
             self.0.subscribe()
         }
+    }
+
+    fn record_at(
+        at: chrono::DateTime<chrono::Utc>,
+        company: &str,
+        actor: &str,
+        command: Command,
+    ) -> crate::state::Record {
+        crate::state::Record {
+            v: crate::state::RECORD_VERSION,
+            id: uuid::Uuid::new_v4().to_string(),
+            at,
+            company_id: company.into(),
+            actor: actor.into(),
+            command,
+        }
+    }
+
+    #[test]
+    fn free_slots_go_to_the_longest_waiting_job_across_companies() {
+        let t0: chrono::DateTime<chrono::Utc> = "2026-11-25T00:00:00Z".parse().unwrap();
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        let mut state = crate::state::State::default();
+        // "zeta" sorts last by name but has waited longest; "acme"'s second job was accepted
+        // (by a replica whose clock is behind) before its first: acme's own order still holds.
+        let create = |job: &str| Command::CreateExport {
+            job_id: job.into(),
+            spec: JobSpec::all_history(),
+            requester_email: None,
+            request_id: None,
+            max_queued: None,
+        };
+        for (company, admin) in [("acme", "ann"), ("mid", "mo"), ("zeta", "zed")] {
+            state.apply(&record_at(at(0), company, admin, Command::Enable));
+        }
+        for (s, company, admin, job) in [
+            (1, "zeta", "zed", "z1"),
+            (5, "acme", "ann", "a1"),
+            (2, "acme", "ann", "a2"),
+            (3, "mid", "mo", "m1"),
+            (9, "acme", "ann", "a3"),
+        ] {
+            let outcome = state.apply(&record_at(at(s), company, admin, create(job)));
+            assert_eq!(outcome, Outcome::Applied);
+        }
+        let order: Vec<(&str, &str)> = claim_order(&state)
+            .into_iter()
+            .map(|(company, job)| (company, job.id.as_str()))
+            .collect();
+        // acme's third job is past its 2 slots; a2 follows a1 (the fold starts acme's in order).
+        assert_eq!(
+            order,
+            [
+                ("zeta", "z1"),
+                ("mid", "m1"),
+                ("acme", "a1"),
+                ("acme", "a2")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_notification_is_due_again_after_a_backoff_by_the_logs_times() {
+        let t0: chrono::DateTime<chrono::Utc> = "2026-11-25T00:00:00Z".parse().unwrap();
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        let mut state = crate::state::State::default();
+        state.apply(&record_at(at(0), "acme", "ann", Command::Enable));
+        let create = Command::CreateExport {
+            job_id: "j1".into(),
+            spec: JobSpec::all_history(),
+            requester_email: None,
+            request_id: None,
+            max_queued: None,
+        };
+        state.apply(&record_at(at(0), "acme", "ann", create));
+        let claim = Command::Claim {
+            job_id: "j1".into(),
+            worker: "w".into(),
+            lease_until: None,
+            takes_over: None,
+        };
+        state.apply(&record_at(at(1), "acme", SERVICE_ACTOR, claim));
+        let finish = Command::Finish {
+            job_id: "j1".into(),
+            worker: "w".into(),
+            result: JobResult::Failed { error: "x".into() },
+        };
+        state.apply(&record_at(at(2), "acme", SERVICE_ACTOR, finish));
+        let job = |state: &crate::state::State| {
+            state.company("acme").unwrap().job("j1").cloned().unwrap()
+        };
+        let grace = chrono::Duration::seconds(60);
+        let base = chrono::Duration::seconds(30);
+        // Its worker's own try first; others only after the grace.
+        assert!(!notification_due(&job(&state), grace, base, at(60)));
+        assert!(notification_due(&job(&state), grace, base, at(63)));
+        let mut failed_at = 100;
+        for attempt in 1..=MAX_NOTIFY_ATTEMPTS {
+            let failed = Command::NotifyFailed {
+                job_id: "j1".into(),
+                attempt,
+                reason: "refused".into(),
+            };
+            state.apply(&record_at(at(failed_at), "acme", SERVICE_ACTOR, failed));
+            let wait = notify_backoff(attempt, base).num_seconds();
+            if attempt == MAX_NOTIFY_ATTEMPTS {
+                // Given up: never due again.
+                assert!(!notification_due(
+                    &job(&state),
+                    grace,
+                    base,
+                    at(failed_at + 86_400)
+                ));
+            } else {
+                assert!(!notification_due(
+                    &job(&state),
+                    grace,
+                    base,
+                    at(failed_at + wait - 1)
+                ));
+                assert!(notification_due(
+                    &job(&state),
+                    grace,
+                    base,
+                    at(failed_at + wait)
+                ));
+            }
+            failed_at += wait;
+        }
+        assert_eq!(
+            (1..=6)
+                .map(|n| notify_backoff(n, base).num_seconds())
+                .collect::<Vec<_>>(),
+            [30, 60, 120, 240, 480, 600]
+        );
+    }
+
+    /// A mail relay that refuses every message, counting them.
+    #[derive(Debug, Default)]
+    struct RefusingRelay(std::sync::atomic::AtomicU32);
+
+    #[async_trait::async_trait]
+    impl Notify for RefusingRelay {
+        async fn notify(&self, _company_id: &str, _job: &Job) -> anyhow::Result<()> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            anyhow::bail!("550 5.1.1 mailbox unavailable")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_notification_is_given_up_after_its_attempts_by_every_replica() {
+        let replicas = Replicas::new();
+        let admin = replicas.state_log().await;
+        admin.submit("acme", "ann", Command::Enable).await.unwrap();
+        create(&admin, "j1").await;
+        let relay = Arc::new(RefusingRelay::default());
+        let lease = Duration::from_millis(200);
+        for worker in ["a", "b"] {
+            let liveness =
+                Liveness::start(Arc::new(replicas.channel.clone()), replicas.stop.clone());
+            let watermark = crate::watermark::LogWatermark::durable_forever();
+            let notifier: Arc<dyn Notify> = relay.clone();
+            replicas
+                .runner_notifying(worker, lease, liveness, watermark, Some(notifier))
+                .await;
+        }
+        let job = wait_job(&admin, "j1", "given up notifying", |j| j.notify_given_up).await;
+        assert_eq!(job.stored_status(), JobStatus::Completed);
+        assert_eq!(job.notify_failures, MAX_NOTIFY_ATTEMPTS);
+        let tried = relay.0.load(std::sync::atomic::Ordering::SeqCst);
+        // Each attempt by one replica, or by both at the same instant at worst.
+        assert!(
+            (MAX_NOTIFY_ATTEMPTS..=2 * MAX_NOTIFY_ATTEMPTS).contains(&tried),
+            "{tried} tries"
+        );
+        // Nobody tries again: watched for longer than every backoff so far together.
+        let watched = tokio::time::Instant::now();
+        while watched.elapsed() < lease * 40 {
+            tokio::time::sleep(lease).await; // an observation window, not a synchronisation
+            assert_eq!(relay.0.load(std::sync::atomic::Ordering::SeqCst), tried);
+        }
+        let audit = admin.read(|s| s.company("acme").unwrap().audit.clone());
+        assert_eq!(audit.last().unwrap().action, "notification_failed");
+        replicas.stop.cancel();
     }
 
     #[tokio::test]

@@ -21,8 +21,7 @@ use crate::auth::{Caller, Verifier};
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::state::{
-    Command, CompanyState, Job, JobProgress, JobSpec, JobStatus, Outcome, RETENTION_DAYS,
-    status_word,
+    Command, CompanyState, Job, JobProgress, JobSpec, JobStatus, Outcome, downloadable_archive,
 };
 use crate::statelog::StateLog;
 
@@ -44,6 +43,10 @@ pub struct Api {
     pub(crate) metrics: Metrics,
     /// Ends open watches when the service stops.
     pub(crate) shutdown: archive::CancellationToken,
+    /// The most exports a company may have waiting (put in each create for the fold).
+    pub(crate) max_queued_per_company: u32,
+    /// Open watches per admin on this replica.
+    pub(crate) watches: crate::limits::WatchLimiter,
 }
 
 impl Api {
@@ -190,7 +193,7 @@ pub(crate) fn job_to_proto(
             time_zone: job.spec.time_zone.clone(),
             all_history: job.spec.from.is_none(),
         }),
-        progress: Some(progress_to_proto(&progress)),
+        progress: Some(progress.to_proto()),
         archive_size: job.archive.as_ref().map_or(0, |a| a.size),
         archive_sha256: job
             .archive
@@ -198,23 +201,6 @@ pub(crate) fn job_to_proto(
             .map_or_else(String::new, |a| a.sha256.clone()),
         error: job.error.clone().unwrap_or_default(),
         queue_position: company.queue_position(&job.id),
-    }
-}
-
-fn progress_to_proto(progress: &JobProgress) -> pb::Progress {
-    let lag = progress.waiting_for_log.as_ref();
-    pb::Progress {
-        events_read: progress.events_read,
-        files_written: progress.files_written,
-        bytes_written: progress.bytes_written,
-        percent: progress.percent,
-        detail: lag
-            .map(crate::watermark::waiting_message)
-            .unwrap_or_default(),
-        ingest_events_behind: 0,
-        ingest_partitions_behind: lag.map_or(0, |l| l.partitions_behind),
-        log_durable_until: lag.and_then(|l| l.durable_until).map(timestamp),
-        log_durable_needed: lag.map(|l| timestamp(l.needed.at)),
     }
 }
 
@@ -454,9 +440,18 @@ impl ComplianceExportService for Api {
                         spec,
                         requester_email: caller.email.clone(),
                         request_id: Some(body.request_id.clone()).filter(|k| !k.is_empty()),
+                        max_queued: Some(self.max_queued_per_company),
                     },
                 )
-                .await?;
+                .await
+                .inspect_err(|status| {
+                    if status.code() == tonic::Code::ResourceExhausted {
+                        self.metrics
+                            .limited
+                            .with_label_values(&["queued_per_company"])
+                            .inc();
+                    }
+                })?;
             let id = match outcome {
                 Outcome::Existing { job_id } => job_id,
                 _ => job_id,
@@ -509,7 +504,7 @@ impl ComplianceExportService for Api {
                     let mut page: Vec<pb::ExportJob> = Vec::new();
                     let mut next = String::new();
                     let mut last_seq = 0;
-                    for job in company.jobs().rev() {
+                    for job in company.jobs_before(before).rev() {
                         if before.is_some_and(|b| job.seq >= b) {
                             continue;
                         }
@@ -564,9 +559,21 @@ impl ComplianceExportService for Api {
             let caller = self.authorize(&request, Action::ReadExports).await?;
             let id = request.get_ref().id.clone();
             self.job(&caller, &id)?;
+            // Held by the stream's task: freed however the watch ends.
+            let permit = self
+                .watches
+                .acquire(&caller.company_id, &caller.admin_id)
+                .map_err(|denied| {
+                    self.metrics
+                        .limited
+                        .with_label_values(&["watches_per_admin"])
+                        .inc();
+                    denied.into_status()
+                })?;
             let (tx, rx) = tokio::sync::mpsc::channel(16);
             let api = self.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let mut changes = api.log.subscribe();
                 let mut beats = api.liveness.subscribe();
                 let mut last: Option<pb::ExportJob> = None;
@@ -637,21 +644,8 @@ impl ComplianceExportService for Api {
                 .with_company(&caller.company_id, |c| c.job(&id).cloned())
                 .flatten()
                 .ok_or_else(|| not_found(&id))?;
-            let archive = match (job.status_at(now), &job.archive) {
-                (JobStatus::Completed, Some(archive)) => archive.clone(),
-                (JobStatus::Expired, _) => {
-                    return Err(Status::failed_precondition(format!(
-                        "export {id} has expired: archives are kept {RETENTION_DAYS} days after \
-                         they are made; request a new export"
-                    )));
-                }
-                (status, _) => {
-                    return Err(Status::failed_precondition(format!(
-                        "export {id} is {}: a download link exists only once it has completed",
-                        status_word(status)
-                    )));
-                }
-            };
+            let archive = downloadable_archive(&caller.company_id, &job, now)
+                .map_err(Denied::into_status)?;
             let ttl = chrono::Duration::from_std(self.link_ttl)
                 .unwrap_or_else(|_| chrono::Duration::days(7));
             let expires_at = (now + ttl).min(archive.expires_at);
@@ -773,6 +767,8 @@ mod tests {
                 link_ttl: Duration::from_secs(3600),
                 metrics: Metrics::register(&prometheus::Registry::new()).unwrap(),
                 shutdown: stop,
+                max_queued_per_company: 3,
+                watches: crate::limits::WatchLimiter::new(2),
             }
         }
 
@@ -861,6 +857,57 @@ mod tests {
                 3,
                 "enable, create, claim: no heartbeat"
             );
+        }
+
+        #[tokio::test]
+        async fn one_company_cannot_fill_the_queue_nor_one_admin_hold_every_watch() {
+            let (log, channel) = (MemoryLog::new("export-state"), MemoryLiveness::default());
+            let a = replica(&log, &channel).await; // 3 waiting per company, 2 watches per admin
+            a.enable_exports(authed(pb::EnableExportsRequest {}))
+                .await
+                .unwrap();
+            let mut ids = vec![];
+            for _ in 0..3 {
+                let job = a
+                    .create_export(authed(pb::CreateExportRequest::default()))
+                    .await
+                    .unwrap();
+                ids.push(job.into_inner().id);
+            }
+            let refused = a
+                .create_export(authed(pb::CreateExportRequest::default()))
+                .await
+                .unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+            assert!(
+                refused.message().contains("3 exports waiting"),
+                "{refused:?}"
+            );
+            assert!(refused.message().contains("CancelExport"), "{refused:?}");
+            // Cancelling one makes room.
+            a.cancel_export(authed(pb::CancelExportRequest { id: ids[0].clone() }))
+                .await
+                .unwrap();
+            a.create_export(authed(pb::CreateExportRequest::default()))
+                .await
+                .unwrap();
+
+            let watch = |id: &str| a.watch_export(authed(pb::WatchExportRequest { id: id.into() }));
+            let first = watch(&ids[1]).await.unwrap();
+            let _second = watch(&ids[2]).await.unwrap();
+            let refused = watch(&ids[1]).await.err().unwrap();
+            assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+            // The client goes away: its watch's place is freed.
+            drop(first);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while a.watches.open("acme", "ann") >= 2 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "a dropped watch still holds its place after 10 s"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            watch(&ids[1]).await.unwrap();
         }
     }
 

@@ -21,14 +21,25 @@
 //! Version 1 records (written before liveness moved out of this topic) are folded with their own
 //! rules: leases with an expiry, renewed by heartbeat records. A topic written by version 1 keeps
 //! those records forever, so the rules stay.
+//!
+//! Version 3 adds rules an older build would not apply alike (so it must stop at them rather
+//! than diverge): a create may carry its company's cap on waiting exports, which the fold
+//! enforces; failed notifications are counted ([`Command::NotifyFailed`]) and given up after
+//! [`MAX_NOTIFY_ATTEMPTS`]. For every version the fold accepts only an archive key under
+//! `exports/<the job's company>/` ([`archive_key_is_the_companys`]).
+//!
+//! Jobs are indexed, not scanned: each company keeps its waiting, running and not-yet-notified
+//! jobs in ordered sets ([`CompanyState`]), rebuilt from the jobs when a snapshot is read, so a
+//! company with years of finished exports costs nothing per claim.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::access::{AccessCommand, AccessState, Denied};
-use crate::watermark::LogLag;
+use crate::access::{AccessCommand, AccessState, Action, Denied};
+use crate::lifecycle::EXPORTS_PREFIX;
+pub use crate::progress::JobProgress;
 
 /// At most this many of a company's exports run at once.
 pub const MAX_RUNNING_PER_COMPANY: usize = 2;
@@ -37,9 +48,13 @@ pub const MAX_RUNNING_PER_COMPANY: usize = 2;
 pub const RETENTION_DAYS: i64 = 30;
 /// The version of the record format this build writes. It reads every version from 1 to this one;
 /// a record of a later version stops the fold (see `crate::statelog`).
-pub const RECORD_VERSION: u32 = 2;
+pub const RECORD_VERSION: u32 = 3;
 /// The first record version: leases renewed by heartbeat records in the state topic.
 pub const RECORD_VERSION_LEASES: u32 = 1;
+
+/// A finished job's notification is tried this many times (recorded in the log, so every
+/// replica agrees on the count); then it is marked failed and nobody tries again.
+pub const MAX_NOTIFY_ATTEMPTS: u32 = 5;
 
 /// Whether this build can fold records of version `v`.
 pub fn is_known_version(v: u32) -> bool {
@@ -82,6 +97,11 @@ pub enum Command {
         /// The client's idempotency key.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         request_id: Option<String>,
+        /// Version 3: the most exports the company may have waiting to start, as the appending
+        /// replica is configured; the fold refuses the create when that many already wait (so
+        /// replicas racing to accept cannot exceed it). Unset: no cap.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_queued: Option<u32>,
     },
     CancelExport {
         job_id: String,
@@ -123,6 +143,14 @@ pub enum Command {
     Notified {
         job_id: String,
     },
+    /// Version 3: notifying a finished job failed, for the `attempt`-th time (1-based; the fold
+    /// accepts only the next attempt, so two replicas failing at once count once). After
+    /// [`MAX_NOTIFY_ATTEMPTS`] the job's notification is given up.
+    NotifyFailed {
+        job_id: String,
+        attempt: u32,
+        reason: String,
+    },
 }
 
 /// What an export covers, as requested and validated.
@@ -155,18 +183,6 @@ impl JobSpec {
             format: "json".into(),
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobProgress {
-    pub events_read: u64,
-    pub files_written: u64,
-    pub bytes_written: u64,
-    pub percent: u32,
-    /// While the job waits for the log to be durable far enough for it: how far the log has
-    /// got (see [`crate::watermark`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub waiting_for_log: Option<LogLag>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -244,6 +260,20 @@ pub struct Job {
     pub archive: Option<Archive>,
     pub error: Option<String>,
     pub notified: bool,
+    /// Failed notification attempts, as recorded ([`Command::NotifyFailed`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub notify_failures: u32,
+    /// When the last of those failed (the next try waits a backoff from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_failed_at: Option<DateTime<Utc>>,
+    /// Every notification attempt failed: nobody tries again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub notify_given_up: bool,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Job {
@@ -267,15 +297,16 @@ impl Job {
         self.status
     }
 
+    /// Finished, and its notification neither recorded nor given up: someone must notify.
+    pub fn awaits_notification(&self) -> bool {
+        matches!(self.status, JobStatus::Completed | JobStatus::Failed)
+            && !self.notified
+            && !self.notify_given_up
+    }
+
     /// Version 1: whether the lease is live at `at`.
     fn lease_live_v1(&self, at: DateTime<Utc>) -> bool {
         self.status == JobStatus::InProgress && self.lease_until.is_some_and(|l| l > at)
-    }
-
-    /// Version 1: a waiting job, or a running one whose lease has passed.
-    fn claimable_v1(&self, at: DateTime<Utc>) -> bool {
-        self.status == JobStatus::Accepted
-            || (self.status == JobStatus::InProgress && !self.lease_live_v1(at))
     }
 
     fn owned_by_v1(&self, worker: &str, at: DateTime<Utc>) -> bool {
@@ -301,6 +332,7 @@ pub struct AuditEntry {
 
 /// One company's state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredCompany")]
 pub struct CompanyState {
     pub access: AccessState,
     /// Ordered maps throughout, so that a snapshot of the same state is the same bytes.
@@ -309,6 +341,50 @@ pub struct CompanyState {
     order: Vec<String>,
     /// Oldest first.
     pub audit: Vec<AuditEntry>,
+    /// Derived from `jobs`: not in snapshots (rebuilt when one is read), so their bytes and
+    /// format stay what they were.
+    #[serde(skip)]
+    index: JobIndex,
+}
+
+/// A company's state as a snapshot holds it (everything but the indexes).
+#[derive(Deserialize)]
+struct StoredCompany {
+    access: AccessState,
+    jobs: BTreeMap<String, Job>,
+    order: Vec<String>,
+    audit: Vec<AuditEntry>,
+}
+
+impl From<StoredCompany> for CompanyState {
+    fn from(stored: StoredCompany) -> Self {
+        let mut company = Self {
+            access: stored.access,
+            jobs: stored.jobs,
+            order: stored.order,
+            audit: stored.audit,
+            index: JobIndex::default(),
+        };
+        let ids: Vec<String> = company.jobs.keys().cloned().collect();
+        for id in &ids {
+            company.reindex(id);
+        }
+        company
+    }
+}
+
+/// A company's jobs by what the fold and the runner look for, each set ordered by creation
+/// (`seq`, then id).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct JobIndex {
+    /// Waiting to start (`Accepted`).
+    queued: BTreeSet<(u64, String)>,
+    /// Claimed and not yet finished, released or cancelled (`InProgress`).
+    running: BTreeSet<(u64, String)>,
+    /// Finished, not yet notified nor given up.
+    unnotified: BTreeSet<(u64, String)>,
+    /// (requester, request id) → job id.
+    by_request: BTreeMap<(String, String), String>,
 }
 
 impl CompanyState {
@@ -321,65 +397,106 @@ impl CompanyState {
         self.order.iter().filter_map(|id| self.jobs.get(id))
     }
 
+    /// Jobs created before the `seq`-th (all with `None`), oldest first: a page of a listing
+    /// starts here without walking the newer ones.
+    pub fn jobs_before(&self, seq: Option<u64>) -> impl DoubleEndedIterator<Item = &Job> {
+        let end = seq.map_or(self.order.len(), |seq| {
+            usize::try_from(seq).map_or(self.order.len(), |s| s.min(self.order.len()))
+        });
+        self.order[..end].iter().filter_map(|id| self.jobs.get(id))
+    }
+
+    fn indexed<'a>(
+        &'a self,
+        set: &'a BTreeSet<(u64, String)>,
+    ) -> impl DoubleEndedIterator<Item = &'a Job> + 'a {
+        set.iter().filter_map(|(_, id)| self.jobs.get(id))
+    }
+
+    /// Puts job `id` in the indexes its current state belongs to (and no others).
+    fn reindex(&mut self, id: &str) {
+        let Some(job) = self.jobs.get(id) else {
+            return;
+        };
+        let key = (job.seq, job.id.clone());
+        let index = &mut self.index;
+        for (set, member) in [
+            (&mut index.queued, job.status == JobStatus::Accepted),
+            (&mut index.running, job.status == JobStatus::InProgress),
+            (&mut index.unnotified, job.awaits_notification()),
+        ] {
+            if member {
+                set.insert(key.clone());
+            } else {
+                set.remove(&key);
+            }
+        }
+        if let Some(request_id) = &job.request_id {
+            index
+                .by_request
+                .entry((job.requested_by.clone(), request_id.clone()))
+                .or_insert_with(|| job.id.clone());
+        }
+    }
+
     /// Jobs claimed and not yet finished, released or cancelled: each holds one of the
     /// company's slots until then, whether or not its worker is alive.
     pub fn running(&self) -> usize {
-        self.jobs()
-            .filter(|j| j.status == JobStatus::InProgress)
-            .count()
+        self.index.running.len()
+    }
+
+    /// Jobs waiting to start.
+    pub fn queued(&self) -> usize {
+        self.index.queued.len()
     }
 
     /// The jobs that may start, in the order they must start: the oldest waiting jobs, as many
     /// as the limit leaves room for. A claim takes the first.
     pub fn claimable(&self) -> Vec<&Job> {
         let room = MAX_RUNNING_PER_COMPANY.saturating_sub(self.running());
-        self.jobs()
-            .filter(|j| j.status == JobStatus::Accepted)
-            .take(room)
-            .collect()
+        self.indexed(&self.index.queued).take(room).collect()
     }
 
     /// Jobs that are running: the ones a replica may take over when it judges their worker dead.
     pub fn in_progress(&self) -> impl Iterator<Item = &Job> {
-        self.jobs().filter(|j| j.status == JobStatus::InProgress)
+        self.indexed(&self.index.running)
     }
 
-    /// Version 1: jobs whose lease is live at `at`; the claimable ones in order.
+    /// Finished jobs whose notification is neither recorded nor given up, oldest first.
+    pub fn awaiting_notification(&self) -> impl Iterator<Item = &Job> {
+        self.indexed(&self.index.unnotified)
+    }
+
+    /// Version 1: jobs whose lease is live at `at`; the claimable ones in order (waiting ones,
+    /// and running ones whose lease has passed).
     fn claimable_v1(&self, at: DateTime<Utc>) -> Vec<&Job> {
-        let running = self.jobs().filter(|j| j.lease_live_v1(at)).count();
+        let running = self.in_progress().filter(|j| j.lease_live_v1(at)).count();
         let room = MAX_RUNNING_PER_COMPANY.saturating_sub(running);
-        self.jobs()
-            .filter(|j| j.claimable_v1(at))
+        let lapsed = self
+            .index
+            .running
+            .iter()
+            .filter(|(_, id)| self.jobs.get(id).is_some_and(|j| !j.lease_live_v1(at)));
+        let mut candidates: Vec<&(u64, String)> = lapsed.chain(&self.index.queued).collect();
+        candidates.sort();
+        candidates
+            .into_iter()
+            .filter_map(|(_, id)| self.jobs.get(id))
             .take(room)
             .collect()
     }
 
     /// 1-based position of an ACCEPTED job in the company's queue; 0 when it is not waiting.
     pub fn queue_position(&self, id: &str) -> u32 {
-        let mut position = 0u32;
-        for job in self.jobs() {
-            if job.status == JobStatus::Accepted {
-                position += 1;
-                if job.id == id {
-                    return position;
-                }
-            }
-        }
-        0
-    }
-
-    fn has_access(&self, actor: &str) -> Result<(), Denied> {
-        if self.access.enabled.is_none() {
-            return Err(Denied::FailedPrecondition(
-                "compliance exports are not enabled for your company".into(),
-            ));
-        }
-        if !self.access.grants.contains_key(actor) {
-            return Err(Denied::PermissionDenied(
-                "you do not have access to compliance exports".into(),
-            ));
-        }
-        Ok(())
+        let Some(job) = self
+            .jobs
+            .get(id)
+            .filter(|j| j.status == JobStatus::Accepted)
+        else {
+            return 0;
+        };
+        let ahead = self.index.queued.range(..(job.seq, job.id.clone())).count();
+        u32::try_from(ahead + 1).unwrap_or(u32::MAX)
     }
 
     fn audit(&mut self, record: &Record, action: &str, subject: &str) -> &mut AuditEntry {
@@ -430,11 +547,91 @@ impl State {
     /// Folds one record.
     pub fn apply(&mut self, record: &Record) -> Outcome {
         let company = self.companies.entry(record.company_id.clone()).or_default();
-        match apply(company, record) {
+        let outcome = apply(company, record);
+        // Whatever the command did to its job, the indexes follow (one place, so no arm can
+        // forget it).
+        if let Some(job_id) = record.command.job_id() {
+            company.reindex(job_id);
+        }
+        match outcome {
             Ok(outcome) => outcome,
             Err(denied) => Outcome::Rejected(denied),
         }
     }
+}
+
+impl Command {
+    /// The job the command is about, if any.
+    pub fn job_id(&self) -> Option<&str> {
+        match self {
+            Self::Enable | Self::Grant { .. } | Self::Revoke { .. } => None,
+            Self::CreateExport { job_id, .. }
+            | Self::CancelExport { job_id }
+            | Self::Claim { job_id, .. }
+            | Self::Heartbeat { job_id, .. }
+            | Self::Release { job_id, .. }
+            | Self::Finish { job_id, .. }
+            | Self::LinkIssued { job_id, .. }
+            | Self::Notified { job_id }
+            | Self::NotifyFailed { job_id, .. } => Some(job_id),
+        }
+    }
+}
+
+/// Whether `key` may be the archive of a job of `company_id`: under `exports/<company>/`, with
+/// no empty, `.` or `..` segment that a store or proxy might resolve elsewhere. The fold refuses
+/// any other key in a result, and the link code any other key to presign.
+pub fn archive_key_is_the_companys(company_id: &str, key: &str) -> bool {
+    let Some(rest) = key
+        .strip_prefix(EXPORTS_PREFIX)
+        .and_then(|k| k.strip_prefix(company_id))
+        .and_then(|k| k.strip_prefix('/'))
+    else {
+        return false;
+    };
+    !company_id.is_empty()
+        && !company_id.contains('/')
+        && !rest.is_empty()
+        && rest
+            .split('/')
+            .all(|segment| !matches!(segment, "" | "." | ".."))
+}
+
+/// The archive a download link may be issued for at `now`: the job's, if it has completed, is
+/// within its retention, and its key is the company's. The link code's checks, in one place.
+pub fn downloadable_archive(
+    company_id: &str,
+    job: &Job,
+    now: DateTime<Utc>,
+) -> Result<Archive, Denied> {
+    let id = &job.id;
+    match (job.status_at(now), &job.archive) {
+        (JobStatus::Completed, Some(archive)) => {
+            if archive_key_is_the_companys(company_id, &archive.key) {
+                Ok(archive.clone())
+            } else {
+                // Only a state written before the fold checked keys could hold one.
+                tracing::error!(company = %company_id, job = %id, key = %archive.key, "refusing to presign an archive key outside the company's prefix");
+                Err(Denied::FailedPrecondition(format!(
+                    "export {id} names an archive outside your company's exports; no link is                      issued for it: request a new export"
+                )))
+            }
+        }
+        (JobStatus::Expired, _) => Err(Denied::FailedPrecondition(format!(
+            "export {id} has expired: archives are kept {RETENTION_DAYS} days after they are              made; request a new export"
+        ))),
+        (status, _) => Err(Denied::FailedPrecondition(format!(
+            "export {id} is {}: a download link exists only once it has completed",
+            status_word(status)
+        ))),
+    }
+}
+
+/// The message for a create over the company's cap on waiting exports.
+fn queue_full(queued: usize, cap: u32) -> Denied {
+    Denied::ResourceExhausted(format!(
+        "your company already has {queued} exports waiting to start, the most allowed ({cap}):          wait for one of them to start or finish, or cancel one you no longer need          (CancelExport), then request this export again"
+    ))
 }
 
 fn apply(company: &mut CompanyState, record: &Record) -> Result<Outcome, Denied> {
@@ -451,7 +648,7 @@ fn apply(company: &mut CompanyState, record: &Record) -> Result<Outcome, Denied>
             }
         }
         Command::Grant { admin_id } => {
-            company.has_access(actor)?;
+            company.access.allows(actor, Action::GrantAccess)?;
             if !company.access.grants.contains_key(admin_id) {
                 company.access.apply(&AccessCommand::Grant {
                     admin: admin_id.clone(),
@@ -462,7 +659,7 @@ fn apply(company: &mut CompanyState, record: &Record) -> Result<Outcome, Denied>
             }
         }
         Command::Revoke { admin_id } => {
-            company.has_access(actor)?;
+            company.access.allows(actor, Action::RevokeAccess)?;
             company.access.apply(&AccessCommand::Revoke {
                 admin: admin_id.clone(),
                 by: actor.to_owned(),
@@ -475,21 +672,28 @@ fn apply(company: &mut CompanyState, record: &Record) -> Result<Outcome, Denied>
             spec,
             requester_email,
             request_id,
+            max_queued,
         } => {
-            company.has_access(actor)?;
+            company.access.allows(actor, Action::CreateExport)?;
             if let Some(key) = request_id
                 && let Some(existing) = company
-                    .jobs()
-                    .find(|j| j.requested_by == actor && j.request_id.as_ref() == Some(key))
+                    .index
+                    .by_request
+                    .get(&(actor.to_owned(), key.clone()))
             {
                 return Ok(Outcome::Existing {
-                    job_id: existing.id.clone(),
+                    job_id: existing.clone(),
                 });
             }
             if company.jobs.contains_key(job_id) {
                 return Err(Denied::InvalidArgument(format!(
                     "export id {job_id:?} is taken"
                 )));
+            }
+            if let Some(cap) = *max_queued
+                && company.queued() >= usize::try_from(cap).unwrap_or(usize::MAX)
+            {
+                return Err(queue_full(company.queued(), cap));
             }
             let job = Job {
                 id: job_id.clone(),
@@ -510,6 +714,9 @@ fn apply(company: &mut CompanyState, record: &Record) -> Result<Outcome, Denied>
                 archive: None,
                 error: None,
                 notified: false,
+                notify_failures: 0,
+                notify_failed_at: None,
+                notify_given_up: false,
             };
             company.jobs.insert(job_id.clone(), job);
             company.order.push(job_id.clone());
@@ -520,7 +727,7 @@ fn apply(company: &mut CompanyState, record: &Record) -> Result<Outcome, Denied>
             }
         }
         Command::CancelExport { job_id } => {
-            company.has_access(actor)?;
+            company.access.allows(actor, Action::CancelExport)?;
             let job = company.job_mut(job_id)?;
             match job.status {
                 JobStatus::Accepted | JobStatus::InProgress => {
@@ -613,6 +820,7 @@ fn apply(company: &mut CompanyState, record: &Record) -> Result<Outcome, Denied>
             result,
         } => {
             let v1 = record.v == RECORD_VERSION_LEASES;
+            let company_id = record.company_id.as_str();
             let job = company.job_mut(job_id)?;
             if !(if v1 {
                 job.owned_by_v1(worker, at)
@@ -620,6 +828,15 @@ fn apply(company: &mut CompanyState, record: &Record) -> Result<Outcome, Denied>
                 job.owned_by(worker)
             }) {
                 return Err(lost_lease(job_id));
+            }
+            if let JobResult::Completed { key, .. } = result
+                && !archive_key_is_the_companys(company_id, key)
+            {
+                // Never a key another company's links could reach; the job stays running and
+                // its worker deletes the object it made.
+                return Err(Denied::InvalidArgument(format!(
+                    "the result of export {job_id} names archive key {key:?}, which is not                      under {EXPORTS_PREFIX}{company_id}/"
+                )));
             }
             job.finished_at = Some(at);
             job.owner = None;
@@ -654,7 +871,7 @@ fn apply(company: &mut CompanyState, record: &Record) -> Result<Outcome, Denied>
             company.audit(record, action, job_id);
         }
         Command::LinkIssued { job_id, expires_at } => {
-            company.has_access(actor)?;
+            company.access.allows(actor, Action::GetDownloadUrl)?;
             let job = company.job_mut(job_id)?;
             match job.status_at(at) {
                 JobStatus::Completed => {}
@@ -680,6 +897,34 @@ fn apply(company: &mut CompanyState, record: &Record) -> Result<Outcome, Denied>
         Command::Notified { job_id } => {
             company.job_mut(job_id)?.notified = true;
         }
+        Command::NotifyFailed {
+            job_id,
+            attempt,
+            reason,
+        } => {
+            let job = company.job_mut(job_id)?;
+            if !job.awaits_notification() {
+                return Err(Denied::FailedPrecondition(format!(
+                    "export {job_id} is not awaiting a notification"
+                )));
+            }
+            if *attempt != job.notify_failures + 1 {
+                // Another replica's failure of the same attempt is already counted.
+                return Err(Denied::FailedPrecondition(format!(
+                    "notification attempt {attempt} of export {job_id} is not the next one                      ({} failed so far)",
+                    job.notify_failures
+                )));
+            }
+            job.notify_failures = *attempt;
+            job.notify_failed_at = Some(at);
+            let given_up = *attempt >= MAX_NOTIFY_ATTEMPTS;
+            job.notify_given_up = given_up;
+            if given_up {
+                let entry = company.audit(record, "notification_failed", job_id);
+                entry.details.insert("attempts".into(), attempt.to_string());
+                entry.details.insert("reason".into(), reason.clone());
+            }
+        }
     }
     Ok(Outcome::Applied)
 }
@@ -699,6 +944,9 @@ pub fn status_word(status: JobStatus) -> &'static str {
         JobStatus::Expired => "expired",
     }
 }
+
+#[cfg(test)]
+mod props;
 
 #[cfg(test)]
 mod tests {
@@ -739,6 +987,39 @@ mod tests {
                 spec: spec(),
                 requester_email: None,
                 request_id: None,
+                max_queued: None,
+            },
+        )
+    }
+
+    fn create_capped(at: i64, job: &str, cap: u32) -> Record {
+        let mut record = create(at, job);
+        if let Command::CreateExport { max_queued, .. } = &mut record.command {
+            *max_queued = Some(cap);
+        }
+        record
+    }
+
+    fn finish_with_key(at: i64, job: &str, worker: &str, key: &str) -> Record {
+        let mut record = finish(at, job, worker);
+        if let Command::Finish {
+            result: JobResult::Completed { key: k, .. },
+            ..
+        } = &mut record.command
+        {
+            *k = key.into();
+        }
+        record
+    }
+
+    fn notify_failed(at: i64, job: &str, attempt: u32) -> Record {
+        record(
+            at,
+            SERVICE_ACTOR,
+            Command::NotifyFailed {
+                job_id: job.into(),
+                attempt,
+                reason: "550 mailbox unavailable".into(),
             },
         )
     }
@@ -1119,6 +1400,7 @@ mod tests {
                     spec: spec(),
                     requester_email: None,
                     request_id: Some("k1".into()),
+                    max_queued: None,
                 },
             )
         };
@@ -1130,6 +1412,206 @@ mod tests {
             }
         );
         assert_eq!(state.company("acme").unwrap().jobs().count(), 1);
+    }
+
+    #[test]
+    fn a_company_cannot_queue_more_than_its_cap() {
+        let mut state = enabled();
+        assert_eq!(state.apply(&create_capped(1, "j1", 2)), Outcome::Applied);
+        assert_eq!(state.apply(&create_capped(2, "j2", 2)), Outcome::Applied);
+        // Two replicas accept at once: the log orders them and the second sees the first.
+        let refused = state.apply(&create_capped(3, "j3", 2));
+        let Outcome::Rejected(Denied::ResourceExhausted(message)) = refused else {
+            panic!("wanted RESOURCE_EXHAUSTED, got {refused:?}");
+        };
+        assert!(message.contains("2 exports waiting"), "{message}");
+        assert!(message.contains("cancel"), "{message}");
+        assert!(state.company("acme").unwrap().job("j3").is_none());
+        // Another company has its own queue.
+        let mut other = create_capped(3, "g1", 2);
+        other.company_id = "globex".into();
+        other.actor = "gus".into();
+        let mut enable = record(0, "gus", Command::Enable);
+        enable.company_id = "globex".into();
+        state.apply(&enable);
+        assert_eq!(state.apply(&other), Outcome::Applied);
+        // Once one starts, there is room again; running jobs do not count.
+        assert_eq!(state.apply(&claim(4, "j1", "a")), Outcome::Applied);
+        assert_eq!(state.apply(&create_capped(5, "j3", 2)), Outcome::Applied);
+        assert_eq!(state.company("acme").unwrap().queued(), 2);
+        // A record without a cap (written before version 3) is not capped.
+        assert_eq!(state.apply(&create(6, "j4")), Outcome::Applied);
+    }
+
+    #[test]
+    fn the_fold_accepts_only_archive_keys_under_the_jobs_company() {
+        let mut state = enabled();
+        state.apply(&create(1, "j1"));
+        state.apply(&claim(2, "j1", "a"));
+        for forged in [
+            "exports/globex/j1/attempt-1/a.zip",
+            "exports/acme",
+            "exports/acme/",
+            "exports/acmecorp/j1.zip",
+            "exports/acme/../globex/j1.zip",
+            "exports/acme//j1.zip",
+            "state-snapshots/export-state/1.json",
+            "acme/j1.zip",
+        ] {
+            let outcome = state.apply(&finish_with_key(3, "j1", "a", forged));
+            assert!(
+                matches!(outcome, Outcome::Rejected(Denied::InvalidArgument(_))),
+                "{forged}: {outcome:?}"
+            );
+            assert_eq!(status(&state, "j1"), JobStatus::InProgress, "{forged}");
+        }
+        let good = "exports/acme/j1/attempt-1/compliance-export_acme_all.zip";
+        assert_eq!(
+            state.apply(&finish_with_key(4, "j1", "a", good)),
+            Outcome::Applied
+        );
+    }
+
+    #[test]
+    fn no_link_for_an_archive_key_outside_the_company() {
+        let mut state = enabled();
+        state.apply(&create(1, "j1"));
+        state.apply(&claim(2, "j1", "a"));
+        state.apply(&finish(3, "j1", "a"));
+        let job = state.company("acme").unwrap().job("j1").unwrap().clone();
+        assert_eq!(
+            downloadable_archive("acme", &job, t(4)).unwrap().key,
+            "exports/acme/j1.zip"
+        );
+        // As a state folded before the fold checked keys (or a snapshot) could hold it.
+        let mut forged = job;
+        forged.archive.as_mut().unwrap().key = "exports/globex/j9/attempt-1/a.zip".into();
+        assert!(matches!(
+            downloadable_archive("acme", &forged, t(4)),
+            Err(Denied::FailedPrecondition(_))
+        ));
+    }
+
+    #[test]
+    fn a_failing_notification_is_tried_a_bounded_number_of_times() {
+        let mut state = enabled();
+        state.apply(&create(1, "j1"));
+        state.apply(&claim(2, "j1", "a"));
+        state.apply(&finish(3, "j1", "a"));
+        let waiting = |state: &State| {
+            state
+                .company("acme")
+                .unwrap()
+                .awaiting_notification()
+                .map(|j| j.id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(waiting(&state), ["j1"]);
+        for attempt in 1..MAX_NOTIFY_ATTEMPTS {
+            let at = 10 * i64::from(attempt);
+            assert_eq!(
+                state.apply(&notify_failed(at, "j1", attempt)),
+                Outcome::Applied
+            );
+            // Two replicas failing the same attempt count once.
+            assert!(rejected(&state.apply(&notify_failed(at, "j1", attempt))));
+            assert_eq!(waiting(&state), ["j1"]);
+        }
+        assert!(rejected(&state.apply(&notify_failed(60, "j1", 9))));
+        assert_eq!(
+            state.apply(&notify_failed(70, "j1", MAX_NOTIFY_ATTEMPTS)),
+            Outcome::Applied
+        );
+        let job = state.company("acme").unwrap().job("j1").unwrap();
+        assert!(job.notify_given_up && !job.notified);
+        assert_eq!(job.notify_failures, MAX_NOTIFY_ATTEMPTS);
+        // Nobody tries again, and the audit trail says so and why.
+        assert!(waiting(&state).is_empty());
+        assert!(rejected(&state.apply(&notify_failed(80, "j1", 6))));
+        let entry = state.company("acme").unwrap().audit.last().unwrap().clone();
+        assert_eq!(entry.action, "notification_failed");
+        assert_eq!(entry.details["attempts"], MAX_NOTIFY_ATTEMPTS.to_string());
+        assert!(entry.details["reason"].contains("550"));
+    }
+
+    #[test]
+    fn indexes_follow_every_command_and_are_rebuilt_from_a_snapshot() {
+        let mut state = enabled();
+        for i in 0..6 {
+            state.apply(&create(i + 1, &format!("j{i}")));
+        }
+        state.apply(&claim(10, "j0", "a"));
+        state.apply(&claim(10, "j1", "a"));
+        state.apply(&finish(11, "j0", "a"));
+        state.apply(&record(
+            12,
+            "ann",
+            Command::CancelExport {
+                job_id: "j3".into(),
+            },
+        ));
+        let company = state.company("acme").unwrap();
+        let ids = |jobs: Vec<&Job>| jobs.iter().map(|j| j.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(company.claimable()), ["j2"]);
+        assert_eq!(ids(company.in_progress().collect()), ["j1"]);
+        assert_eq!(ids(company.awaiting_notification().collect()), ["j0"]);
+        assert_eq!(
+            (company.queue_position("j2"), company.queue_position("j4")),
+            (1, 2)
+        );
+        assert_eq!(company.queue_position("j3"), 0);
+        // The snapshot holds no index; reading it rebuilds them all.
+        let bytes = serde_json::to_vec(&state).unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains("queued"));
+        let back: State = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back, state);
+        assert_eq!(serde_json::to_vec(&back).unwrap(), bytes);
+    }
+
+    #[test]
+    fn the_fold_and_the_rpcs_refuse_with_the_one_access_rule() {
+        use crate::access::Action;
+        use crate::auth::Caller;
+        let mut state = State::default();
+        // Not enabled: the fold and the RPC layer refuse alike, with the same words.
+        let caller = Caller {
+            admin_id: "ann".into(),
+            company_id: "acme".into(),
+            is_admin: true,
+            email: None,
+        };
+        let rpc = AccessState::default().authorize(&caller, Action::CreateExport);
+        let Outcome::Rejected(fold) = state.apply(&create(1, "j1")) else {
+            panic!("a create before enabling was applied");
+        };
+        assert_eq!(Err(fold), rpc);
+        state.apply(&record(2, "ann", Command::Enable));
+        // Enabled, but bob has no grant.
+        let bob = Caller {
+            admin_id: "bob".into(),
+            ..caller
+        };
+        let access = state.company("acme").unwrap().access.clone();
+        for (action, command) in [
+            (Action::CreateExport, create(3, "j2").command),
+            (
+                Action::GrantAccess,
+                Command::Grant {
+                    admin_id: "cy".into(),
+                },
+            ),
+            (
+                Action::CancelExport,
+                Command::CancelExport {
+                    job_id: "j2".into(),
+                },
+            ),
+        ] {
+            let Outcome::Rejected(fold) = state.apply(&record(3, "bob", command)) else {
+                panic!("{action:?} by an admin with no access was applied");
+            };
+            assert_eq!(Err(fold), access.authorize(&bob, action), "{action:?}");
+        }
     }
 
     #[test]

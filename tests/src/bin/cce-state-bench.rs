@@ -96,6 +96,7 @@ impl History {
                 },
                 requester_email: Some("ann@example.com".into()),
                 request_id: Some(format!("req-{job}")),
+                max_queued: None,
             },
         ));
         let lease = chrono::Duration::seconds(15);

@@ -580,6 +580,7 @@ mod tests {
                 spec: JobSpec::all_history(),
                 requester_email: None,
                 request_id: None,
+                max_queued: None,
             };
             assert_eq!(
                 state.submit("acme", "ann", create).await.unwrap(),
@@ -645,12 +646,12 @@ mod tests {
         let log = MemoryLog::new("export-state");
         let a = open(&log, None).await;
         enable_and_create(&a, 1).await;
-        log.append("acme", br#"{"v":3,"id":"x"}"#.to_vec())
+        log.append("acme", br#"{"v":4,"id":"x"}"#.to_vec())
             .await
             .unwrap();
         let err = a.caught_up().await.unwrap_err();
         assert!(err.to_string().contains("offset 2"), "{err}");
-        assert!(err.to_string().contains("version 3"), "{err}");
+        assert!(err.to_string().contains("version 4"), "{err}");
         // Nothing after it is applied, and commands are refused with the reason.
         let refused = a.submit("acme", "ann", Command::Enable).await.unwrap_err();
         assert!(refused.to_string().contains("upgrade"), "{refused}");
