@@ -50,9 +50,7 @@ pub fn sanitize(raw: &str, max_chars: usize) -> String {
 /// Whether `id` may be its folder's id part as it is (see the module's documentation).
 fn is_plain(id: &str, sanitized: &str) -> bool {
     sanitized == id
-        && id
-            .chars()
-            .all(|c| c.is_ascii() && !c.is_ascii_uppercase())
+        && id.chars().all(|c| c.is_ascii() && !c.is_ascii_uppercase())
         && !id.contains("__")
         && !ends_like_a_hash_suffix(id)
 }

@@ -226,7 +226,11 @@ fn case_collisions(names: &[String], problems: &mut Vec<String>) {
                     shown(name),
                     shown(first),
                     shown(path),
-                    if path.ends_with('/') { "folder" } else { "file" }
+                    if path.ends_with('/') {
+                        "folder"
+                    } else {
+                        "file"
+                    }
                 ));
                 break;
             }

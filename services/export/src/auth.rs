@@ -21,7 +21,11 @@ pub struct TokenConfig {
     /// The admin portal's HS256 key, shared with it: at least 32 bytes, used as given (e.g. the
     /// 64 characters of `openssl rand -hex 32`). For development, or portals that cannot sign
     /// with a private key; prefer `--token-public-key-file` or `--token-jwks-file`.
-    #[arg(long = "token-signing-key", env = "CCE_TOKEN_SIGNING_KEY", hide_env_values = true)]
+    #[arg(
+        long = "token-signing-key",
+        env = "CCE_TOKEN_SIGNING_KEY",
+        hide_env_values = true
+    )]
     pub signing_key: Option<String>,
     /// A PEM file with the admin portal's public key: Ed25519 (tokens must be EdDSA) or RSA of at
     /// least 2048 bits (tokens must be RS256).
@@ -32,7 +36,11 @@ pub struct TokenConfig {
     #[arg(long = "token-jwks-file", env = "CCE_TOKEN_JWKS_FILE")]
     pub jwks_file: Option<PathBuf>,
     /// The `iss` the admin portal's tokens must carry.
-    #[arg(long = "token-issuer", env = "CCE_TOKEN_ISSUER", default_value = "admin-portal")]
+    #[arg(
+        long = "token-issuer",
+        env = "CCE_TOKEN_ISSUER",
+        default_value = "admin-portal"
+    )]
     pub issuer: String,
     /// The `aud` the admin portal's tokens must carry.
     #[arg(
@@ -343,7 +351,11 @@ mod tests {
             .expect_err(why);
         let status = error.into_status();
         assert_eq!(status.code(), tonic::Code::Unauthenticated, "{why}");
-        assert!(status.message().contains(why), "{why}: {}", status.message());
+        assert!(
+            status.message().contains(why),
+            "{why}: {}",
+            status.message()
+        );
     }
 
     fn accepted(verifier: &Verifier, token: &str) -> Caller {
@@ -353,7 +365,10 @@ mod tests {
     #[test]
     fn accepts_a_good_token_and_refuses_every_bad_one() {
         let verifier = hs256();
-        let good = format!("Bearer {}", token(SECRET.as_bytes(), &claims(), Algorithm::HS256));
+        let good = format!(
+            "Bearer {}",
+            token(SECRET.as_bytes(), &claims(), Algorithm::HS256)
+        );
         let caller = verifier.verify(Some(&good)).unwrap();
         assert_eq!(
             caller,
@@ -424,7 +439,10 @@ mod tests {
             ),
             (
                 "wrong algorithm",
-                Some(format!("Bearer {}", token(key, &claims(), Algorithm::HS512))),
+                Some(format!(
+                    "Bearer {}",
+                    token(key, &claims(), Algorithm::HS512)
+                )),
                 "verifies HS256 only",
             ),
             ("garbage", Some("Bearer not.a.jwt".into()), "invalid"),
@@ -508,7 +526,11 @@ mod tests {
     fn a_public_key_verifies_its_own_algorithm_only() {
         let good = timed(Some(now()), None, now() + 600);
         for (public, private, other) in [
-            ("ed25519-public.pem", "ed25519-private.pem", "rsa-private.pem"),
+            (
+                "ed25519-public.pem",
+                "ed25519-private.pem",
+                "rsa-private.pem",
+            ),
             ("rsa-public.pem", "rsa-private.pem", "ed25519-private.pem"),
         ] {
             let verifier = with_file(Some(public), None);
@@ -516,7 +538,11 @@ mod tests {
                 accepted(&verifier, &signed(private, None, &good)).company_id,
                 "acme"
             );
-            refused(&verifier, &signed(other, None, &good), "configured key verifies");
+            refused(
+                &verifier,
+                &signed(other, None, &good),
+                "configured key verifies",
+            );
             // Algorithm confusion: an HS256 token whose secret is the public key's own bytes.
             let public_bytes = std::fs::read(fixture(public)).unwrap();
             refused(
@@ -600,10 +626,9 @@ mod tests {
             ])
             .unwrap();
             // It fails before connecting to anything (nothing listens at the defaults here).
-            let error = crate::start(config, telemetry::CancellationToken::new())
-                .await
-                .err()
-                .expect(why);
+            let Err(error) = crate::start(config, telemetry::CancellationToken::new()).await else {
+                panic!("{why}: the service started");
+            };
             let message = format!("{error:#}");
             assert!(message.contains(why), "{message}");
             assert!(message.contains("openssl rand -hex 32"), "{message}");

@@ -786,8 +786,12 @@ mod tests {
                 aud: "compliance-exports".into(),
                 email: None,
             };
-            let token =
-                encode(&Header::default(), &claims, &EncodingKey::from_secret(KEY.as_bytes())).unwrap();
+            let token = encode(
+                &Header::default(),
+                &claims,
+                &EncodingKey::from_secret(KEY.as_bytes()),
+            )
+            .unwrap();
             let mut request = Request::new(body);
             request
                 .metadata_mut()

@@ -795,18 +795,22 @@ pub(crate) mod tests {
         };
         let merged = BTreeSet::new();
         let person = |company: &str| {
-            meta(json!({"event_id": format!("p-{company}"), "type": "person.created",
+            meta(
+                json!({"event_id": format!("p-{company}"), "type": "person.created",
                 "occurred_at": "2026-11-25T08:00:00Z",
                 "person": {"id": format!("u-{company}"), "company_id": company,
-                           "name": "N", "email": "n@x"}}))
+                           "name": "N", "email": "n@x"}}),
+            )
         };
         let team = |company: &str| {
-            meta(json!({"event_id": format!("t-{company}"), "type": "conversation.created",
+            meta(
+                json!({"event_id": format!("t-{company}"), "type": "conversation.created",
                 "occurred_at": "2026-11-25T08:00:00Z",
                 "conversation": {"id": format!("team-{company}"), "kind": "team",
                                  "owner_company_id": company},
                 "name": "Secret Desk", "created_by": "u",
-                "members": [{"person_id": "u", "company_id": company}]}))
+                "members": [{"person_id": "u", "company_id": company}]}),
+            )
         };
         let acme = spec(&pass, &[], &merged);
         let bank = PartSpec {
@@ -823,12 +827,8 @@ pub(crate) mod tests {
         // Bank's meta day placed under acme's name.
         let mut bank_snapshot = Directory::default();
         bank_snapshot.apply(&person("bank").event);
-        let (_, bank_object) = encode_meta_day(
-            &bank,
-            &bank_snapshot,
-            std::slice::from_ref(&person("bank")),
-        )
-        .unwrap();
+        let (_, bank_object) =
+            encode_meta_day(&bank, &bank_snapshot, std::slice::from_ref(&person("bank"))).unwrap();
         let error = decode_meta_day(&key, &bank_object, "acme").unwrap_err();
         assert!(
             error.to_string().contains("header names company bank"),

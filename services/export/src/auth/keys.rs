@@ -70,9 +70,13 @@ pub enum KeyError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("the token key file {path} holds a private key: configure the portal's public key only (`openssl pkey -in <key> -pubout`)")]
+    #[error(
+        "the token key file {path} holds a private key: configure the portal's public key only (`openssl pkey -in <key> -pubout`)"
+    )]
     Private { path: PathBuf },
-    #[error("the token key file {path} is not an Ed25519 or RSA public key in PEM (`-----BEGIN PUBLIC KEY-----`)")]
+    #[error(
+        "the token key file {path} is not an Ed25519 or RSA public key in PEM (`-----BEGIN PUBLIC KEY-----`)"
+    )]
     NotPublicKey { path: PathBuf },
     #[error("the token key {what} is an RSA key of {bits} bits; at least 2048 are required")]
     WeakRsa { what: String, bits: usize },
@@ -359,7 +363,10 @@ pub(crate) mod tests {
         let error = Keys::load(None, Some(&fixture("jwks.json")), None)
             .unwrap_err()
             .to_string();
-        assert!(error.contains("not an Ed25519 or RSA public key"), "{error}");
+        assert!(
+            error.contains("not an Ed25519 or RSA public key"),
+            "{error}"
+        );
         let error = Keys::load(None, Some(&fixture("missing.pem")), None)
             .unwrap_err()
             .to_string();
@@ -387,7 +394,10 @@ pub(crate) mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let cases = [
             (r#"{"keys":[]}"#, "no signing key"),
-            (r#"{"keys":[{"kty":"oct","k":"c2VjcmV0","kid":"a"}]}"#, "neither Ed25519 nor RSA"),
+            (
+                r#"{"keys":[{"kty":"oct","k":"c2VjcmV0","kid":"a"}]}"#,
+                "neither Ed25519 nor RSA",
+            ),
             (
                 r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"a","alg":"RS256","x":"QQnVtek5GN_gE7oEyZoums2VPM0WV8BoqQUhI8E_R1A"}]}"#,
                 "declares alg",
