@@ -104,7 +104,9 @@ wait_for "topic export-state" 30 create_topic export-state 1 retention.ms=-1
 wait_for "topic export-liveness" 30 create_topic export-liveness 1 retention.ms=3600000
 
 # --- the env file the services, the demo and the tests read ------------------------------------
-# A fresh signing key for this stack's admin tokens (the admin portal's key in production).
+# A fresh signing key for this stack's admin tokens (the admin portal's key in production): 32
+# random bytes as 64 hex characters, used as they are (the service refuses keys under 32 bytes
+# and published ones).
 token_key="$(cat "$dir/token.key" 2>/dev/null || { head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' | tee "$dir/token.key"; })"
 cat >"$dir/stack.env" <<ENV
 CCE_STACK_DIR=$dir

@@ -2,8 +2,16 @@
 //!
 //! A folder name is `<name>__<id>`: the sanitised name (for people) and the sanitised id (for
 //! uniqueness). Sanitising removes path separators, control and bidi-override characters,
-//! leading dots and trailing spaces or dots, and bounds the length. When sanitising changed the
-//! id, a short hash of the original id is appended, so two ids can never share a folder.
+//! leading dots and trailing spaces or dots, and bounds the length.
+//!
+//! Folders must be unique also where file systems ignore case and Unicode normalisation
+//! (Windows, macOS): `C1` and `c1` are one folder there. So an id is used as it is only when it
+//! is *plain* — sanitising leaves it alone, it is ASCII without capitals (nothing else folds to
+//! it), it has no `__` (the separator) and does not end like a hash suffix. Any other id gets
+//! `-` and the first 8 hex digits of the SHA-256 of the original id appended, so two ids never
+//! share a folder, whatever case or normalisation a file system ignores: plain ids equal
+//! under folding are equal, and the others differ in their suffix. A pure function of the id:
+//! every part of an export names a conversation's folder alike without coordinating.
 
 use sha2::{Digest, Sha256};
 
@@ -39,10 +47,35 @@ pub fn sanitize(raw: &str, max_chars: usize) -> String {
     if out.is_empty() { "_".to_owned() } else { out }
 }
 
-/// The folder of a conversation: unique per id, readable, safe on every file system.
+/// Whether `id` may be its folder's id part as it is (see the module's documentation).
+fn is_plain(id: &str, sanitized: &str) -> bool {
+    sanitized == id
+        && id.chars().all(|c| c.is_ascii() && !c.is_ascii_uppercase())
+        && !id.contains("__")
+        && !ends_like_a_hash_suffix(id)
+}
+
+/// `-` and 8 lowercase hex digits at the end, as [`conversation_folder`] appends.
+fn ends_like_a_hash_suffix(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    bytes.len() >= 9
+        && bytes[bytes.len() - 9] == b'-'
+        && bytes[bytes.len() - 8..]
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+}
+
+/// A name as a case-insensitive file system compares it (lower case, Unicode-aware); what
+/// `verify` uses to find folders and files that would share one place when extracted.
+pub fn case_folded(name: &str) -> String {
+    name.chars().flat_map(char::to_lowercase).collect()
+}
+
+/// The folder of a conversation: unique per id, also where case is ignored, readable, safe on
+/// every file system.
 pub fn conversation_folder(id: &str, name: Option<&str>) -> String {
     let mut id_part = sanitize(id, MAX_ID_CHARS);
-    if id_part != id {
+    if !is_plain(id, &id_part) {
         let hash = hex::encode(Sha256::digest(id.as_bytes()));
         id_part = format!("{id_part}-{}", &hash[..8]);
     }
@@ -102,5 +135,51 @@ mod tests {
         );
         assert_eq!(conversation_folder("c1", None), "c1");
         assert_eq!(conversation_folder("c1", Some("..")), "c1");
+    }
+
+    #[test]
+    fn folders_are_unique_where_case_and_normalisation_are_ignored() {
+        // Ids that a case-insensitive or normalising file system takes for one another, ids
+        // that look like a suffixed one, and ids whose `__` could move the name/id boundary.
+        let hash_of_upper_c1 = &hex::encode(Sha256::digest(b"C1"))[..8];
+        let lookalike = format!("c1-{hash_of_upper_c1}");
+        let ids = [
+            "c1",
+            "C1",
+            "c1\u{212a}",
+            "c1k",
+            "c1K",
+            "caf\u{e9}",
+            "cafe\u{301}",
+            "CAF\u{c9}",
+            "stra\u{df}e",
+            "STRASSE",
+            "strasse",
+            lookalike.as_str(),
+            "b__c",
+            "c",
+            "team-00000000",
+        ];
+        for name in [None, Some("Same name"), Some("Same__name")] {
+            let mut folded: HashSet<String> = HashSet::new();
+            for id in ids {
+                let folder = conversation_folder(id, name);
+                assert!(
+                    folded.insert(case_folded(&folder)),
+                    "{id:?} ({name:?}) shares folder {folder:?}"
+                );
+            }
+        }
+        // Plain ids are kept as they are; the others are suffixed, deterministically.
+        assert_eq!(conversation_folder("team1", Some("Desk")), "Desk__team1");
+        let upper = conversation_folder("C1", None);
+        assert_eq!(upper, format!("C1-{hash_of_upper_c1}"));
+        assert_eq!(conversation_folder("C1", None), upper);
+        assert_ne!(conversation_folder(&lookalike, None), lookalike);
+        // The name and id boundary: "a__b" + "c" and "a" + "b__c" differ.
+        assert_ne!(
+            conversation_folder("c", Some("a__b")),
+            conversation_folder("b__c", Some("a"))
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! Reading an archive back and checking it against its `manifest.json`: every entry's CRC-32,
 //! every listed file present once with its size and SHA-256, nothing unlisted, every name safe
-//! and inside the archive's top-level folder, and the manifest's counts borne out by the day
-//! files' content (`reconcile.rs`).
+//! and inside the archive's top-level folder, no two folders or files that are one where case
+//! is ignored (Windows, macOS), and the manifest's counts borne out by the day files' content
+//! (`reconcile.rs`).
 //!
 //! The archive is read with the zip-rs reader (the `zip` crate), which shares no code and no
 //! assumptions with our writer (`crate::zip`): a writer bug that our own reader would mirror
@@ -205,6 +206,38 @@ fn unsafe_name(name: &str) -> Option<&'static str> {
     None
 }
 
+/// Entries and folders whose names differ only in case: extracted where case is ignored
+/// (Windows, macOS), they would be one folder or one file, mixing conversations or overwriting
+/// a file. One problem per entry, for the shortest of its paths (folders first) that collides.
+fn case_collisions(names: &[String], problems: &mut Vec<String>) {
+    // Folded path → the path as first seen.
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    for name in names {
+        let ends = name
+            .match_indices('/')
+            .map(|(i, _)| i + 1)
+            .chain(std::iter::once(name.len()));
+        for end in ends {
+            let path = &name[..end];
+            let first = *seen.entry(crate::names::case_folded(path)).or_insert(path);
+            if first != path {
+                problems.push(format!(
+                    "{}: {} and {} are one {} where case is ignored (Windows, macOS)",
+                    shown(name),
+                    shown(first),
+                    shown(path),
+                    if path.ends_with('/') {
+                        "folder"
+                    } else {
+                        "file"
+                    }
+                ));
+                break;
+            }
+        }
+    }
+}
+
 /// A name as messages show it: control characters escaped, so a hostile name cannot rewrite
 /// the terminal that prints the report.
 fn shown(name: &str) -> String {
@@ -307,6 +340,12 @@ pub fn verify<R: Read + Seek>(reader: &mut R) -> Result<Report, ArchiveError> {
             ));
         }
     }
+
+    let names: Vec<String> = (0..archive.len())
+        .filter_map(|i| archive.name(i).ok())
+        .collect();
+    case_collisions(&names, problems);
+    drop(names);
 
     let mut reconciler = Reconciler::new(&manifest);
     for index in (0..archive.len()).filter(|&i| i != manifest_index) {
@@ -413,6 +452,33 @@ mod tests {
         ] {
             assert_eq!(unsafe_name(name), why, "{name}");
         }
+    }
+
+    #[test]
+    fn names_that_are_one_where_case_is_ignored_are_named() {
+        let names: Vec<String> = [
+            "top/Team_Chats/Desk__C1/2026-02-01.json",
+            "top/Team_Chats/Desk__c1/2026-02-02.json",
+            "top/Team_Chats/Desk__c1/2026-02-03.json",
+            "top/users.json",
+            "top/USERS.json",
+            "top/Team_Chats/Desk__d1/2026-02-01.json",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let mut problems = Vec::new();
+        case_collisions(&names, &mut problems);
+        assert_eq!(
+            problems,
+            [
+                "top/Team_Chats/Desk__c1/2026-02-02.json: top/Team_Chats/Desk__C1/ and \
+                 top/Team_Chats/Desk__c1/ are one folder where case is ignored (Windows, macOS)",
+                "top/Team_Chats/Desk__c1/2026-02-03.json: top/Team_Chats/Desk__C1/ and \
+                 top/Team_Chats/Desk__c1/ are one folder where case is ignored (Windows, macOS)",
+                "top/USERS.json: top/users.json and top/USERS.json are one file where case is \
+                 ignored (Windows, macOS)",
+            ]
+        );
     }
 
     #[test]

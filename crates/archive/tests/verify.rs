@@ -437,6 +437,34 @@ async fn unsafe_names_and_names_outside_the_top_level_folder_are_named() {
 }
 
 #[tokio::test]
+async fn names_that_are_one_where_case_is_ignored_are_named() {
+    // A second copy of the users file in a folder that differs only in case, listed in the
+    // manifest, so that only its name is wrong.
+    let bytes = rewritten(|entries, root| {
+        let (name, body) = entries
+            .iter()
+            .find(|(name, _)| name.ends_with("/users.json"))
+            .cloned()
+            .unwrap();
+        let path = name.strip_prefix(root).unwrap().to_lowercase();
+        assert_ne!(format!("{root}{path}"), name);
+        edit_manifest(entries, |m| {
+            m["files"].as_array_mut().unwrap().push(json!({
+                "path": path, "size": body.len(),
+                "sha256": hex::encode(sha2::Sha256::digest(&body))}));
+        });
+        entries.push((format!("{root}{path}"), body));
+    })
+    .await;
+    let problems = verified(&bytes).problems;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].contains("are one folder where case is ignored"),
+        "{problems:?}"
+    );
+}
+
+#[tokio::test]
 async fn no_manifest_or_a_manifest_that_is_not_one_is_rejected() {
     let bytes =
         rewritten(|entries, _| entries.retain(|(n, _)| !n.ends_with("manifest.json"))).await;

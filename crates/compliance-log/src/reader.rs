@@ -579,4 +579,64 @@ mod tests {
     fn after_all() -> DateTime<Utc> {
         "2030-01-01T00:00:00Z".parse().unwrap()
     }
+
+    #[tokio::test]
+    async fn a_format_1_object_naming_another_company_is_refused() {
+        // Bank's post and person, in bank's objects, copied under acme's prefix (a forged or
+        // misplaced object): acme's reads fail naming the object, never return bank's events.
+        let store = Arc::new(MemoryStore::new());
+        let person = json!({"event_id": "m1", "type": "person.created",
+            "occurred_at": "2026-11-25T09:00:00Z",
+            "person": {"id": "u1", "company_id": "bank", "name": "Bo", "email": "bo@bank"}});
+        let (person, person_raw) = parse_event(
+            &serde_json::to_vec(&person).unwrap(),
+            &Limits::default(),
+            "2026-12-01T00:00:00Z".parse().unwrap(),
+        )
+        .unwrap();
+        let (event, raw) = post("b1", "2026-11-25T10:00:00Z", "bank");
+        let records = vec![
+            PendingRecord {
+                offset: 0,
+                event: person,
+                raw: person_raw,
+            },
+            PendingRecord {
+                offset: 1,
+                event,
+                raw,
+            },
+        ];
+        LogWriter::new(store.clone())
+            .write(&source(0, 1), &records)
+            .await
+            .unwrap();
+        let objects = store.list_page("log/v1/bank/", None, 100).await.unwrap();
+        assert_eq!(objects.objects.len(), 2, "{objects:?}");
+        for object in objects.objects {
+            let bytes = store.get(&object.key).await.unwrap();
+            let key = object.key.replacen("log/v1/bank/", "log/v1/acme/", 1);
+            store.put(&key, bytes).await.unwrap();
+        }
+        let reader = LogReader::new(store);
+        let mut cursor = reader.events(
+            "acme",
+            "2026-11-25T00:00:00Z".parse().unwrap(),
+            "2026-11-26T00:00:00Z".parse().unwrap(),
+        );
+        let error = cursor.next_hour().await.unwrap_err().to_string();
+        assert!(
+            error.contains("log/v1/acme/events/") && error.contains("holds company \"bank\""),
+            "{error}"
+        );
+        let error = reader
+            .metadata("acme", after_all())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("log/v1/acme/meta/") && error.contains("holds company \"bank\""),
+            "{error}"
+        );
+    }
 }

@@ -78,15 +78,10 @@ pub struct Config {
     /// Address of the health (`/healthz`, `/readyz`) and metrics (`/metrics`) endpoint.
     #[arg(long, env = "CCE_EXPORT_OPS_ADDR", default_value = "127.0.0.1:9102")]
     pub ops_addr: SocketAddr,
-    /// The admin portal's HS256 token signing key.
-    #[arg(long, env = "CCE_TOKEN_SIGNING_KEY", hide_env_values = true)]
-    pub token_signing_key: String,
-    /// The `iss` the admin portal's tokens must carry.
-    #[arg(long, env = "CCE_TOKEN_ISSUER", default_value = "admin-portal")]
-    pub token_issuer: String,
-    /// The `aud` the admin portal's tokens must carry.
-    #[arg(long, env = "CCE_TOKEN_AUDIENCE", default_value = "compliance-exports")]
-    pub token_audience: String,
+    /// How the admin portal's tokens are verified (`auth::TokenConfig`: exactly one of
+    /// `--token-signing-key`, `--token-public-key-file`, `--token-jwks-file`).
+    #[command(flatten)]
+    pub token: crate::auth::TokenConfig,
     /// How long a download link works, in seconds (at most 7 days; never past the archive's
     /// 30-day end).
     #[arg(

@@ -59,6 +59,9 @@ pub async fn start_with_clock(
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Running> {
+    // First, before connecting to anything: a service with a weak or missing key must not start.
+    let verifier =
+        auth::Verifier::from_config(&config.token).context("checking the token key settings")?;
     let registry = prometheus::Registry::new();
     let metrics = metrics::Metrics::register(&registry)?;
     let health = Health::default();
@@ -147,11 +150,7 @@ pub async fn start_with_clock(
     let api = service::Api {
         log: log.clone(),
         liveness,
-        verifier: auth::Verifier::hs256(
-            config.token_signing_key.as_bytes(),
-            &config.token_issuer,
-            &config.token_audience,
-        ),
+        verifier,
         link_store,
         link_ttl: Duration::from_secs(config.link_ttl_secs),
         metrics,

@@ -748,7 +748,7 @@ mod tests {
         use crate::state::SERVICE_ACTOR;
         use crate::statelog::{MemoryLog, RecordLog};
 
-        const KEY: &[u8] = b"key-for-unit-tests";
+        const KEY: &str = "5e0b8d3a6f1c4e7b0a3d6f9c2e5b8a1d4f7c0e3b6a9d2f5c8e1b4a7d0c3f6e9b";
 
         /// A replica's API on the shared in-memory state log and liveness channel.
         async fn replica(log: &MemoryLog, channel: &MemoryLiveness) -> Api {
@@ -762,7 +762,7 @@ mod tests {
             Api {
                 log: state,
                 liveness: Liveness::start(channel, stop.clone()),
-                verifier: Verifier::hs256(KEY, "admin-portal", "compliance-exports"),
+                verifier: Verifier::hs256(KEY, "admin-portal", "compliance-exports").unwrap(),
                 link_store: Arc::new(MemoryStore::new()),
                 link_ttl: Duration::from_secs(3600),
                 metrics: Metrics::register(&prometheus::Registry::new()).unwrap(),
@@ -782,8 +782,12 @@ mod tests {
                 aud: "compliance-exports".into(),
                 email: None,
             };
-            let token =
-                encode(&Header::default(), &claims, &EncodingKey::from_secret(KEY)).unwrap();
+            let token = encode(
+                &Header::default(),
+                &claims,
+                &EncodingKey::from_secret(KEY.as_bytes()),
+            )
+            .unwrap();
             let mut request = Request::new(body);
             request
                 .metadata_mut()

@@ -505,6 +505,7 @@ pub fn decode_meta_day(
             key: key.to_owned(),
             reason: format!("bad snapshot: {e}"),
         })?;
+    check_snapshot(key, &snapshot, company_id)?;
     let changes = records_of(key, &header, company_id, &body[newline + 1..])?;
     if changes.iter().any(|r| !r.event.body.is_metadata()) {
         return Err(LogError::Corrupt {
@@ -513,6 +514,25 @@ pub fn decode_meta_day(
         });
     }
     Ok((header, snapshot, changes))
+}
+
+/// A meta day's snapshot must be the company's directory: every conversation in it other than
+/// a direct chat (which is every member company's) is owned by the company, since only those
+/// conversations' events route to it (`event_model::route`). People of other companies are
+/// there legitimately (members of its conversations), so they are not a sign of a wrong object.
+fn check_snapshot(key: &str, snapshot: &Directory, company_id: &str) -> Result<()> {
+    if let Some(foreign) = snapshot.conversations.values().find(|c| {
+        c.kind != event_model::ConversationKind::Direct && c.owner_company_id != company_id
+    }) {
+        return Err(corrupt(
+            key,
+            format!(
+                "its snapshot holds conversation {:?} of company {:?}, not {company_id:?}",
+                foreign.id, foreign.owner_company_id
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -746,5 +766,100 @@ pub(crate) mod tests {
             (header.kind.as_str(), back, changes),
             (KIND_META_DAY, snapshot, vec![change])
         );
+    }
+
+    /// A metadata event of `company` as the log holds it.
+    fn meta(value: serde_json::Value) -> LogRecord {
+        let bytes = serde_json::to_vec(&value).unwrap();
+        let (event, _) = parse_event(
+            &bytes,
+            &Limits::default(),
+            "2026-12-01T00:00:00Z".parse().unwrap(),
+        )
+        .unwrap();
+        LogRecord {
+            epoch: 1,
+            partition: 0,
+            offset: 4,
+            raw: serde_json::value::RawValue::from_string(String::from_utf8(bytes).unwrap())
+                .unwrap(),
+            event,
+        }
+    }
+
+    #[test]
+    fn a_meta_day_of_another_company_is_refused() {
+        let pass = PassRef {
+            seq: 3,
+            hash: "0123456789abcdef".into(),
+        };
+        let merged = BTreeSet::new();
+        let person = |company: &str| {
+            meta(
+                json!({"event_id": format!("p-{company}"), "type": "person.created",
+                "occurred_at": "2026-11-25T08:00:00Z",
+                "person": {"id": format!("u-{company}"), "company_id": company,
+                           "name": "N", "email": "n@x"}}),
+            )
+        };
+        let team = |company: &str| {
+            meta(
+                json!({"event_id": format!("t-{company}"), "type": "conversation.created",
+                "occurred_at": "2026-11-25T08:00:00Z",
+                "conversation": {"id": format!("team-{company}"), "kind": "team",
+                                 "owner_company_id": company},
+                "name": "Secret Desk", "created_by": "u",
+                "members": [{"person_id": "u", "company_id": company}]}),
+            )
+        };
+        let acme = spec(&pass, &[], &merged);
+        let bank = PartSpec {
+            company_id: "bank",
+            ..spec(&pass, &[], &merged)
+        };
+        let mut snapshot = Directory::default();
+        snapshot.apply(&person("acme").event);
+        let (key, object) =
+            encode_meta_day(&acme, &snapshot, std::slice::from_ref(&person("acme"))).unwrap();
+        // Asked for by another company.
+        let error = decode_meta_day(&key, &object, "bank").unwrap_err();
+        assert!(error.to_string().contains("not \"bank\""), "{error}");
+        // Bank's meta day placed under acme's name.
+        let mut bank_snapshot = Directory::default();
+        bank_snapshot.apply(&person("bank").event);
+        let (_, bank_object) =
+            encode_meta_day(&bank, &bank_snapshot, std::slice::from_ref(&person("bank"))).unwrap();
+        let error = decode_meta_day(&key, &bank_object, "acme").unwrap_err();
+        assert!(
+            error.to_string().contains("header names company bank"),
+            "{error}"
+        );
+        // A meta day whose header is acme's but whose snapshot holds bank's team: the snapshot
+        // is read as acme's directory, so it would put bank's conversation in acme's export.
+        let mut forged = Directory::default();
+        forged.apply(&team("bank").event);
+        let (key, object) =
+            encode_meta_day(&acme, &forged, std::slice::from_ref(&person("acme"))).unwrap();
+        let error = decode_meta_day(&key, &object, "acme").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("snapshot holds conversation \"team-bank\" of company \"bank\""),
+            "{error}"
+        );
+        // A direct chat another company owns is acme's too, when acme is a member.
+        let mut direct = Directory::default();
+        direct.apply(
+            &meta(json!({"event_id": "d", "type": "conversation.created",
+                "occurred_at": "2026-11-25T08:00:00Z",
+                "conversation": {"id": "dm", "kind": "direct", "owner_company_id": "bank",
+                                 "member_company_ids": ["acme", "bank"]},
+                "created_by": "ua", "members": [{"person_id": "ua", "company_id": "acme"},
+                                                {"person_id": "ub", "company_id": "bank"}]}))
+            .event,
+        );
+        let (key, object) =
+            encode_meta_day(&acme, &direct, std::slice::from_ref(&person("acme"))).unwrap();
+        decode_meta_day(&key, &object, "acme").unwrap();
     }
 }
