@@ -311,7 +311,7 @@ impl EventCursor {
         };
         match batches.recv().await {
             Some(Ok(batch)) => {
-                self.shared.received();
+                self.shared.received(batch.bytes);
                 Ok(Some(batch))
             }
             Some(Err(error)) => {
@@ -325,9 +325,9 @@ impl EventCursor {
         }
     }
 
-    /// Returns a batch to the caller: its memory leaves the cursor's account.
+    /// Returns a batch to the caller (its memory left the cursor's account when it was
+    /// received, [`merge::Shared::received`]).
     fn hand_out(&mut self, batch: merge::Batch) -> Vec<LogRecord> {
-        self.shared.release(batch.bytes);
         if let Some(last) = batch.records.last() {
             self.returned = Some(last.sort_key().0);
         }
