@@ -4,7 +4,7 @@
 //! - [`state`]: settings, access, jobs and the audit trail as a pure fold over commands;
 //!   [`statelog`]: those commands on a Kafka topic kept forever, folded by every replica from
 //!   the newest snapshot; [`liveness`]: running exports' heartbeats and progress, not kept.
-//! - [`service`]: the RPCs; [`runner`]: claiming and running jobs with the export engine;
+//! - [`service`]: the RPCs, with [`convert`] (state ↔ messages) and `validate` (requests); [`runner`]: claiming and running jobs with the export engine;
 //!   [`watermark`]: an export waits until the log is durable past its range, and reads it there;
 //!   [`notify`]: mail and a Kafka event when a job finishes; [`lifecycle`]: the bucket's rules.
 
@@ -12,6 +12,7 @@ pub mod access;
 pub mod auth;
 pub mod clock;
 mod config;
+pub mod convert;
 pub mod lifecycle;
 pub mod liveness;
 mod metrics;
@@ -20,6 +21,7 @@ pub mod runner;
 pub mod service;
 pub mod state;
 pub mod statelog;
+mod validate;
 pub mod watermark;
 
 use std::sync::Arc;
