@@ -129,225 +129,189 @@ impl ComplianceExportService for Api {
         &self,
         request: Request<pb::EnableExportsRequest>,
     ) -> Result<Response<pb::Settings>, Status> {
-        let result = async {
-            let caller = self.authorize(&request, Action::EnableExports).await?;
-            self.submit(&caller, Command::Enable).await?;
-            Ok(Response::new(self.settings(&caller.company_id)))
-        }
-        .await;
-        result
+        let caller = self.authorize(&request, Action::EnableExports).await?;
+        self.submit(&caller, Command::Enable).await?;
+        Ok(Response::new(self.settings(&caller.company_id)))
     }
 
     async fn get_settings(
         &self,
         request: Request<pb::GetSettingsRequest>,
     ) -> Result<Response<pb::Settings>, Status> {
-        let result = async {
-            let caller = self.authorize(&request, Action::GetSettings).await?;
-            Ok(Response::new(self.settings(&caller.company_id)))
-        }
-        .await;
-        result
+        let caller = self.authorize(&request, Action::GetSettings).await?;
+        Ok(Response::new(self.settings(&caller.company_id)))
     }
 
     async fn grant_access(
         &self,
         request: Request<pb::GrantAccessRequest>,
     ) -> Result<Response<pb::Grant>, Status> {
-        let result = async {
-            let caller = self.authorize(&request, Action::GrantAccess).await?;
-            let admin_id = request.get_ref().admin_id.trim().to_owned();
-            if !event_model::is_safe_id(&admin_id) {
-                return Err(Status::invalid_argument(format!(
-                    "admin_id {admin_id:?} is not a valid user id: give the admin's id as in \
-                     the portal"
-                )));
-            }
-            self.submit(
-                &caller,
-                Command::Grant {
-                    admin_id: admin_id.clone(),
-                },
-            )
-            .await?;
-            self.with_company(&caller.company_id, |c| {
-                c.access.grants.get(&admin_id).cloned()
-            })
-            .flatten()
-            .map(|grant| {
-                Response::new(pb::Grant {
-                    admin_id: admin_id.clone(),
-                    granted_by: grant.by,
-                    granted_at: Some(timestamp(grant.at)),
-                })
-            })
-            .ok_or_else(|| Status::internal("the grant was applied but is not in the state"))
+        let caller = self.authorize(&request, Action::GrantAccess).await?;
+        let admin_id = request.get_ref().admin_id.trim().to_owned();
+        if !event_model::is_safe_id(&admin_id) {
+            return Err(Status::invalid_argument(format!(
+                "admin_id {admin_id:?} is not a valid user id: give the admin's id as in \
+                 the portal"
+            )));
         }
-        .await;
-        result
+        self.submit(
+            &caller,
+            Command::Grant {
+                admin_id: admin_id.clone(),
+            },
+        )
+        .await?;
+        self.with_company(&caller.company_id, |c| {
+            c.access.grants.get(&admin_id).cloned()
+        })
+        .flatten()
+        .map(|grant| {
+            Response::new(pb::Grant {
+                admin_id: admin_id.clone(),
+                granted_by: grant.by,
+                granted_at: Some(timestamp(grant.at)),
+            })
+        })
+        .ok_or_else(|| Status::internal("the grant was applied but is not in the state"))
     }
 
     async fn revoke_access(
         &self,
         request: Request<pb::RevokeAccessRequest>,
     ) -> Result<Response<pb::RevokeAccessResponse>, Status> {
-        let result = async {
-            let caller = self.authorize(&request, Action::RevokeAccess).await?;
-            let admin_id = request.get_ref().admin_id.trim().to_owned();
-            if admin_id.is_empty() {
-                return Err(Status::invalid_argument(
-                    "admin_id is empty: name the admin whose access to revoke",
-                ));
-            }
-            self.submit(&caller, Command::Revoke { admin_id }).await?;
-            Ok(Response::new(pb::RevokeAccessResponse {}))
+        let caller = self.authorize(&request, Action::RevokeAccess).await?;
+        let admin_id = request.get_ref().admin_id.trim().to_owned();
+        if admin_id.is_empty() {
+            return Err(Status::invalid_argument(
+                "admin_id is empty: name the admin whose access to revoke",
+            ));
         }
-        .await;
-        result
+        self.submit(&caller, Command::Revoke { admin_id }).await?;
+        Ok(Response::new(pb::RevokeAccessResponse {}))
     }
 
     async fn list_access(
         &self,
         request: Request<pb::ListAccessRequest>,
     ) -> Result<Response<pb::ListAccessResponse>, Status> {
-        let result = async {
-            let caller = self.authorize(&request, Action::ListAccess).await?;
-            let grants = self
-                .with_company(&caller.company_id, |c| {
-                    c.access
-                        .grants
-                        .iter()
-                        .map(|(admin_id, grant)| pb::Grant {
-                            admin_id: admin_id.clone(),
-                            granted_by: grant.by.clone(),
-                            granted_at: Some(timestamp(grant.at)),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            Ok(Response::new(pb::ListAccessResponse { grants }))
-        }
-        .await;
-        result
+        let caller = self.authorize(&request, Action::ListAccess).await?;
+        let grants = self
+            .with_company(&caller.company_id, |c| {
+                c.access
+                    .grants
+                    .iter()
+                    .map(|(admin_id, grant)| pb::Grant {
+                        admin_id: admin_id.clone(),
+                        granted_by: grant.by.clone(),
+                        granted_at: Some(timestamp(grant.at)),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Response::new(pb::ListAccessResponse { grants }))
     }
 
     async fn create_export(
         &self,
         request: Request<pb::CreateExportRequest>,
     ) -> Result<Response<pb::ExportJob>, Status> {
-        let result = async {
-            let caller = self.authorize(&request, Action::CreateExport).await?;
-            let body = request.get_ref();
-            // The job's acceptance (its `created_at`) is what it waits for in the log (everything
-            // published before it, `watermark.rs`): nothing is read from the events topic here.
-            let spec = spec_from_request(&caller.company_id, body, self.now())?;
-            let job_id = uuid::Uuid::new_v4().to_string();
-            let outcome = self
-                .submit(
-                    &caller,
-                    Command::CreateExport {
-                        job_id: job_id.clone(),
-                        spec,
-                        requester_email: caller.email.clone(),
-                        request_id: Some(body.request_id.clone()).filter(|k| !k.is_empty()),
-                    },
-                )
-                .await?;
-            let id = match outcome {
-                Outcome::Existing { job_id } => job_id,
-                _ => job_id,
-            };
-            tracing::info!(company = %caller.company_id, job = %id, by = %caller.admin_id, "export requested");
-            self.job(&caller, &id).map(Response::new)
-        }
-        .await;
-        result
+        let caller = self.authorize(&request, Action::CreateExport).await?;
+        let body = request.get_ref();
+        // The job's acceptance (its `created_at`) is what it waits for in the log (everything
+        // published before it, `watermark.rs`): nothing is read from the events topic here.
+        let spec = spec_from_request(&caller.company_id, body, self.now())?;
+        let job_id = uuid::Uuid::new_v4().to_string();
+        let outcome = self
+            .submit(
+                &caller,
+                Command::CreateExport {
+                    job_id: job_id.clone(),
+                    spec,
+                    requester_email: caller.email.clone(),
+                    request_id: Some(body.request_id.clone()).filter(|k| !k.is_empty()),
+                },
+            )
+            .await?;
+        let id = match outcome {
+            Outcome::Existing { job_id } => job_id,
+            _ => job_id,
+        };
+        tracing::info!(company = %caller.company_id, job = %id, by = %caller.admin_id, "export requested");
+        self.job(&caller, &id).map(Response::new)
     }
 
     async fn get_export(
         &self,
         request: Request<pb::GetExportRequest>,
     ) -> Result<Response<pb::ExportJob>, Status> {
-        let result = async {
-            let caller = self.authorize(&request, Action::ReadExports).await?;
-            self.job(&caller, &request.get_ref().id).map(Response::new)
-        }
-        .await;
-        result
+        let caller = self.authorize(&request, Action::ReadExports).await?;
+        self.job(&caller, &request.get_ref().id).map(Response::new)
     }
 
     async fn list_exports(
         &self,
         request: Request<pb::ListExportsRequest>,
     ) -> Result<Response<pb::ListExportsResponse>, Status> {
-        let result = async {
-            let caller = self.authorize(&request, Action::ReadExports).await?;
-            let body = request.get_ref();
-            let size = page_size(body.page_size)?;
-            let before = page_start(&body.page_token, "j")?;
-            let mut wanted = BTreeSet::new();
-            for raw in &body.statuses {
-                match pb::ExportStatus::try_from(*raw) {
-                    Ok(pb::ExportStatus::Unspecified) | Err(_) => {
-                        return Err(Status::invalid_argument(format!(
-                            "statuses contains {raw}, which is not an export status: use \
-                             ACCEPTED, IN_PROGRESS, COMPLETED, FAILED, CANCELLED or EXPIRED"
-                        )));
-                    }
-                    Ok(status) => {
-                        wanted.insert(status as i32);
-                    }
+        let caller = self.authorize(&request, Action::ReadExports).await?;
+        let body = request.get_ref();
+        let size = page_size(body.page_size)?;
+        let before = page_start(&body.page_token, "j")?;
+        let mut wanted = BTreeSet::new();
+        for raw in &body.statuses {
+            match pb::ExportStatus::try_from(*raw) {
+                Ok(pb::ExportStatus::Unspecified) | Err(_) => {
+                    return Err(Status::invalid_argument(format!(
+                        "statuses contains {raw}, which is not an export status: use \
+                         ACCEPTED, IN_PROGRESS, COMPLETED, FAILED, CANCELLED or EXPIRED"
+                    )));
+                }
+                Ok(status) => {
+                    wanted.insert(status as i32);
                 }
             }
-            let now = self.now();
-            let (jobs, next) = self
-                .with_company(&caller.company_id, |company| {
-                    let mut page: Vec<pb::ExportJob> = Vec::new();
-                    let mut next = String::new();
-                    let mut last_seq = 0;
-                    for job in company.jobs().rev() {
-                        if before.is_some_and(|b| job.seq >= b) {
-                            continue;
-                        }
-                        let status = status_to_proto(job.status_at(now)) as i32;
-                        if !wanted.is_empty() && !wanted.contains(&status) {
-                            continue;
-                        }
-                        if page.len() == size {
-                            // More remain: the next page starts below the last one returned.
-                            next = format!("j{last_seq}");
-                            break;
-                        }
-                        last_seq = job.seq;
-                        page.push(job_to_proto(company, job, self.progress(job), now));
-                    }
-                    (page, next)
-                })
-                .unwrap_or_default();
-            Ok(Response::new(pb::ListExportsResponse {
-                jobs,
-                next_page_token: next,
-            }))
         }
-        .await;
-        result
+        let now = self.now();
+        let (jobs, next) = self
+            .with_company(&caller.company_id, |company| {
+                let mut page: Vec<pb::ExportJob> = Vec::new();
+                let mut next = String::new();
+                let mut last_seq = 0;
+                for job in company.jobs().rev() {
+                    if before.is_some_and(|b| job.seq >= b) {
+                        continue;
+                    }
+                    let status = status_to_proto(job.status_at(now)) as i32;
+                    if !wanted.is_empty() && !wanted.contains(&status) {
+                        continue;
+                    }
+                    if page.len() == size {
+                        // More remain: the next page starts below the last one returned.
+                        next = format!("j{last_seq}");
+                        break;
+                    }
+                    last_seq = job.seq;
+                    page.push(job_to_proto(company, job, self.progress(job), now));
+                }
+                (page, next)
+            })
+            .unwrap_or_default();
+        Ok(Response::new(pb::ListExportsResponse {
+            jobs,
+            next_page_token: next,
+        }))
     }
 
     async fn cancel_export(
         &self,
         request: Request<pb::CancelExportRequest>,
     ) -> Result<Response<pb::ExportJob>, Status> {
-        let result = async {
-            let caller = self.authorize(&request, Action::CancelExport).await?;
-            let id = request.get_ref().id.clone();
-            self.job(&caller, &id)?;
-            self.submit(&caller, Command::CancelExport { job_id: id.clone() })
-                .await?;
-            tracing::info!(company = %caller.company_id, job = %id, by = %caller.admin_id, "export cancelled");
-            self.job(&caller, &id).map(Response::new)
-        }
-        .await;
-        result
+        let caller = self.authorize(&request, Action::CancelExport).await?;
+        let id = request.get_ref().id.clone();
+        self.job(&caller, &id)?;
+        self.submit(&caller, Command::CancelExport { job_id: id.clone() })
+            .await?;
+        tracing::info!(company = %caller.company_id, job = %id, by = %caller.admin_id, "export cancelled");
+        self.job(&caller, &id).map(Response::new)
     }
 
     type WatchExportStream = WatchStream;
@@ -356,179 +320,167 @@ impl ComplianceExportService for Api {
         &self,
         request: Request<pb::WatchExportRequest>,
     ) -> Result<Response<Self::WatchExportStream>, Status> {
-        let result = async {
-            let caller = self.authorize(&request, Action::ReadExports).await?;
-            let id = request.get_ref().id.clone();
-            self.job(&caller, &id)?;
-            let (tx, rx) = tokio::sync::mpsc::channel(16);
-            let api = self.clone();
-            tokio::spawn(async move {
-                let mut changes = api.log.subscribe();
-                let mut beats = api.liveness.subscribe();
-                let mut last: Option<pb::ExportJob> = None;
-                let send = |item: Result<pb::ExportJob, Status>| {
-                    let (tx, shutdown) = (tx.clone(), api.shutdown.clone());
-                    async move {
-                        tokio::select! {
-                            sent = tx.send(item) => sent.is_ok(),
-                            () = shutdown.cancelled() => false,
-                        }
-                    }
-                };
-                loop {
-                    // Access is checked at every update: a revoked admin's watch ends at once.
-                    let job = match api
-                        .check_access(&caller, Action::ReadExports)
-                        .and_then(|()| api.job(&caller, &id))
-                    {
-                        Ok(job) => job,
-                        Err(status) => {
-                            send(Err(status)).await;
-                            return;
-                        }
-                    };
-                    let done = pb::ExportStatus::try_from(job.status).is_ok_and(|s| {
-                        !matches!(s, pb::ExportStatus::Accepted | pb::ExportStatus::InProgress)
-                    });
-                    if last.as_ref() != Some(&job) {
-                        last = Some(job.clone());
-                        if !send(Ok(job)).await {
-                            return;
-                        }
-                    }
-                    if done {
-                        return;
-                    }
+        let caller = self.authorize(&request, Action::ReadExports).await?;
+        let id = request.get_ref().id.clone();
+        self.job(&caller, &id)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let api = self.clone();
+        tokio::spawn(async move {
+            let mut changes = api.log.subscribe();
+            let mut beats = api.liveness.subscribe();
+            let mut last: Option<pb::ExportJob> = None;
+            let send = |item: Result<pb::ExportJob, Status>| {
+                let (tx, shutdown) = (tx.clone(), api.shutdown.clone());
+                async move {
                     tokio::select! {
-                        changed = changes.changed() => if changed.is_err() { return },
-                        changed = beats.changed() => if changed.is_err() { return },
-                        () = tokio::time::sleep(Duration::from_secs(5)) => {}
-                        () = tx.closed() => return,
-                        () = api.shutdown.cancelled() => {
-                            // Best effort, never waiting on a client that does not read.
-                            let _ = tx.try_send(Err(Status::unavailable(
-                                "the export service is restarting: watch again",
-                            )));
-                            return;
-                        }
+                        sent = tx.send(item) => sent.is_ok(),
+                        () = shutdown.cancelled() => false,
                     }
                 }
-            });
-            let stream: WatchStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
-            Ok(Response::new(stream))
-        }
-        .await;
-        result
+            };
+            loop {
+                // Access is checked at every update: a revoked admin's watch ends at once.
+                let job = match api
+                    .check_access(&caller, Action::ReadExports)
+                    .and_then(|()| api.job(&caller, &id))
+                {
+                    Ok(job) => job,
+                    Err(status) => {
+                        send(Err(status)).await;
+                        return;
+                    }
+                };
+                let done = pb::ExportStatus::try_from(job.status).is_ok_and(|s| {
+                    !matches!(s, pb::ExportStatus::Accepted | pb::ExportStatus::InProgress)
+                });
+                if last.as_ref() != Some(&job) {
+                    last = Some(job.clone());
+                    if !send(Ok(job)).await {
+                        return;
+                    }
+                }
+                if done {
+                    return;
+                }
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { return },
+                    changed = beats.changed() => if changed.is_err() { return },
+                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    () = tx.closed() => return,
+                    () = api.shutdown.cancelled() => {
+                        // Best effort, never waiting on a client that does not read.
+                        let _ = tx.try_send(Err(Status::unavailable(
+                            "the export service is restarting: watch again",
+                        )));
+                        return;
+                    }
+                }
+            }
+        });
+        let stream: WatchStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
+        Ok(Response::new(stream))
     }
 
     async fn get_download_url(
         &self,
         request: Request<pb::GetDownloadUrlRequest>,
     ) -> Result<Response<pb::DownloadUrl>, Status> {
-        let result = async {
-            let caller = self.authorize(&request, Action::GetDownloadUrl).await?;
-            let id = request.get_ref().id.clone();
-            let now = self.now();
-            let job = self
-                .with_company(&caller.company_id, |c| c.job(&id).cloned())
-                .flatten()
-                .ok_or_else(|| not_found(&id))?;
-            let archive = match (job.status_at(now), &job.archive) {
-                (JobStatus::Completed, Some(archive)) => archive.clone(),
-                (JobStatus::Expired, _) => {
-                    return Err(Status::failed_precondition(format!(
-                        "export {id} has expired: archives are kept {RETENTION_DAYS} days after \
-                         they are made; request a new export"
-                    )));
-                }
-                (status, _) => {
-                    return Err(Status::failed_precondition(format!(
-                        "export {id} is {}: a download link exists only once it has completed",
-                        status_word(status)
-                    )));
-                }
-            };
-            let ttl = chrono::Duration::from_std(self.link_ttl)
-                .unwrap_or_else(|_| chrono::Duration::days(7));
-            let expires_at = (now + ttl).min(archive.expires_at);
-            // Audited first: a link nobody recorded is never handed out.
-            self.submit(
-                &caller,
-                Command::LinkIssued {
-                    job_id: id.clone(),
-                    expires_at,
-                },
-            )
-            .await?;
-            // Measured after the audit record: the URL never outlives the audited expiry.
-            let lifetime = (expires_at - self.now())
-                .to_std()
-                .ok()
-                .filter(|l| *l >= Duration::from_secs(1))
-                .ok_or_else(|| {
-                    Status::failed_precondition(format!(
-                        "export {id} has just expired: request a new export"
-                    ))
-                })?;
-            let url = self
-                .link_store
-                .presign_get(&archive.key, lifetime)
-                .await
-                .map_err(|e| Status::unavailable(format!("presigning the link: {e}; retry")))?;
-            tracing::info!(company = %caller.company_id, job = %id, by = %caller.admin_id, %expires_at, "download link issued");
-            Ok(Response::new(pb::DownloadUrl {
-                url,
-                expires_at: Some(timestamp(expires_at)),
-                size: archive.size,
-                sha256: archive.sha256,
-            }))
-        }
-        .await;
-        result
+        let caller = self.authorize(&request, Action::GetDownloadUrl).await?;
+        let id = request.get_ref().id.clone();
+        let now = self.now();
+        let job = self
+            .with_company(&caller.company_id, |c| c.job(&id).cloned())
+            .flatten()
+            .ok_or_else(|| not_found(&id))?;
+        let archive = match (job.status_at(now), &job.archive) {
+            (JobStatus::Completed, Some(archive)) => archive.clone(),
+            (JobStatus::Expired, _) => {
+                return Err(Status::failed_precondition(format!(
+                    "export {id} has expired: archives are kept {RETENTION_DAYS} days after \
+                     they are made; request a new export"
+                )));
+            }
+            (status, _) => {
+                return Err(Status::failed_precondition(format!(
+                    "export {id} is {}: a download link exists only once it has completed",
+                    status_word(status)
+                )));
+            }
+        };
+        let ttl =
+            chrono::Duration::from_std(self.link_ttl).unwrap_or_else(|_| chrono::Duration::days(7));
+        let expires_at = (now + ttl).min(archive.expires_at);
+        // Audited first: a link nobody recorded is never handed out.
+        self.submit(
+            &caller,
+            Command::LinkIssued {
+                job_id: id.clone(),
+                expires_at,
+            },
+        )
+        .await?;
+        // Measured after the audit record: the URL never outlives the audited expiry.
+        let lifetime = (expires_at - self.now())
+            .to_std()
+            .ok()
+            .filter(|l| *l >= Duration::from_secs(1))
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "export {id} has just expired: request a new export"
+                ))
+            })?;
+        let url = self
+            .link_store
+            .presign_get(&archive.key, lifetime)
+            .await
+            .map_err(|e| Status::unavailable(format!("presigning the link: {e}; retry")))?;
+        tracing::info!(company = %caller.company_id, job = %id, by = %caller.admin_id, %expires_at, "download link issued");
+        Ok(Response::new(pb::DownloadUrl {
+            url,
+            expires_at: Some(timestamp(expires_at)),
+            size: archive.size,
+            sha256: archive.sha256,
+        }))
     }
 
     async fn list_audit_events(
         &self,
         request: Request<pb::ListAuditEventsRequest>,
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
-        let result = async {
-            let caller = self.authorize(&request, Action::ListAuditEvents).await?;
-            let body = request.get_ref();
-            let size = page_size(body.page_size)?;
-            let before = page_start(&body.page_token, "a")?;
-            let (events, next) = self
-                .with_company(&caller.company_id, |company| {
-                    let end = before.map_or(company.audit.len(), |b| {
-                        usize::try_from(b).unwrap_or(0).min(company.audit.len())
-                    });
-                    let start = end.saturating_sub(size);
-                    let events = company.audit[start..end]
-                        .iter()
-                        .rev()
-                        .map(|e| pb::AuditEvent {
-                            id: e.id.clone(),
-                            at: Some(timestamp(e.at)),
-                            actor_id: e.actor.clone(),
-                            action: e.action.to_owned(),
-                            subject: e.subject.clone(),
-                            details: e.details.clone().into_iter().collect(),
-                        })
-                        .collect();
-                    let next = if start > 0 {
-                        format!("a{start}")
-                    } else {
-                        String::new()
-                    };
-                    (events, next)
-                })
-                .unwrap_or_default();
-            Ok(Response::new(pb::ListAuditEventsResponse {
-                events,
-                next_page_token: next,
-            }))
-        }
-        .await;
-        result
+        let caller = self.authorize(&request, Action::ListAuditEvents).await?;
+        let body = request.get_ref();
+        let size = page_size(body.page_size)?;
+        let before = page_start(&body.page_token, "a")?;
+        let (events, next) = self
+            .with_company(&caller.company_id, |company| {
+                let end = before.map_or(company.audit.len(), |b| {
+                    usize::try_from(b).unwrap_or(0).min(company.audit.len())
+                });
+                let start = end.saturating_sub(size);
+                let events = company.audit[start..end]
+                    .iter()
+                    .rev()
+                    .map(|e| pb::AuditEvent {
+                        id: e.id.clone(),
+                        at: Some(timestamp(e.at)),
+                        actor_id: e.actor.clone(),
+                        action: e.action.to_owned(),
+                        subject: e.subject.clone(),
+                        details: e.details.clone().into_iter().collect(),
+                    })
+                    .collect();
+                let next = if start > 0 {
+                    format!("a{start}")
+                } else {
+                    String::new()
+                };
+                (events, next)
+            })
+            .unwrap_or_default();
+        Ok(Response::new(pb::ListAuditEventsResponse {
+            events,
+            next_page_token: next,
+        }))
     }
 }
 
