@@ -488,9 +488,11 @@ impl Runner {
             worker: self.worker.clone(),
             result,
         };
-        // Not cut short by shutdown: a result left unrecorded runs the whole export again.
+        // Not cut short by shutdown (a token that never fires): a result left unrecorded runs
+        // the whole export again.
+        let never = CancellationToken::new();
         let submit = || self.log.submit(company, SERVICE_ACTOR, finish.clone());
-        let submitted = retry_whole_attempts(&FINISH_RETRIES, &CancellationToken::new(), submit, |error, failures| {
+        let submitted = retry_whole_attempts(&FINISH_RETRIES, &never, submit, |error, failures| {
             tracing::warn!(job = %job_id, %error, attempt = failures - 1, "recording the result");
             Next::Retry
         })
