@@ -85,9 +85,10 @@ impl Backoff {
         self.attempts.is_some_and(|n| failures >= n.max(1))
     }
 
-    /// The wait after the `failures`-th failure, with jitter when asked for: uniform in
-    /// `[delay / 2, delay]`.
-    fn wait(&self, failures: u32) -> Duration {
+    /// The wait after the `failures`-th failure: [`delay`](Self::delay), with jitter when asked
+    /// for (uniform in `[delay / 2, delay]`). What [`retry`] waits; public for loops that
+    /// schedule the next attempt of many items themselves rather than wait for one.
+    pub fn wait(&self, failures: u32) -> Duration {
         let delay = self.delay(failures);
         if !self.jitter {
             return delay;
