@@ -172,6 +172,10 @@ where
     let mut failures: u32 = 0;
     loop {
         let attempt = if cut_attempts {
+            // Checked before `op()` makes the attempt's future: making it may already do work.
+            if cancel.is_cancelled() {
+                return Err(RetryError::Cancelled);
+            }
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => return Err(RetryError::Cancelled),
