@@ -2,7 +2,7 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p export --bin cce-export --bin cce-admin
+RUN cargo build --release --locked -p export --bin cce-export -p admin-cli --bin cce-admin
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \

@@ -32,7 +32,7 @@ env_file="$(bash "$here/up.sh" "$dir")"
 set -a; source "$env_file"; set +a
 
 step "building the services"
-(cd "$root" && cargo build --locked --quiet -p ingestion -p export -p loadgen)
+(cd "$root" && cargo build --locked --quiet -p ingestion -p export -p admin-cli -p loadgen)
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 export CCE_INGEST_OPS_ADDR="127.0.0.1:$(free_port)"

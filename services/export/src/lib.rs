@@ -4,24 +4,29 @@
 //! - [`state`]: settings, access, jobs and the audit trail as a pure fold over commands;
 //!   [`statelog`]: those commands on a Kafka topic kept forever, folded by every replica from
 //!   the newest snapshot; [`liveness`]: running exports' heartbeats and progress, not kept.
-//! - [`service`]: the RPCs; [`runner`]: claiming and running jobs with the export engine;
-//!   [`watermark`]: an export waits until the log is durable past its range, and reads it there;
-//!   [`notify`]: mail and a Kafka event when a job finishes; [`lifecycle`]: the bucket's rules.
+//! - [`service`]: the RPCs, with [`convert`] (state ↔ messages), `validate` (requests) and
+//!   [`rpc_metrics`] (every call counted and timed, one layer); [`runner`]: claiming and running
+//!   jobs with the export engine; [`watermark`]: an export waits until the log is durable past
+//!   its range, and reads it there; [`notify`]: mail and a Kafka event when a job finishes;
+//!   [`lifecycle`]: the bucket's rules.
 
 pub mod access;
 pub mod auth;
 pub mod clock;
 mod config;
+pub mod convert;
 pub mod lifecycle;
 pub mod limits;
 pub mod liveness;
 mod metrics;
 pub mod notify;
 pub mod progress;
+pub mod rpc_metrics;
 pub mod runner;
 pub mod service;
 pub mod state;
 pub mod statelog;
+mod validate;
 pub mod watermark;
 
 use std::sync::Arc;
@@ -153,11 +158,13 @@ pub async fn start_with_clock(
         verifier,
         link_store,
         link_ttl: Duration::from_secs(config.link_ttl_secs),
-        metrics,
         shutdown: shutdown.clone(),
+        metrics: metrics.clone(),
         max_queued_per_company: config.max_queued_per_company,
         watches: limits::WatchLimiter::new(config.max_watches_per_admin),
     };
+    let rpc_metrics =
+        rpc_metrics::RpcMetricsLayer::new(metrics, proto::v1::FILE_DESCRIPTOR_SET, SERVICE_NAME)?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -181,11 +188,12 @@ pub async fn start_with_clock(
         let served = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(
+            .add_service(tower::Layer::layer(
+                &rpc_metrics,
                 proto::v1::compliance_export_service_server::ComplianceExportServiceServer::new(
                     api,
                 ),
-            )
+            ))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
             .await
             .context("serving gRPC");

@@ -1,11 +1,15 @@
 //! The export service's Prometheus metrics (`cce_export_*`).
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 #[derive(Debug, Clone)]
 pub struct Metrics {
     /// RPCs by method and gRPC code.
     pub rpcs: IntCounterVec,
+    /// RPC handling time by method, in seconds (until the handler returns).
+    pub rpc_seconds: HistogramVec,
     /// Export runs ended on this replica, by result (completed, failed, cancelled, lost_lease,
     /// released).
     pub runs: IntCounterVec,
@@ -24,6 +28,10 @@ impl Metrics {
         let rpcs = IntCounterVec::new(
             Opts::new("cce_export_rpcs_total", "RPCs by method and gRPC code"),
             &["method", "code"],
+        )?;
+        let rpc_seconds = HistogramVec::new(
+            HistogramOpts::new("cce_export_rpc_seconds", "RPC handling time by method"),
+            &["method"],
         )?;
         let runs = IntCounterVec::new(
             Opts::new("cce_export_runs_total", "Export runs ended here, by result"),
@@ -51,11 +59,13 @@ impl Metrics {
         registry.register(Box::new(rpcs.clone()))?;
         registry.register(Box::new(notifications_given_up.clone()))?;
         registry.register(Box::new(limited.clone()))?;
+        registry.register(Box::new(rpc_seconds.clone()))?;
         registry.register(Box::new(runs.clone()))?;
         registry.register(Box::new(running.clone()))?;
         registry.register(Box::new(notifications.clone()))?;
         Ok(Self {
             rpcs,
+            rpc_seconds,
             runs,
             running,
             notifications,

@@ -60,7 +60,7 @@ impl JobProgress {
     /// The API's form.
     pub fn to_proto(&self) -> pb::Progress {
         let lag = self.waiting_for_log.as_ref();
-        let timestamp = crate::service::timestamp;
+        let timestamp = crate::convert::timestamp;
         pb::Progress {
             events_read: self.events_read,
             files_written: self.files_written,

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use archive::{CancellationToken, ExportRequest};
+use retry::{Backoff, Next, retry_whole_attempts};
 use storage::ObjectStore;
 use tokio::task::JoinSet;
 
@@ -103,6 +104,10 @@ enum Stop {
     LostLease,
     Shutdown,
 }
+
+/// Recording a job's result: five attempts, 1 s between the first two, doubling.
+const FINISH_RETRIES: Backoff =
+    Backoff::new(Duration::from_secs(1), Duration::from_secs(16)).max_attempts(5);
 
 /// A job gets this many attempts (claims not handed back by a release); a job whose workers
 /// keep dying fails after them.
@@ -463,32 +468,22 @@ impl Runner {
             worker: self.worker.clone(),
             result,
         };
-        let mut recorded = Recorded::Unknown;
-        for attempt in 0..5u32 {
-            match self
-                .log
-                .submit(company, SERVICE_ACTOR, finish.clone())
-                .await
-            {
-                Ok(Outcome::Applied) => {
-                    recorded = Recorded::Yes;
-                    break;
-                }
-                Ok(_) => {
-                    // Refused — or an earlier attempt that timed out was recorded after all.
-                    recorded = if self.recorded(company, job_id, key) {
-                        Recorded::Yes
-                    } else {
-                        Recorded::Refused
-                    };
-                    break;
-                }
-                Err(error) => {
-                    tracing::warn!(job = %job_id, %error, attempt, "recording the result");
-                    tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
-                }
-            }
-        }
+        // Not cut short by shutdown (a token that never fires): a result left unrecorded runs
+        // the whole export again.
+        let never = CancellationToken::new();
+        let submit = || self.log.submit(company, SERVICE_ACTOR, finish.clone());
+        let submitted = retry_whole_attempts(&FINISH_RETRIES, &never, submit, |error, failures| {
+            tracing::warn!(job = %job_id, %error, attempt = failures - 1, "recording the result");
+            Next::Retry
+        })
+        .await;
+        let recorded = match submitted {
+            Ok(Outcome::Applied) => Recorded::Yes,
+            // Refused — or an earlier attempt that timed out was recorded after all.
+            Ok(_) if self.recorded(company, job_id, key) => Recorded::Yes,
+            Ok(_) => Recorded::Refused,
+            Err(_) => Recorded::Unknown,
+        };
         match recorded {
             Recorded::Yes => {}
             Recorded::Refused => {

@@ -34,7 +34,15 @@ use sha2::{Digest, Sha256};
 use storage::ObjectStore;
 use telemetry::CancellationToken;
 
-use crate::retry::{Backoff, Stopped};
+use retry::{Backoff, Next, RetryError, retry};
+
+/// How long to wait between attempts at a send or a store write that failed (doubling).
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+
+/// The stop token fired before the work was done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("stopped before the work was done")]
+pub struct Stopped;
 
 /// Header names added to every dead-lettered message.
 pub mod headers {
@@ -373,24 +381,21 @@ impl DeadLetters {
         report: RetryReport<'_>,
         stop: &CancellationToken,
     ) -> Result<Result<(), Failure>, Stopped> {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut unusable_since: Option<Instant> = None;
-        loop {
+        let send = || {
             let mut record: FutureRecord<'_, [u8], [u8]> =
                 FutureRecord::to(&self.topic).headers(headers.clone());
             record = record.payload(payload);
             if let Some(key) = &letter.key {
                 record = record.key(key.as_slice());
             }
-            let sent = tokio::select! {
-                sent = self.producer.send(record, Duration::from_secs(30)) => sent,
-                _ = stop.cancelled() => return Err(Stopped),
-            };
-            let error = match sent {
-                Ok(_) => return Ok(Ok(())),
-                Err((error, _)) => error,
-            };
-            let failure = classify(&error);
+            async move {
+                let sent = self.producer.send(record, Duration::from_secs(30)).await;
+                sent.map(|_| ()).map_err(|(error, _)| error)
+            }
+        };
+        let sent = retry(&BACKOFF, stop, send, |error, _| {
+            let failure = classify(error);
             match failure {
                 Failure::RecordRefused => {
                     tracing::warn!(
@@ -398,7 +403,7 @@ impl DeadLetters {
                         source_offset = letter.offset, bytes = payload.len(), %error,
                         "the dead-letter topic refused the record"
                     );
-                    return Ok(Err(failure));
+                    return Next::GiveUp;
                 }
                 Failure::TopicUnusable => {
                     let since = *unusable_since.get_or_insert_with(Instant::now);
@@ -408,7 +413,7 @@ impl DeadLetters {
                             source_offset = letter.offset, %error, waited_secs = since.elapsed().as_secs(),
                             "the dead-letter topic is unusable; create it or grant write access"
                         );
-                        return Ok(Err(failure));
+                        return Next::GiveUp;
                     }
                 }
                 Failure::Transient => {}
@@ -422,7 +427,13 @@ impl DeadLetters {
                 source_offset = letter.offset, %error, ?failure,
                 "failed to send a dead letter; retrying this partition only"
             );
-            backoff.wait(stop).await?;
+            Next::Retry
+        })
+        .await;
+        match sent {
+            Ok(()) => Ok(Ok(())),
+            Err(RetryError::Failed(error)) => Ok(Err(classify(&error))),
+            Err(RetryError::Cancelled) => Err(Stopped),
         }
     }
 
@@ -468,21 +479,15 @@ impl DeadLetters {
             (format!("{folder}/letter.json"), Bytes::from(file)),
         ];
         for (key, body) in objects {
-            let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-            loop {
-                let put = tokio::select! {
-                    put = self.store.put(&key, body.clone()) => put,
-                    _ = stop.cancelled() => return Err(Stopped),
-                };
-                match put {
-                    Ok(()) => break,
-                    Err(error) => {
-                        report(Some(format!("dead letter not kept on the store: {error}")));
-                        tracing::warn!(%key, %error, "failed to keep a dead letter on the store; retrying");
-                        backoff.wait(stop).await?;
-                    }
-                }
-            }
+            let put = || self.store.put(&key, body.clone());
+            // Every error is retried: only the stop token ends the retries.
+            retry(&BACKOFF, stop, put, |error, _| {
+                report(Some(format!("dead letter not kept on the store: {error}")));
+                tracing::warn!(%key, %error, "failed to keep a dead letter on the store; retrying");
+                Next::Retry
+            })
+            .await
+            .map_err(|_| Stopped)?;
         }
         tracing::warn!(
             source_partition = letter.partition, source_offset = letter.offset,

@@ -20,7 +20,7 @@ use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::lag::Probes;
 use crate::lineage::KafkaLineage;
 use crate::metrics::Metrics;
-use crate::retry::Backoff;
+use retry::{Backoff, Next, retry, retry_whole_attempts};
 
 /// A partition's open log, shared by its flush tasks (which run one at a time).
 pub type SharedLog = Arc<tokio::sync::Mutex<PartitionLog>>;
@@ -119,47 +119,44 @@ impl Flusher {
     /// Opens the partition's log: decides its epoch (and writes the marker of a new one).
     /// Retries until it succeeds or `stop` fires.
     pub async fn open(&self, partition: i32, stop: &CancellationToken) -> Option<PartitionLog> {
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-        loop {
-            // Not cancelled midway: a marker or pointer PUT cut short could land after the
-            // partition's next owner wrote; each step is bounded by its client's timeout.
-            match self.try_open(partition).await {
-                Ok(log) => {
-                    self.report(partition, None);
-                    let opened = log.opened();
-                    self.count_objects("epoch", opened.epoch_markers_written);
-                    self.count_objects("watermark", opened.watermarks_written);
-                    tracing::info!(
-                        partition,
-                        epoch = log.epoch(),
-                        durable_offset = log.durable_offset(),
-                        new_epoch = ?opened.began.map(|r| r.as_str()),
-                        "partition log opened"
-                    );
-                    return Some(log);
-                }
-                Err(error) => {
-                    self.report(
-                        partition,
-                        Some(format!("opening the partition's log: {error:#}")),
-                    );
-                    if is_conflict(&error) {
-                        tracing::error!(
-                            partition,
-                            error = format!("{error:#}"),
-                            "a log object of this partition holds other bytes; the partition stops (nothing is replaced)"
-                        );
-                    } else {
-                        tracing::warn!(
-                            partition,
-                            error = format!("{error:#}"),
-                            "cannot open the partition's log; retrying"
-                        );
-                    }
-                    backoff.wait(stop).await.ok()?;
-                }
+        const BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        // Not cancelled midway: a marker or pointer PUT cut short could land after the
+        // partition's next owner wrote; each step is bounded by its client's timeout.
+        let open = || self.try_open(partition);
+        let log = retry_whole_attempts(&BACKOFF, stop, open, |error, _| {
+            self.report(
+                partition,
+                Some(format!("opening the partition's log: {error:#}")),
+            );
+            if is_conflict(error) {
+                tracing::error!(
+                    partition,
+                    error = format!("{error:#}"),
+                    "a log object of this partition holds other bytes; the partition stops (nothing is replaced)"
+                );
+            } else {
+                tracing::warn!(
+                    partition,
+                    error = format!("{error:#}"),
+                    "cannot open the partition's log; retrying"
+                );
             }
-        }
+            Next::Retry
+        })
+        .await
+        .ok()?;
+        self.report(partition, None);
+        let opened = log.opened();
+        self.count_objects("epoch", opened.epoch_markers_written);
+        self.count_objects("watermark", opened.watermarks_written);
+        tracing::info!(
+            partition,
+            epoch = log.epoch(),
+            durable_offset = log.durable_offset(),
+            new_epoch = ?opened.began.map(|r| r.as_str()),
+            "partition log opened"
+        );
+        Some(log)
     }
 
     async fn try_open(&self, partition: i32) -> anyhow::Result<PartitionLog> {
@@ -241,70 +238,77 @@ impl Flusher {
             last_offset: buffer.last_offset,
         };
         let fingerprint = hex::encode(Sha256::digest(&buffer.last_payload));
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        loop {
+        const BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        /// After a conflict: retried only in case an operator removes the stranger.
+        const AFTER_CONFLICT: Duration = Duration::from_secs(30);
+        let mut conflicted = false;
+        // Cut short only when the partition is given up (drain deadline, lost assignment):
+        // at worst a segment is written without its pointer, and the partition's next
+        // owner writes the same range again, dropping what the pointer covers.
+        // Each attempt borrows the log afresh (an attempt's future cannot keep a `&mut` of the
+        // closure's): the lock is never contended.
+        let log = tokio::sync::Mutex::new(log);
+        let write = || async {
             let probe = self.probe(partition);
-            // Cut short only when the partition is given up (drain deadline, lost assignment):
-            // at worst a segment is written without its pointer, and the partition's next
-            // owner writes the same range again, dropping what the pointer covers.
-            let attempt = tokio::select! {
-                written = log.write(&source, &buffer.records, fingerprint.clone(), probe) => written,
-                _ = stop.cancelled() => return None,
-            };
-            match attempt {
-                Ok(stats) => {
-                    self.count_objects("segment", stats.segments);
-                    self.count_objects("watermark", stats.watermarks);
-                    self.metrics.puts_per_flush.observe(stats.puts() as f64);
-                    self.metrics.bytes_written.inc_by(stats.bytes);
-                    for (kind, count) in stats.appended {
-                        self.metrics
-                            .appended
-                            .with_label_values(&[kind])
-                            .inc_by(count);
-                    }
-                    return Some(());
-                }
-                Err(error) if error.is_taken_over() => {
-                    // Another replica owns the partition now (its pointer is past ours): stop
-                    // like a lost assignment, without retrying. Nothing was written, and no
-                    // offset is stored for this range; the rebalance revokes the partition.
-                    self.report(
-                        partition,
-                        Some(format!("writing to the compliance log: {error}")),
-                    );
-                    tracing::warn!(
-                        partition, first_offset = source.first_offset,
-                        last_offset = source.last_offset, %error,
-                        "the partition was taken over by another writer; this one stops writing it"
-                    );
-                    return None;
-                }
-                Err(error) => {
-                    self.metrics.write_retries.inc();
-                    self.report(
-                        partition,
-                        Some(format!("writing to the compliance log: {error}")),
-                    );
-                    if error.is_conflict() {
-                        // Retried only in case an operator removes the stranger; never replaced.
-                        tracing::error!(
-                            partition, first_offset = source.first_offset,
-                            last_offset = source.last_offset, %error,
-                            "a log object name holds other bytes; the partition stops (nothing is replaced)"
-                        );
-                        backoff = Backoff::new(Duration::from_secs(30), Duration::from_secs(30));
-                    } else {
-                        tracing::warn!(
-                            partition, first_offset = source.first_offset,
-                            last_offset = source.last_offset, %error,
-                            "failed to write to the compliance log; retrying"
-                        );
-                    }
-                    backoff.wait(stop).await.ok()?;
-                }
+            let mut log = log.lock().await;
+            log.write(&source, &buffer.records, fingerprint.clone(), probe)
+                .await
+        };
+        let stats = retry(&BACKOFF, stop, write, |error, _| {
+            if error.is_taken_over() {
+                // Another replica owns the partition now (its pointer is past ours): stop
+                // like a lost assignment, without retrying. Nothing was written, and no
+                // offset is stored for this range; the rebalance revokes the partition.
+                self.report(
+                    partition,
+                    Some(format!("writing to the compliance log: {error}")),
+                );
+                tracing::warn!(
+                    partition, first_offset = source.first_offset,
+                    last_offset = source.last_offset, %error,
+                    "the partition was taken over by another writer; this one stops writing it"
+                );
+                return Next::GiveUp;
             }
+            self.metrics.write_retries.inc();
+            self.report(
+                partition,
+                Some(format!("writing to the compliance log: {error}")),
+            );
+            if error.is_conflict() {
+                // Never replaced; from now on retried at the slow pace only.
+                tracing::error!(
+                    partition, first_offset = source.first_offset,
+                    last_offset = source.last_offset, %error,
+                    "a log object name holds other bytes; the partition stops (nothing is replaced)"
+                );
+                conflicted = true;
+            } else {
+                tracing::warn!(
+                    partition, first_offset = source.first_offset,
+                    last_offset = source.last_offset, %error,
+                    "failed to write to the compliance log; retrying"
+                );
+            }
+            if conflicted {
+                Next::RetryAfter(AFTER_CONFLICT)
+            } else {
+                Next::Retry
+            }
+        })
+        .await
+        .ok()?;
+        self.count_objects("segment", stats.segments);
+        self.count_objects("watermark", stats.watermarks);
+        self.metrics.puts_per_flush.observe(stats.puts() as f64);
+        self.metrics.bytes_written.inc_by(stats.bytes);
+        for (kind, count) in stats.appended {
+            self.metrics
+                .appended
+                .with_label_values(&[kind])
+                .inc_by(count);
         }
+        Some(())
     }
 
     /// Moves an idle partition's time watermark with `probe` (a pointer PUT when it moved).

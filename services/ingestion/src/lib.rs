@@ -13,7 +13,6 @@ mod flusher;
 pub mod lag;
 pub mod lineage;
 mod metrics;
-mod retry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

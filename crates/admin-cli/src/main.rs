@@ -18,13 +18,14 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Parser, Subcommand};
-use export::auth::Claims;
 use indicatif::{ProgressBar, ProgressStyle};
 use proto::v1 as pb;
 use proto::v1::compliance_export_service_client::ComplianceExportServiceClient;
 use sha2::Digest;
 use tokio::io::AsyncWriteExt;
 use tonic::transport::Channel;
+
+mod token;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -52,24 +53,7 @@ struct Cli {
 enum Cmd {
     /// Prints a token signed with the portal's key. For development and tests: in production
     /// the admin portal issues tokens.
-    Token {
-        #[arg(long, env = "CCE_TOKEN_SIGNING_KEY", hide_env_values = true)]
-        signing_key: String,
-        #[arg(long)]
-        company: String,
-        #[arg(long)]
-        admin: String,
-        #[arg(long, default_value = "admin")]
-        role: String,
-        #[arg(long)]
-        email: Option<String>,
-        #[arg(long, default_value_t = 3600)]
-        ttl_secs: u64,
-        #[arg(long, env = "CCE_TOKEN_ISSUER", default_value = "admin-portal")]
-        issuer: String,
-        #[arg(long, env = "CCE_TOKEN_AUDIENCE", default_value = "compliance-exports")]
-        audience: String,
-    },
+    Token(token::TokenArgs),
     /// Turns exports on for your company (you become the first admin with access).
     Enable,
     /// Shows whether exports are enabled.
@@ -207,7 +191,15 @@ fn parse_time(field: &str, raw: &str) -> anyhow::Result<prost_types::Timestamp> 
                 format!("--{field} {raw:?}: use 2026-11-01 or 2026-11-01T09:30:00Z")
             })?,
     };
-    Ok(export::service::timestamp(at))
+    Ok(timestamp(at))
+}
+
+/// A time as the API's timestamp.
+fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+    }
 }
 
 fn show_time(t: Option<&prost_types::Timestamp>) -> String {
@@ -283,32 +275,9 @@ fn job_line(job: &pb::ExportJob) -> String {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Cmd::Token {
-        signing_key,
-        company,
-        admin,
-        role,
-        email,
-        ttl_secs,
-        issuer,
-        audience,
-    } = &cli.command
-    {
-        let claims = Claims {
-            sub: admin.clone(),
-            company_id: company.clone(),
-            role: role.clone(),
-            exp: u64::try_from(Utc::now().timestamp()).unwrap_or(0) + ttl_secs,
-            iss: issuer.clone(),
-            aud: audience.clone(),
-            email: email.clone(),
-        };
-        let token = jsonwebtoken::encode(
-            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(signing_key.as_bytes()),
-        )?;
-        println!("{token}");
+    if let Cmd::Token(args) = &cli.command {
+        let now = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
+        println!("{}", token::mint(args, now)?);
         return Ok(());
     }
     if let Cmd::Verify { file } = &cli.command {
@@ -316,7 +285,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let mut client = Client::connect(&cli.endpoint, cli.token.as_deref()).await?;
     match cli.command {
-        Cmd::Token { .. } | Cmd::Verify { .. } => unreachable!("handled above"),
+        Cmd::Token(_) | Cmd::Verify { .. } => unreachable!("handled above"),
         Cmd::Enable => {
             let settings = client
                 .inner

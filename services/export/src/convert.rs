@@ -1,0 +1,71 @@
+//! Conversions between the state's types and the API's messages.
+
+use chrono::{DateTime, Utc};
+use proto::v1 as pb;
+use tonic::Status;
+
+use crate::state::{CompanyState, Job, JobProgress, JobStatus};
+
+/// A time as the API's timestamp.
+pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+pub(crate) fn from_timestamp(
+    field: &str,
+    t: &prost_types::Timestamp,
+) -> Result<DateTime<Utc>, Status> {
+    u32::try_from(t.nanos)
+        .ok()
+        .and_then(|nanos| DateTime::from_timestamp(t.seconds, nanos))
+        .ok_or_else(|| Status::invalid_argument(format!("{field} is not a valid timestamp")))
+}
+
+pub(crate) fn status_to_proto(status: JobStatus) -> pb::ExportStatus {
+    match status {
+        JobStatus::Accepted => pb::ExportStatus::Accepted,
+        JobStatus::InProgress => pb::ExportStatus::InProgress,
+        JobStatus::Completed => pb::ExportStatus::Completed,
+        JobStatus::Failed => pb::ExportStatus::Failed,
+        JobStatus::Cancelled => pb::ExportStatus::Cancelled,
+        JobStatus::Expired => pb::ExportStatus::Expired,
+    }
+}
+
+pub(crate) fn job_to_proto(
+    company: &CompanyState,
+    job: &Job,
+    progress: JobProgress,
+    now: DateTime<Utc>,
+) -> pb::ExportJob {
+    let status = job.status_at(now);
+    pb::ExportJob {
+        id: job.id.clone(),
+        status: status_to_proto(status).into(),
+        requested_by: job.requested_by.clone(),
+        created_at: Some(timestamp(job.created_at)),
+        started_at: job.started_at.map(timestamp),
+        finished_at: job.finished_at.map(timestamp),
+        expires_at: job.archive.as_ref().map(|a| timestamp(a.expires_at)),
+        request: Some(pb::ExportRequestSummary {
+            from: job.spec.from.map(timestamp),
+            to: Some(timestamp(job.spec.to)),
+            person_ids: job.spec.person_ids.clone(),
+            conversation_ids: job.spec.conversation_ids.clone(),
+            format: pb::ExportFormat::Json.into(),
+            time_zone: job.spec.time_zone.clone(),
+            all_history: job.spec.from.is_none(),
+        }),
+        progress: Some(progress.to_proto()),
+        archive_size: job.archive.as_ref().map_or(0, |a| a.size),
+        archive_sha256: job
+            .archive
+            .as_ref()
+            .map_or_else(String::new, |a| a.sha256.clone()),
+        error: job.error.clone().unwrap_or_default(),
+        queue_position: company.queue_position(&job.id),
+    }
+}
