@@ -25,6 +25,7 @@ use archive::{CancellationToken, ExportRequest};
 use storage::ObjectStore;
 use tokio::task::JoinSet;
 
+use crate::faults::FaultPoint;
 use crate::lifecycle::EXPORTS_PREFIX;
 use crate::liveness::{BEAT_VERSION, Beat, Liveness};
 use crate::metrics::Metrics;
@@ -93,6 +94,8 @@ pub struct Runner {
     /// What each export may use (memory, temporary disk, threads).
     pub limits: archive::ExportLimits,
     pub metrics: Metrics,
+    /// Test only: where this replica stops dead for the fault suite ([`crate::faults`]).
+    pub faults: crate::faults::Faults,
 }
 
 /// Why a run stopped before its result.
@@ -242,6 +245,7 @@ impl Runner {
                     let shutdown = shutdown.clone();
                     tasks.spawn(async move {
                         let _slot = slot;
+                        runner.faults.reached(FaultPoint::Claim, &job_id).await;
                         runner.run_job(&company, &job_id, &shutdown).await;
                     });
                 }
@@ -357,6 +361,7 @@ impl Runner {
         let stop = *stop.lock().unwrap_or_else(|e| e.into_inner());
         match (result, stop) {
             (Ok(stored), None) => {
+                self.faults.reached(FaultPoint::BeforeFinish, job_id).await;
                 let finish = JobResult::Completed {
                     key: stored.key.clone(),
                     size: stored.size,
@@ -528,6 +533,7 @@ impl Runner {
         }
         self.metrics.runs.with_label_values(&[label]).inc();
         tracing::info!(job = %job_id, result = label, "export finished");
+        self.faults.reached(FaultPoint::BeforeMail, job_id).await;
         if let Some(job) = self.job(company, job_id) {
             self.send_notifications(company, &job).await;
         }
@@ -722,6 +728,7 @@ mod tests {
                 max_jobs: 8,
                 limits: archive::ExportLimits::default(),
                 metrics,
+                faults: crate::faults::Faults::default(),
             };
             tokio::spawn(runner.clone().run(self.stop.clone()));
             runner
