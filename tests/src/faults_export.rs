@@ -154,6 +154,13 @@ impl Replica {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Whether this replica recorded the job's result (it logs `export finished` only then).
+    pub fn finished(&self, job_id: &str) -> bool {
+        self.log_text()
+            .lines()
+            .any(|l| l.contains("export finished") && l.contains(job_id))
+    }
+
     /// Waits until the replica logs that it reached `point` for `job_id` (it is then paused
     /// there for good).
     pub async fn wait_paused_at(&self, point: &str, job_id: &str, deadline: Duration) {

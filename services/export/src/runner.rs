@@ -531,6 +531,8 @@ impl Runner {
                 return;
             }
         }
+        crate::lifecycle::delete_other_attempts(self.archive_store.as_ref(), company, job_id, key)
+            .await;
         self.metrics.runs.with_label_values(&[label]).inc();
         tracing::info!(job = %job_id, result = label, "export finished");
         self.faults.reached(FaultPoint::BeforeMail, job_id).await;
