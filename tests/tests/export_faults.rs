@@ -9,8 +9,8 @@
 //!   jobs: each completes once, in its first attempt (no lease taken from a live worker), one
 //!   archive, one mail;
 //! - the disk of `TMPDIR` full during an export (a replica in its own mount namespace with a
-//!   64 KiB tmpfs as `TMPDIR`): the job fails saying so, leaves no object, and the replica
-//!   goes on to complete a small export;
+//!   1 MiB tmpfs with 16 KiB free as `TMPDIR`): the job fails saying so, leaves no object,
+//!   and the replica goes on to complete a small export;
 //! - the store killed (SIGKILL) or frozen (SIGSTOP) during an export and brought back with
 //!   the same data: on a private stack (its own tansu and garage), so the other tests sharing
 //!   the suite's store are not hit.
@@ -259,6 +259,13 @@ async fn with_one_replicas_clock_20_s_ahead_every_job_completes_once_with_one_ma
                 )
                 .await;
             assert_eq!(job.attempts, 1, "taken over from a live worker: {job:?}");
+        }
+        let completed_after = secs(started);
+        for id in &ids {
+            company.one_mail(&view, id, Duration::from_secs(120)).await;
+            let job = view.job(&company.id, id).unwrap();
+            let key = company.only_archive(&job).await;
+            assert!(key.contains("/attempt-1/"), "{key}");
             // Exactly one replica recorded its result.
             let by: Vec<&str> = [(&ahead, &ahead_name), (&exact, &exact_name)]
                 .into_iter()
@@ -267,13 +274,6 @@ async fn with_one_replicas_clock_20_s_ahead_every_job_completes_once_with_one_ma
                 .collect();
             assert_eq!(by.len(), 1, "{id} recorded by {by:?}");
             *owners.entry(by[0]).or_default() += 1;
-        }
-        let completed_after = secs(started);
-        for id in &ids {
-            company.one_mail(&view, id, Duration::from_secs(120)).await;
-            let job = view.job(&company.id, id).unwrap();
-            let key = company.only_archive(&job).await;
-            assert!(key.contains("/attempt-1/"), "{key}");
         }
         assert!(
             owners.contains_key(ahead_name.as_str()) && owners.contains_key(exact_name.as_str()),
@@ -287,14 +287,18 @@ async fn with_one_replicas_clock_20_s_ahead_every_job_completes_once_with_one_ma
     }
 }
 
-/// A replica whose `TMPDIR` is a 64 KiB tmpfs mounted in its own mount namespace (`unshare`:
-/// needs root or unprivileged user namespaces), so the mount is private and goes with it.
+/// A replica whose `TMPDIR` is a 1 MiB tmpfs with 16 KiB free, mounted in its own mount
+/// namespace (`unshare`: needs root or unprivileged user namespaces), so the mount is private
+/// and goes with it.
 fn replica_with_tiny_tmpdir(company: &Company, state_topic: &str, worker: &str) -> Replica {
     let smtp = company.smtp.url();
     let log = company.logs.path().join(format!("{worker}.log"));
     let tmp = company.logs.path().join(format!("{worker}-tmp"));
     std::fs::create_dir_all(&tmp).unwrap();
-    let script = r#"mount -t tmpfs -o size=64k tmpfs "$TMPDIR" || exit 97; exec "$@""#;
+    // 1 MiB, all but 16 KiB of it taken by another file: a full disk.
+    let script = r#"mount -t tmpfs -o size=1m tmpfs "$TMPDIR" || exit 97
+head -c 1032192 /dev/zero >"$TMPDIR/filler" || exit 98
+exec "$@""#;
     let binary = tests::binary("cce-export");
     let mut wrapper = vec![
         "--user",
