@@ -64,6 +64,10 @@ impl SmtpSink {
         format!("smtp://127.0.0.1:{}", self.port)
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// How many messages received so far name `job_id` (the mail links to the job's page).
     pub fn mails_about(&self, job_id: &str) -> usize {
         let new = self.maildir.path().join("mail/new");
@@ -257,4 +261,24 @@ pub async fn job_objects(store: &dyn ObjectStore, company: &str, job_id: &str) -
 /// Seconds since `start`, rounded to a tenth, for the report.
 pub fn secs(start: Instant) -> f64 {
     (start.elapsed().as_secs_f64() * 10.0).round() / 10.0
+}
+
+/// A mail relay that answers late: a TCP proxy on loopback that waits `delay` after accepting
+/// each connection before passing it to `upstream` (the SMTP sink). Stops with the runtime.
+pub async fn slow_relay(upstream: u16, delay: Duration) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await; // the relay's slowness: the fault injected
+                if let Ok(mut server) =
+                    tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    format!("smtp://127.0.0.1:{port}")
 }

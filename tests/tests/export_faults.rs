@@ -26,7 +26,7 @@ use export::state::{Job, JobStatus};
 use proto::v1 as pb;
 use storage::ObjectStore;
 use tests::exports::{TokenSpec, authed, create_topics, timestamp};
-use tests::faults_export::{Replica, SmtpSink, StateView, job_objects, rounds, secs};
+use tests::faults_export::{Replica, SmtpSink, StateView, job_objects, rounds, secs, slow_relay};
 use tests::{Stack, unique, wait_for, write_generated_log};
 
 /// The points of a job's life where `CCE_FAULT_PAUSE_AT` stops a replica (`export::faults`).
@@ -62,12 +62,22 @@ impl Company {
 
     /// A replica of the export service on `state_topic`, mailing through the sink.
     fn replica(&self, state_topic: &str, worker: &str, env: &[(&str, &str)]) -> Replica {
-        let smtp = self.smtp.url();
+        self.replica_mailing_via(&self.smtp.url(), state_topic, worker, env)
+    }
+
+    /// A replica mailing through `smtp` (which reaches the sink).
+    fn replica_mailing_via(
+        &self,
+        smtp: &str,
+        state_topic: &str,
+        worker: &str,
+        env: &[(&str, &str)],
+    ) -> Replica {
         let log = self.logs.path().join(format!("{worker}.log"));
         Replica::start(
             &self.stack,
             state_topic,
-            &["--smtp-url", &smtp, "--worker-id", worker],
+            &["--smtp-url", smtp, "--worker-id", worker],
             env,
             &log,
         )
@@ -223,6 +233,7 @@ async fn a_replica_killed_between_result_and_mail_leaves_one_job_one_archive_one
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_one_replicas_clock_20_s_ahead_every_job_completes_once_with_one_mail() {
     let company = Company::new(Stack::from_env(), "skew", 2_000).await;
+    let slow_relay = slow_relay(company.smtp.port(), Duration::from_secs(5)).await;
     for round in 1..=rounds(1) {
         let state_topic = unique("state");
         create_topics(&company.stack, &state_topic).await;
@@ -233,7 +244,10 @@ async fn with_one_replicas_clock_20_s_ahead_every_job_completes_once_with_one_ma
             &ahead_name,
             &[("CCE_CLOCK_OFFSET_SECS", "20")],
         );
-        let exact = company.replica(&state_topic, &exact_name, &[]);
+        // The exact replica's mail relay answers after 5 s, so its jobs stay finished and
+        // unnotified that long: the other replica must not take their mail over (it judges
+        // how long a job has waited by its own clock, 20 s ahead).
+        let exact = company.replica_mailing_via(&slow_relay, &state_topic, &exact_name, &[]);
         let view = StateView::open(&company.stack, &state_topic).await;
         company.enable(&exact).await;
         let started = Instant::now();

@@ -585,15 +585,19 @@ impl Runner {
     /// retried with backoff (2 s doubling to 10 min) while it fails.
     async fn notify_loop(self, shutdown: CancellationToken) {
         let mut retries: HashMap<String, (u32, tokio::time::Instant)> = HashMap::new();
+        // When this replica first saw each finished job unnotified, on its own monotonic clock.
+        // The grace counts from there, not from `finished_at`: that is the finishing replica's
+        // clock, and a replica whose clock runs ahead would mail jobs whose worker is still
+        // sending (found by the fault suite's clock-skew scenario).
+        let mut unnotified_since: HashMap<String, tokio::time::Instant> = HashMap::new();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(Duration::from_secs(2)) => {}
             }
-            let grace = chrono_lease(self.lease) * 4;
-            let now = self.log.clock().now();
+            let grace = self.lease * 4;
             let instant = tokio::time::Instant::now();
-            let pending: Vec<(String, Job)> = self.log.read(|state| {
+            let unnotified: Vec<(String, Job)> = self.log.read(|state| {
                 state
                     .companies()
                     .flat_map(|(company, cs)| {
@@ -604,14 +608,22 @@ impl Runner {
                                         j.stored_status(),
                                         JobStatus::Completed | JobStatus::Failed
                                     )
-                                    && j.finished_at.is_some_and(|f| f + grace < now)
-                                    && retries.get(&j.id).is_none_or(|(_, next)| instant >= *next)
                             })
                             .map(|j| (company.clone(), j.clone()))
                             .collect::<Vec<_>>()
                     })
                     .collect()
             });
+            let ids: HashSet<&str> = unnotified.iter().map(|(_, j)| j.id.as_str()).collect();
+            unnotified_since.retain(|id, _| ids.contains(id.as_str()));
+            let pending: Vec<(String, Job)> = unnotified
+                .into_iter()
+                .filter(|(_, j)| {
+                    let since = *unnotified_since.entry(j.id.clone()).or_insert(instant);
+                    instant.duration_since(since) >= grace
+                        && retries.get(&j.id).is_none_or(|(_, next)| instant >= *next)
+                })
+                .collect();
             for (company, job) in pending {
                 let sent = tokio::select! {
                     () = shutdown.cancelled() => return,
@@ -631,10 +643,6 @@ impl Runner {
             }
         }
     }
-}
-
-fn chrono_lease(lease: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::seconds(15))
 }
 
 #[cfg(test)]
