@@ -110,7 +110,7 @@ impl Company {
             .expect("a completed job names its archive");
         assert_eq!(
             objects,
-            [archive.key.clone()],
+            std::slice::from_ref(&archive.key),
             "export {}: exactly its recorded archive under its prefix",
             job.id
         );
@@ -417,6 +417,8 @@ async fn a_full_tmpdir_fails_the_export_saying_so_and_the_replica_goes_on() {
 struct PrivateStack {
     dir: tempfile::TempDir,
     stack: Stack,
+    /// Garage servers started again by the test (down.sh stops them; reaped on drop).
+    restarted: std::sync::Mutex<Vec<std::process::Child>>,
 }
 
 impl PrivateStack {
@@ -434,7 +436,11 @@ impl PrivateStack {
         let stack = Stack {
             vars: tests::parse_env_file(&env),
         };
-        Self { dir, stack }
+        Self {
+            dir,
+            stack,
+            restarted: std::sync::Mutex::default(),
+        }
     }
 
     /// The garage server's pid (the second line of up.sh's pids file).
@@ -461,6 +467,7 @@ impl PrivateStack {
         let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
         lines[1] = garage.id().to_string();
         std::fs::write(&pids, lines.join("\n") + "\n").unwrap();
+        self.restarted.lock().unwrap().push(garage);
     }
 
     fn signal_garage(&self, signal: &str) {
@@ -478,6 +485,10 @@ impl Drop for PrivateStack {
             .arg(tests::repo_root().join("deploy/local/down.sh"))
             .arg(self.dir.path())
             .status();
+        for mut garage in self.restarted.lock().unwrap().drain(..) {
+            let _ = garage.kill();
+            let _ = garage.wait();
+        }
     }
 }
 
