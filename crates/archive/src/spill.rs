@@ -163,12 +163,17 @@ impl SpillReader {
     }
 }
 
-/// The [`ArchiveError`] an `io::Error` from writing a [`Spill`] carries (a budget refused), or
-/// `otherwise` for any other failure.
+/// The [`ArchiveError`] an `io::Error` from writing a [`Spill`] carries (a budget refused), the
+/// temporary-disk error for a full disk (whatever the writer was), or `otherwise` for any other
+/// failure.
 pub(crate) fn from_io(
     error: std::io::Error,
     otherwise: impl FnOnce(std::io::Error) -> ArchiveError,
 ) -> ArchiveError {
+    // A full TMPDIR must say so and what to do, not read as the writer's internal error.
+    if error.kind() == std::io::ErrorKind::StorageFull {
+        return spill_error(error);
+    }
     if !error
         .get_ref()
         .is_some_and(|inner| inner.is::<ArchiveError>())
@@ -238,6 +243,20 @@ mod tests {
             ArchiveError::Internal(e.to_string())
         });
         assert!(matches!(other, ArchiveError::Internal(_)), "{other}");
+    }
+
+    #[test]
+    fn a_full_disk_says_tmpdir_whatever_wrote() {
+        // ENOSPC, as a serialiser or an encoder writing to a spill on a full disk sees it.
+        let full = std::io::Error::from_raw_os_error(28);
+        let error = from_io(full, |e| {
+            ArchiveError::Internal(format!("writing a directory listing: {e}"))
+        });
+        let text = error.to_string();
+        assert!(
+            text.contains("TMPDIR") && text.contains("No space left on device"),
+            "{text}"
+        );
     }
 
     #[test]

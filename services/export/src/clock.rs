@@ -25,6 +25,13 @@ pub struct ShiftedClock {
 }
 
 impl ShiftedClock {
+    /// The system clock shifted by `offset` (which [`advance`](Self::advance) moves further).
+    pub fn new(offset: Duration) -> Self {
+        Self {
+            offset_ms: AtomicI64::new(offset.num_milliseconds()),
+        }
+    }
+
     pub fn advance(&self, by: Duration) {
         self.offset_ms
             .fetch_add(by.num_milliseconds(), Ordering::SeqCst);

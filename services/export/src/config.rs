@@ -152,6 +152,23 @@ pub struct Config {
     /// Log line format on stderr.
     #[arg(long, env = "CCE_LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,
+    /// Test only (the fault suite): points of a job's life where this replica stops dead, so a
+    /// test can kill it exactly there; comma-separated `claim`, `mid_upload`, `before_finish`,
+    /// `before_mail` (see `faults.rs`). Unset in production.
+    #[arg(
+        long,
+        env = "CCE_FAULT_PAUSE_AT",
+        value_enum,
+        value_delimiter = ',',
+        hide = true
+    )]
+    pub fault_pause_at: Vec<crate::faults::FaultPoint>,
+    /// Test only (the fault suite): seconds added to this replica's clock (negative: behind),
+    /// to run replicas whose clocks disagree. Default 0.
+    #[arg(long, env = "CCE_CLOCK_OFFSET_SECS", default_value_t = 0, hide = true,
+          allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i64).range(-86_400..=86_400))]
+    pub clock_offset_secs: i64,
 }
 
 impl Config {

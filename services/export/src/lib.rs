@@ -15,6 +15,7 @@ pub mod auth;
 pub mod clock;
 mod config;
 pub mod convert;
+pub mod faults;
 pub mod lifecycle;
 pub mod limits;
 pub mod liveness;
@@ -54,7 +55,12 @@ pub struct Running {
 
 /// Starts the service with the system clock.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
-    start_with_clock(config, Arc::new(SystemClock), shutdown).await
+    // Test only: a replica whose clock is off (`CCE_CLOCK_OFFSET_SECS`), for the fault suite.
+    let clock: Arc<dyn Clock> = match config.clock_offset_secs {
+        0 => Arc::new(SystemClock),
+        offset => Arc::new(ShiftedClock::new(chrono::Duration::seconds(offset))),
+    };
+    start_with_clock(config, clock, shutdown).await
 }
 
 /// Binds the listeners, installs the bucket's lifecycle rules, folds the state topic and serves
@@ -137,19 +143,21 @@ pub async fn start_with_clock(
         &config.events_topic,
         Duration::from_secs(config.lateness_grace_secs),
     );
+    let faults = faults::Faults::new(&config.fault_pause_at);
     let runner = runner::Runner {
         log: log.clone(),
         liveness: liveness.clone(),
         watermark,
         ingest_wait: Duration::from_secs(config.ingest_wait_secs),
         log_store: store.clone(),
-        archive_store: store,
+        archive_store: faults.wrap(store),
         notifier,
         worker: worker.clone(),
         lease: Duration::from_secs(config.lease_secs),
         max_jobs: usize::try_from(config.max_jobs).unwrap_or(2),
         limits: config.export_limits(),
         metrics: metrics.clone(),
+        faults,
     };
     let runner_task = tokio::spawn(runner.run(shutdown.clone()));
     let api = service::Api {

@@ -7,7 +7,7 @@ use aws_sdk_s3::types::{
     AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, ExpirationStatus,
     LifecycleExpiration, LifecycleRule, LifecycleRuleFilter,
 };
-use storage::S3Store;
+use storage::{ObjectStore, S3Store};
 
 use crate::state::RETENTION_DAYS;
 
@@ -122,4 +122,71 @@ pub async fn install(store: &S3Store) -> anyhow::Result<bool> {
         })?;
     tracing::info!(bucket = store.bucket(), "lifecycle rules installed");
     Ok(true)
+}
+
+/// Deletes every object under a finished job's prefix (`exports/<company>/<job>/`) but `keep`,
+/// the archive its result names (none for a failed job). Each attempt uploads to its own key,
+/// so a worker that died between completing its upload and recording its result left a whole
+/// archive nobody will ever name; the worker whose result is recorded removes it, instead of
+/// it lying next to the real one for the 30 days of the expiry rule. Failures are logged and
+/// left to that rule. Returns how many were deleted.
+pub async fn delete_other_attempts(
+    store: &dyn ObjectStore,
+    company: &str,
+    job_id: &str,
+    keep: Option<&str>,
+) -> usize {
+    let prefix = format!("{EXPORTS_PREFIX}{company}/{job_id}/");
+    let objects = match storage::list_all(store, &prefix).await {
+        Ok(objects) => objects,
+        Err(error) => {
+            tracing::warn!(%prefix, %error, "listing a finished job's archives");
+            return 0;
+        }
+    };
+    let mut deleted = 0;
+    for object in objects.iter().filter(|o| Some(o.key.as_str()) != keep) {
+        match store.delete(&object.key).await {
+            Ok(()) => {
+                tracing::info!(key = %object.key, job = %job_id, "deleted an earlier attempt's unrecorded archive");
+                deleted += 1;
+            }
+            Err(error) => {
+                tracing::warn!(key = %object.key, %error, "deleting an earlier attempt's archive");
+            }
+        }
+    }
+    deleted
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use storage::MemoryStore;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_finished_job_keeps_only_its_recorded_archive() {
+        let store = MemoryStore::new();
+        let key = |job: &str, attempt: u32| format!("exports/acme/{job}/attempt-{attempt}/a.zip");
+        for k in [key("j1", 1), key("j1", 2), key("j10", 1), key("j2", 1)] {
+            store.put(&k, Bytes::from_static(b"zip")).await.unwrap();
+        }
+        let keep = key("j1", 2);
+        assert_eq!(
+            delete_other_attempts(&store, "acme", "j1", Some(&keep)).await,
+            1
+        );
+        let left: Vec<String> = storage::list_all(&store, "exports/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        // j1's dead attempt is gone; other jobs (even j10, whose id j1 prefixes) are untouched.
+        assert_eq!(left, [keep, key("j10", 1), key("j2", 1)]);
+        // A failed job keeps nothing.
+        assert_eq!(delete_other_attempts(&store, "acme", "j2", None).await, 1);
+    }
 }

@@ -26,6 +26,7 @@ use retry::{Backoff, Next, retry_whole_attempts};
 use storage::ObjectStore;
 use tokio::task::JoinSet;
 
+use crate::faults::FaultPoint;
 use crate::lifecycle::EXPORTS_PREFIX;
 use crate::liveness::{BEAT_VERSION, Beat, Liveness};
 use crate::metrics::Metrics;
@@ -95,6 +96,8 @@ pub struct Runner {
     /// What each export may use (memory, temporary disk, threads).
     pub limits: archive::ExportLimits,
     pub metrics: Metrics,
+    /// Test only: where this replica stops dead for the fault suite ([`crate::faults`]).
+    pub faults: crate::faults::Faults,
 }
 
 /// Why a run stopped before its result.
@@ -242,6 +245,7 @@ impl Runner {
                     let shutdown = shutdown.clone();
                     tasks.spawn(async move {
                         let _slot = slot;
+                        runner.faults.reached(FaultPoint::Claim, &job_id).await;
                         runner.run_job(&company, &job_id, &shutdown).await;
                     });
                 }
@@ -349,6 +353,7 @@ impl Runner {
         let stop = *stop.lock().unwrap_or_else(|e| e.into_inner());
         match (result, stop) {
             (Ok(stored), None) => {
+                self.faults.reached(FaultPoint::BeforeFinish, job_id).await;
                 let finish = JobResult::Completed {
                     key: stored.key.clone(),
                     size: stored.size,
@@ -501,8 +506,11 @@ impl Runner {
                 return;
             }
         }
+        crate::lifecycle::delete_other_attempts(self.archive_store.as_ref(), company, job_id, key)
+            .await;
         self.metrics.runs.with_label_values(&[label]).inc();
         tracing::info!(job = %job_id, result = label, "export finished");
+        self.faults.reached(FaultPoint::BeforeMail, job_id).await;
         if let Some(job) = self.job(company, job_id) {
             self.send_notifications(company, &job).await;
         }
@@ -577,30 +585,41 @@ impl Runner {
     async fn notify_loop(self, shutdown: CancellationToken) {
         // Jobs whose outcome this replica could not record: not before this instant.
         let mut unrecorded: HashMap<String, tokio::time::Instant> = HashMap::new();
+        // When this replica first saw each finished job unnotified, on its own monotonic clock.
+        // The first grace counts from there, not from `finished_at`: that is the finishing
+        // replica's clock, and a replica whose clock runs ahead would mail jobs whose worker is
+        // still sending (found by the fault suite's clock-skew scenario).
+        let mut unnotified_since: HashMap<String, tokio::time::Instant> = HashMap::new();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep((self.lease / 3).min(Duration::from_secs(2))) => {}
             }
-            let grace = chrono_lease(self.lease) * 4;
+            let grace = self.lease * 4;
             let backoff = chrono_lease(self.lease) * 2;
             let now = self.log.clock().now();
             let instant = tokio::time::Instant::now();
             unrecorded.retain(|_, until| *until > instant);
-            let pending: Vec<(String, Job)> = self.log.read(|state| {
+            let awaiting: Vec<(String, Job)> = self.log.read(|state| {
                 state
                     .companies()
                     .flat_map(|(company, cs)| {
                         cs.awaiting_notification()
-                            .filter(|j| {
-                                notification_due(j, grace, backoff, now)
-                                    && !unrecorded.contains_key(&j.id)
-                            })
+                            .filter(|j| !unrecorded.contains_key(&j.id))
                             .map(|j| (company.clone(), j.clone()))
                             .collect::<Vec<_>>()
                     })
                     .collect()
             });
+            let ids: HashSet<&str> = awaiting.iter().map(|(_, j)| j.id.as_str()).collect();
+            unnotified_since.retain(|id, _| ids.contains(id.as_str()));
+            let pending: Vec<(String, Job)> = awaiting
+                .into_iter()
+                .filter(|(_, j)| {
+                    let since = *unnotified_since.entry(j.id.clone()).or_insert(instant);
+                    notification_due(j, instant.duration_since(since) >= grace, backoff, now)
+                })
+                .collect();
             for (company, job) in pending {
                 let recorded = tokio::select! {
                     () = shutdown.cancelled() => return,
@@ -621,12 +640,14 @@ pub fn notify_backoff(failures: u32, base: chrono::Duration) -> chrono::Duration
     (base * (1 << doublings)).min(chrono::Duration::minutes(10))
 }
 
-/// Whether a finished job's notification is due at `now` (by the log's times, alike on every
-/// replica): `grace` after it finished for the first try by another replica than its worker,
-/// then [`notify_backoff`] after each recorded failure; never once given up.
+/// Whether a finished job's notification is due at `now`: for the first try by another
+/// replica than its worker, once this replica has seen it unnotified for a grace
+/// (`grace_passed`, on its own monotonic clock); then [`notify_backoff`] after each failure the
+/// log recorded (by the log's times, alike on every replica, and bounded by the fold's attempt
+/// count); never once given up.
 pub fn notification_due(
     job: &Job,
-    grace: chrono::Duration,
+    grace_passed: bool,
     backoff: chrono::Duration,
     now: chrono::DateTime<chrono::Utc>,
 ) -> bool {
@@ -637,7 +658,7 @@ pub fn notification_due(
         Some(failed) if job.notify_failures > 0 => {
             failed + notify_backoff(job.notify_failures, backoff) <= now
         }
-        _ => job.finished_at.is_some_and(|f| f + grace < now),
+        _ => grace_passed,
     }
 }
 
@@ -785,6 +806,7 @@ mod tests {
                 max_jobs: 8,
                 limits: archive::ExportLimits::default(),
                 metrics,
+                faults: crate::faults::Faults::default(),
             };
             tokio::spawn(runner.clone().run(self.stop.clone()));
             runner
@@ -936,11 +958,12 @@ mod tests {
         let job = |state: &crate::state::State| {
             state.company("acme").unwrap().job("j1").cloned().unwrap()
         };
-        let grace = chrono::Duration::seconds(60);
+        let grace = true;
         let base = chrono::Duration::seconds(30);
-        // Its worker's own try first; others only after the grace.
-        assert!(!notification_due(&job(&state), grace, base, at(60)));
-        assert!(notification_due(&job(&state), grace, base, at(63)));
+        // Its worker's own try first; others only once they have seen it unnotified for the
+        // grace, whatever the log's times say (replicas' clocks disagree).
+        assert!(!notification_due(&job(&state), false, base, at(86_400)));
+        assert!(notification_due(&job(&state), grace, base, at(3)));
         let mut failed_at = 100;
         for attempt in 1..=MAX_NOTIFY_ATTEMPTS {
             let failed = Command::NotifyFailed {
