@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use archive::{CancellationToken, ExportRequest};
-use retry::{Backoff, Next, retry_whole_attempts};
+use retry::{Backoff, Next, RetryError, retry_whole_attempts};
 use storage::ObjectStore;
 use tokio::task::JoinSet;
 
@@ -65,6 +65,24 @@ enum RunError {
     #[error(transparent)]
     Archive(#[from] archive::ArchiveError),
 }
+
+impl RunError {
+    /// The store did not answer or dropped the connection: trying again may succeed.
+    fn is_transient(&self) -> bool {
+        let storage = match self {
+            Self::Archive(archive::ArchiveError::Storage(e))
+            | Self::Archive(archive::ArchiveError::Log(compliance_log::LogError::Storage(e))) => e,
+            _ => return false,
+        };
+        storage.kind == storage::ErrorKind::Unavailable
+    }
+}
+
+/// An export cut short by the store is tried this many times in all, waiting 5 s, 10 s, 20 s
+/// between tries: a store restart of up to about a minute does not fail the job.
+const STORE_RETRY_TRIES: u32 = 4;
+const STORE_RETRY_FIRST: Duration = Duration::from_secs(5);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(20);
 
 /// Where an attempt's archive goes: per company, job and attempt; no user-chosen text.
 pub fn archive_key(
@@ -292,36 +310,62 @@ impl Runner {
         ));
         let export = {
             let (progress, cancel, key) = (progress.clone(), &cancel, &key);
-            let mut request = request.clone();
             let accepted = job.created_at;
-            async move {
-                // Waits until the log is durable far enough for the range, then reads the log
-                // at the position that showed it, whatever arrives meanwhile.
-                let needed = self.watermark.needed(request.to, accepted);
-                let set = |lag| {
-                    *progress.lock().unwrap_or_else(|e| e.into_inner()) = JobProgress::waiting(lag);
-                };
-                let clock = self.log.clock().as_ref();
-                let position = self
-                    .watermark
-                    .wait_for(needed, accepted, self.ingest_wait, clock, cancel, set)
-                    .await?;
-                *progress.lock().unwrap_or_else(|e| e.into_inner()) = JobProgress::default();
-                request.position = Some(position);
-                request.limits = self.limits;
-                archive::export_to_s3(
-                    &request,
-                    self.log_store.clone(),
-                    self.archive_store.clone(),
-                    key,
-                    cancel,
-                    move |p| {
+            // One try of the export. A try cut short by the store (it restarted, or the network
+            // to it dropped) left nothing visible — its upload was aborted, and the attempt's
+            // key is its own — so it is tried again, a few times over about a minute, before
+            // the job is failed (found by the fault suite: a store killed mid-export failed the
+            // job for good).
+            let try_export = move || {
+                let progress = progress.clone();
+                let mut request = request.clone();
+                async move {
+                    // Waits until the log is durable far enough for the range, then reads the log
+                    // at the position that showed it, whatever arrives meanwhile.
+                    let needed = self.watermark.needed(request.to, accepted);
+                    let set = |lag| {
                         *progress.lock().unwrap_or_else(|e| e.into_inner()) =
-                            JobProgress::running(&p);
-                    },
-                )
-                .await
-                .map_err(RunError::from)
+                            JobProgress::waiting(lag);
+                    };
+                    let clock = self.log.clock().as_ref();
+                    let position = self
+                        .watermark
+                        .wait_for(needed, accepted, self.ingest_wait, clock, cancel, set)
+                        .await?;
+                    *progress.lock().unwrap_or_else(|e| e.into_inner()) = JobProgress::default();
+                    request.position = Some(position);
+                    request.limits = self.limits;
+                    archive::export_to_s3(
+                        &request,
+                        self.log_store.clone(),
+                        self.archive_store.clone(),
+                        key,
+                        cancel,
+                        move |p| {
+                            *progress.lock().unwrap_or_else(|e| e.into_inner()) =
+                                JobProgress::running(&p);
+                        },
+                    )
+                    .await
+                    .map_err(RunError::from)
+                }
+            };
+            async move {
+                let policy = Backoff::new(STORE_RETRY_FIRST, STORE_RETRY_MAX)
+                    .max_attempts(STORE_RETRY_TRIES);
+                let on_error = |error: &RunError, failures: u32| {
+                    if error.is_transient() {
+                        tracing::warn!(job = %job_id, %error, failures, "export cut short by the store; trying again");
+                        Next::Retry
+                    } else {
+                        Next::GiveUp
+                    }
+                };
+                match retry_whole_attempts(&policy, cancel, try_export, on_error).await {
+                    Ok(stored) => Ok(stored),
+                    Err(RetryError::Failed(error)) => Err(error),
+                    Err(RetryError::Cancelled) => Err(archive::ArchiveError::Cancelled.into()),
+                }
             }
         };
         tokio::pin!(export);
