@@ -6,9 +6,11 @@
 //!
 //! Memory: every fetched or decoded byte not yet returned to the cursor's caller is counted in
 //! [`Shared`] against the reader's budget, and the producer waits for the caller before it
-//! fetches more than the budget allows. What it needs at least to make progress is held even
-//! past the budget: per open part a piece being decoded, a group of decoded records and a piece
-//! fetched ahead, the batch being built, and the segment slices that meet the merge's current
+//! fetches or decodes more than the budget allows (reading ahead stops at three quarters of it,
+//! so that what the merge needs next still fits). What it needs at least to make progress is
+//! held even past the budget, when no batch is waiting for the caller (nothing the caller could
+//! free): per open part a piece being decoded, a group of decoded records and a piece fetched
+//! ahead, the batch being built, and the segment slices that meet the merge's current
 //! time (each is small for live traffic — a flush of seconds — but a backfill's slices that
 //! span a whole day are held whole).
 
@@ -95,6 +97,38 @@ impl Shared {
         self.peak.fetch_max(now, Ordering::Relaxed);
     }
 
+    /// Holds `bytes` if `held` stays at most `limit` (checked and added at once, so tasks
+    /// holding concurrently never pass the limit together).
+    fn try_hold(&self, bytes: usize, limit: usize) -> bool {
+        let fits = self
+            .held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                (held + bytes <= limit).then_some(held + bytes)
+            });
+        match fits {
+            Ok(before) => {
+                self.peak.fetch_max(before + bytes, Ordering::Relaxed);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Holds `bytes` fetched ahead of the merge if they fit in three quarters of the budget:
+    /// the last quarter stays for what the merge needs next (decoding, the piece it waits for),
+    /// so reading ahead never makes it wait.
+    pub fn try_hold_ahead(&self, bytes: usize) -> bool {
+        self.try_hold(bytes, self.budget - self.budget / 4)
+    }
+
+    /// Holds `bytes` the merge needs to go on (a piece it waits for, a group of records to
+    /// decode) once they fit in the budget — or at once when no batch is waiting for the
+    /// caller: then everything held is the merge's own work in progress, nothing the caller
+    /// could free, and waiting would never end.
+    pub async fn hold_needed(&self, bytes: usize) {
+        self.wait_room(bytes, true).await;
+    }
+
     pub fn release(&self, bytes: usize) {
         if bytes > 0 {
             let before = self.held.fetch_sub(bytes, Ordering::Relaxed);
@@ -111,14 +145,18 @@ impl Shared {
         self.peak.load(Ordering::Relaxed)
     }
 
-    /// Whether `bytes` more fit, keeping a quarter of the budget for what decoding adds.
+    /// Whether `bytes` more fit for reading ahead (see [`try_hold_ahead`](Self::try_hold_ahead)).
     pub fn has_room(&self, bytes: usize) -> bool {
         self.held() + bytes <= self.budget - self.budget / 4
     }
 
-    /// Waits until `bytes` more fit, or until no batch is waiting for the caller (then the
-    /// memory held is what the merge needs to make progress, and it goes on).
+    /// Waits until `bytes` more fit in the budget, or until no batch is waiting for the caller
+    /// (as [`hold_needed`](Self::hold_needed), without holding them).
     pub async fn room_for(&self, bytes: usize) {
+        self.wait_room(bytes, false).await;
+    }
+
+    async fn wait_room(&self, bytes: usize, hold: bool) {
         loop {
             // Several tasks may wait at once (the merge and the days it opens ahead): every
             // release wakes them all, and each registers before it checks, so a release
@@ -126,7 +164,18 @@ impl Shared {
             let notified = self.room.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.has_room(bytes) || self.queued.load(Ordering::Acquire) == 0 {
+            let fits = if hold {
+                self.try_hold(bytes, self.budget)
+            } else {
+                self.held() + bytes <= self.budget
+            };
+            if fits {
+                return;
+            }
+            if self.queued.load(Ordering::Acquire) == 0 {
+                if hold {
+                    self.hold(bytes);
+                }
                 return;
             }
             notified.await;

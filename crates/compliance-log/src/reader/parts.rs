@@ -21,6 +21,12 @@ use crate::{LogError, LogRecord, Result};
 /// stream holds little decoded data beyond its raw pieces.
 const GROUP_RECORDS: usize = 256;
 
+/// The most a decoded record whose line has `line_bytes` can weigh ([`weight`]): its raw event
+/// is part of its line.
+fn weight_bound(line_bytes: usize) -> usize {
+    2 * line_bytes + std::mem::size_of::<LogRecord>()
+}
+
 /// One candidate part of a company-day: its chunk objects (as listed, with sizes) by number.
 #[derive(Debug, Clone)]
 pub(super) struct PartObjects {
@@ -228,16 +234,24 @@ impl PartStream {
     pub async fn fill(&mut self) -> Result<()> {
         while self.queue.is_empty() && !self.done {
             if !self.decoder.wants_piece() {
-                let records = self.decoder.next_records(GROUP_RECORDS)?;
-                self.take(records)?;
+                // A group's records weigh about twice their lines: they are held in the budget
+                // (a bound of them, settled once decoded) before they are decoded, or batches
+                // the caller has not taken yet plus decoding would go past it.
+                let group_bytes = (self.ctx.piece / 4) as usize;
+                let reserved = GROUP_RECORDS * weight_bound(0) + 2 * group_bytes;
+                self.ctx.shared.hold_needed(reserved).await;
+                let records = self.decoder.next_records(GROUP_RECORDS, group_bytes);
+                self.take(records, reserved)?;
                 continue;
             }
             if self.next_piece().await? {
                 continue;
             }
-            // The chunk is read to its end.
-            let records = self.decoder.finish()?;
-            self.take(records)?;
+            // The chunk is read to its end (a last line without a newline may be decoded).
+            let reserved = weight_bound(self.decoder.carried());
+            self.ctx.shared.hold_needed(reserved).await;
+            let records = self.decoder.finish();
+            self.take(records, reserved)?;
             self.chunk += 1;
             match self.chunks.get(self.chunk) {
                 Some(next) => {
@@ -251,9 +265,18 @@ impl PartStream {
         Ok(())
     }
 
-    /// Checks the order of decoded records and queues those inside the range and position.
-    fn take(&mut self, records: Vec<LogRecord>) -> Result<()> {
+    /// Checks the order of decoded records and queues those inside the range and position,
+    /// their weights held in place of the `reserved` bytes held for them before decoding.
+    fn take(&mut self, records: Result<Vec<LogRecord>>, reserved: usize) -> Result<()> {
+        let records = match records {
+            Ok(records) => records,
+            Err(error) => {
+                self.ctx.shared.release(reserved);
+                return Err(error);
+            }
+        };
         let Some(last) = records.last() else {
+            self.ctx.shared.release(reserved);
             return Ok(());
         };
         let after_previous = self.last.as_ref().is_none_or(|(at, id, position)| {
@@ -265,6 +288,7 @@ impl PartStream {
                 .find(|w| merge_key(&w[0]) > merge_key(&w[1]))
                 .map(|w| &w[1])
         }) {
+            self.ctx.shared.release(reserved);
             return Err(LogError::Corrupt {
                 key: self.decoder.key().to_owned(),
                 reason: format!(
@@ -275,11 +299,16 @@ impl PartStream {
         }
         let key = merge_key(last);
         self.last = Some((key.0, key.1.to_owned(), key.2));
-        for record in records {
-            if self.ctx.keeps(&record) {
-                self.ctx.shared.hold(weight(&record));
-                self.queue.push_back(record);
-            }
+        let before = self.queue.len();
+        self.queue
+            .extend(records.into_iter().filter(|r| self.ctx.keeps(r)));
+        let kept: usize = self.queue.range(before..).map(weight).sum();
+        // Only a single line longer than a group's bytes weighs more than its reservation (it
+        // is decoded alone: the merge cannot go on without it).
+        if kept > reserved {
+            self.ctx.shared.hold(kept - reserved);
+        } else {
+            self.ctx.shared.release(reserved - kept);
         }
         Ok(())
     }
@@ -297,10 +326,13 @@ impl PartStream {
                 if len == 0 {
                     return Ok(false);
                 }
-                self.ctx.shared.room_for(len as usize).await;
+                self.ctx.shared.hold_needed(len as usize).await;
                 match self.start_fetch() {
                     Some(fetch) => fetch,
-                    None => return Ok(false),
+                    None => {
+                        self.ctx.shared.release(len as usize);
+                        return Ok(false);
+                    }
                 }
             }
         };
@@ -348,7 +380,8 @@ impl PartStream {
         size.saturating_sub(self.requested).min(self.ctx.piece)
     }
 
-    /// Starts fetching the next piece of the current chunk, holding its bytes in the budget.
+    /// Starts fetching the next piece of the current chunk (its bytes already held in the
+    /// budget).
     fn start_fetch(&mut self) -> Option<Fetch> {
         let len = self.next_len();
         let chunk = self.chunks.get(self.chunk)?;
@@ -357,7 +390,6 @@ impl PartStream {
         }
         let (start, end) = (self.requested, self.requested + len);
         self.requested = end;
-        self.ctx.shared.hold(len as usize);
         let (store, key) = (Arc::clone(&self.ctx.store), chunk.key.clone());
         let task = Task::spawn(async move { Ok(store.get_range(&key, start, end).await?) });
         Some(Fetch { task, len })
@@ -365,12 +397,16 @@ impl PartStream {
 
     /// Fetches the next piece ahead when the merge reads this part and the budget has room.
     fn fetch_ahead(&mut self) {
+        let len = self.next_len();
         if self.active
             && self.ahead.is_none()
-            && self.next_len() > 0
-            && self.ctx.shared.has_room(self.next_len() as usize)
+            && len > 0
+            && self.ctx.shared.try_hold_ahead(len as usize)
         {
             self.ahead = self.start_fetch();
+            if self.ahead.is_none() {
+                self.ctx.shared.release(len as usize);
+            }
         }
     }
 

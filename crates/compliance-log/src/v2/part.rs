@@ -421,10 +421,16 @@ impl ChunkDecoder {
         Ok(())
     }
 
-    /// Decodes up to `max` complete record lines of the current piece (fewer at its end), each
-    /// checked and admitted.
-    pub fn next_records(&mut self, max: usize) -> Result<Vec<LogRecord>> {
+    /// Bytes of a partial line carried to the next piece (or decoded by [`finish`](Self::finish)).
+    pub fn carried(&self) -> usize {
+        self.carry.len()
+    }
+
+    /// Decodes up to `max` complete record lines of the current piece (fewer at its end), of
+    /// at most `max_bytes` in all unless the first is longer, each checked and admitted.
+    pub fn next_records(&mut self, max: usize, max_bytes: usize) -> Result<Vec<LogRecord>> {
         let mut records = Vec::new();
+        let mut bytes = 0;
         let Some((day, company)) = self.header.as_ref().map(|h| (h.day, h.company_id.clone()))
         else {
             return Ok(records);
@@ -436,6 +442,11 @@ impl ChunkDecoder {
                 self.at = self.piece.len();
                 break;
             };
+            let len = self.carry.len() + newline + 1;
+            if !records.is_empty() && bytes + len > max_bytes {
+                break;
+            }
+            bytes += len;
             self.at += newline + 1;
             let line = if self.carry.is_empty() {
                 &rest[..newline]
@@ -585,7 +596,7 @@ pub(crate) mod tests {
         for start in (0..bytes.len()).step_by(piece) {
             decoder.push(bytes.slice(start..(start + piece).min(bytes.len())))?;
             while !decoder.wants_piece() {
-                out.extend(decoder.next_records(2)?);
+                out.extend(decoder.next_records(2, usize::MAX)?);
             }
         }
         out.extend(decoder.finish()?);
