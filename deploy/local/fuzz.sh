@@ -73,6 +73,7 @@ for target in "${targets[@]}"; do
   mkdir -p "$work" "corpus/$target" "artifacts/$target"
   logfile="target/fuzz-$target.log"
   log "fuzzing $target for ${seconds}s (log: fuzz/$logfile)"
+  before=$(find "artifacts/$target" -type f | wc -l)
   status=0
   # The work corpus first: libFuzzer adds what it finds to the first folder only.
   "${fuzz[@]}" run "${opts[@]}" "$target" "$work" "corpus/$target" -- \
@@ -85,8 +86,8 @@ for target in "${targets[@]}"; do
   cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
   ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
   corp=$(sed -n 's/.* corp: \([^ ]*\).*/\1/p' <<<"$last")
-  crashes=$(find "artifacts/$target" -type f | wc -l)
-  line="$target: ${execs:-?} executions (${rate:-?}/s) in ${seconds}s, coverage ${cov:-?} edges ${ft:-?} features, corpus ${corp:-?} (units/bytes), ${crashes} crash files, exit $status"
+  crashes=$(( $(find "artifacts/$target" -type f | wc -l) - before ))
+  line="$target: ${execs:-?} executions (${rate:-?}/s) in ${seconds}s, coverage ${cov:-?} edges ${ft:-?} features, corpus ${corp:-?} (units/bytes), ${crashes} new crash files, exit $status"
   summary+=("$line")
   if [ "$status" != 0 ] || [ "$crashes" != 0 ]; then
     failed+=("$target")
