@@ -263,7 +263,10 @@ async fn the_docs_examples_make_a_log_and_an_archive_that_decode_back() {
     let mut corpus = Corpus::new();
     let events = corpus.entry("event_parser").or_default();
     for (i, text) in examples.iter().enumerate() {
-        events.insert(format!("docs-events-{i:02}.json"), text.clone().into_bytes());
+        events.insert(
+            format!("docs-events-{i:02}.json"),
+            text.clone().into_bytes(),
+        );
     }
     log_seeds(&records, &mut corpus);
     archive_seeds(&examples, &mut corpus).await;
