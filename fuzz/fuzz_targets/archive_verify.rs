@@ -30,7 +30,12 @@ fuzz_target!(|data: &[u8]| {
             .split(|b| *b == 0)
             .collect::<Vec<_>>()
             .chunks(2)
-            .map(|pair| (pair[0].to_vec(), pair.get(1).copied().unwrap_or_default().to_vec()))
+            .map(|pair| {
+                (
+                    pair[0].to_vec(),
+                    pair.get(1).copied().unwrap_or_default().to_vec(),
+                )
+            })
             .collect();
         seal_manifest(&mut entries);
         stored_zip(&entries)
@@ -59,7 +64,9 @@ fn check(bytes: &[u8]) {
             !name.starts_with('/')
                 && !name.contains('\\')
                 && !name.chars().any(char::is_control)
-                && !name.split('/').any(|c| c.is_empty() || c == "." || c == ".."),
+                && !name
+                    .split('/')
+                    .any(|c| c.is_empty() || c == "." || c == ".."),
             "a clean report for an unsafe name {name:?}"
         );
     }
@@ -68,7 +75,10 @@ fn check(bytes: &[u8]) {
 /// Fills in the size and SHA-256 of every file a `*/manifest.json` entry lists that is among
 /// the entries (by its path under the manifest's folder).
 fn seal_manifest(entries: &mut [(Vec<u8>, Vec<u8>)]) {
-    let Some(at) = entries.iter().position(|(n, _)| n.ends_with(b"/manifest.json")) else {
+    let Some(at) = entries
+        .iter()
+        .position(|(n, _)| n.ends_with(b"/manifest.json"))
+    else {
         return;
     };
     let root = entries[at].0[..entries[at].0.len() - "manifest.json".len()].to_vec();

@@ -29,25 +29,32 @@ fuzz_target!(|data: &[u8]| {
         Err(rejection) => {
             assert!(RejectReason::ALL.contains(&rejection.reason));
             assert!(
-                rejection
-                    .to_string()
-                    .starts_with(rejection.reason.as_str()),
+                rejection.to_string().starts_with(rejection.reason.as_str()),
                 "{rejection}"
             );
             return;
         }
     };
     let companies = route(&event);
-    assert!(!companies.is_empty(), "an accepted event routes nowhere: {event:?}");
+    assert!(
+        !companies.is_empty(),
+        "an accepted event routes nowhere: {event:?}"
+    );
     for company in &companies {
-        assert!(is_safe_id(company), "unsafe company id {company:?} accepted");
+        assert!(
+            is_safe_id(company),
+            "unsafe company id {company:?} accepted"
+        );
     }
 
     // What the log stores, and what its reader makes of it.
     let stored = serde_json::to_string(&raw).expect("a Value serialises");
     let read: Event = serde_json::from_str(&stored)
         .unwrap_or_else(|e| panic!("the reader cannot decode an accepted event: {e}\n{stored}"));
-    assert_eq!(read, event, "the reader decodes another event from {stored}");
+    assert_eq!(
+        read, event,
+        "the reader decodes another event from {stored}"
+    );
 
     let (again, raw_again) = parse_event(stored.as_bytes(), &limits, now)
         .unwrap_or_else(|r| panic!("the stored text is rejected: {r}\n{stored}"));

@@ -24,7 +24,8 @@ use event_model::route;
 use libfuzzer_sys::fuzz_target;
 use sha2::{Digest, Sha256};
 
-const SEGMENT_KEY: &str = "log/v2/segments/chat-events/00002/000001/00000000000000000010-00000000000000000019.seg";
+const SEGMENT_KEY: &str =
+    "log/v2/segments/chat-events/00002/000001/00000000000000000010-00000000000000000019.seg";
 const COMPANY: &str = "acme";
 
 fuzz_target!(|data: &[u8]| {
@@ -160,7 +161,13 @@ fn check_part(object: &[u8], piece: usize) {
             h.company_id,
         ),
         None => (
-            keys::day_part_key(COMPANY, "2026-11-25".parse().expect("a day"), 1, "0123456789abcdef", 0),
+            keys::day_part_key(
+                COMPANY,
+                "2026-11-25".parse().expect("a day"),
+                1,
+                "0123456789abcdef",
+                0,
+            ),
             COMPANY.to_owned(),
         ),
     };
@@ -170,7 +177,11 @@ fn check_part(object: &[u8], piece: usize) {
         assert_eq!(records.len(), header.records);
         for record in records {
             assert_eq!(
-                record.event.occurred_at.with_timezone(&chrono::Utc).date_naive(),
+                record
+                    .event
+                    .occurred_at
+                    .with_timezone(&chrono::Utc)
+                    .date_naive(),
                 header.day
             );
             assert!(route(&record.event).contains(company.as_str()));
@@ -181,12 +192,18 @@ fn check_part(object: &[u8], piece: usize) {
         (Ok((_, whole)), Ok(streamed)) => {
             let whole: Vec<_> = whole.iter().map(identity).collect();
             let streamed: Vec<_> = streamed.iter().map(identity).collect();
-            assert_eq!(whole, streamed, "the streamed chunk differs from the whole one");
+            assert_eq!(
+                whole, streamed,
+                "the streamed chunk differs from the whole one"
+            );
         }
         (Err(_), Err(_)) => {}
         (whole, streamed) => panic!(
             "decode_part and ChunkDecoder disagree: whole {:?}, streamed {:?}",
-            whole.as_ref().map(|(_, r)| r.len()).map_err(ToString::to_string),
+            whole
+                .as_ref()
+                .map(|(_, r)| r.len())
+                .map_err(ToString::to_string),
             streamed.as_ref().map(Vec::len).map_err(ToString::to_string)
         ),
     }
@@ -221,7 +238,12 @@ fn check_meta_day(object: &[u8]) {
             h.company_id,
         ),
         None => (
-            keys::meta_day_key(COMPANY, "2026-11-25".parse().expect("a day"), 1, "0123456789abcdef"),
+            keys::meta_day_key(
+                COMPANY,
+                "2026-11-25".parse().expect("a day"),
+                1,
+                "0123456789abcdef",
+            ),
             COMPANY.to_owned(),
         ),
     };

@@ -436,6 +436,29 @@ mod tests {
     }
 
     #[test]
+    fn the_log_reads_back_the_json_ingestion_kept_whatever_its_numbers() {
+        // Found by fuzz/fuzz_targets/event_parser.rs: without serde_json's exact float parsing
+        // (`float_roundtrip`, enabled in the workspace's Cargo.toml), this unknown field read
+        // back from the log one unit in the last place off what ingestion kept, and moved again
+        // on every parse and write (a replay or a compaction that re-serialises).
+        let big = "24222222222222222222222222222222222222222222222222222222222222222281152";
+        let text = serde_json::to_string(&post("e1")).unwrap().replacen(
+            '{',
+            &format!("{{\"big\": {big}, "),
+            1,
+        );
+        let now = "2026-12-01T00:00:00Z".parse().unwrap();
+        let limits = event_model::Limits::default();
+        let (_, kept) = event_model::parse_event(text.as_bytes(), &limits, now).unwrap();
+        let object = encode("acme", Stream::Events, None, &source(), &[(3, 100, &kept)]).unwrap();
+        let (_, records) = decode("k", &object).unwrap();
+        assert_eq!(records[0].raw_value(), kept, "{}", records[0].raw.get());
+        let (_, replayed) =
+            event_model::parse_event(records[0].raw.get().as_bytes(), &limits, now).unwrap();
+        assert_eq!(replayed, kept);
+    }
+
+    #[test]
     fn a_flipped_byte_is_reported_not_skipped() {
         let a = post("e1");
         let mut object = encode("acme", Stream::Events, None, &source(), &[(3, 100, &a)])
