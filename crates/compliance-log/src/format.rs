@@ -261,15 +261,21 @@ pub fn encode(
     Ok(Bytes::from(object))
 }
 
+/// The fewest bytes a record line can have: its position and an event with an id, a type and
+/// a time take well over this. Bounds what a header's record count may reserve.
+const MIN_RECORD_LINE_BYTES: usize = 64;
+
 /// Decodes record lines (`{"partition","offset","event"}`, optionally `"epoch"`); lines
-/// without an epoch get `default_epoch`.
+/// without an epoch get `default_epoch`. `expected` (a header's count) only sizes the result,
+/// and no larger than the body can hold: a corrupt count must fail the count check, not abort
+/// the process on an allocation of petabytes (found by `fuzz/fuzz_targets/log_decoder.rs`).
 pub(crate) fn decode_lines(
     key: &str,
     body: &[u8],
     default_epoch: u32,
     expected: usize,
 ) -> Result<Vec<LogRecord>> {
-    let mut records = Vec::with_capacity(expected);
+    let mut records = Vec::with_capacity(expected.min(body.len() / MIN_RECORD_LINE_BYTES + 1));
     for (index, line) in body
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
@@ -400,6 +406,56 @@ mod tests {
         write_record_line(&mut body, &records[0]).unwrap();
         let back = decode_lines("k", &body, 1, 1).unwrap();
         assert_eq!(back, records);
+    }
+
+    /// An object whose header counts far more records than its body holds, checksum intact.
+    fn with_record_count(object: &[u8], records: u64) -> Vec<u8> {
+        let newline = object.iter().position(|b| *b == b'\n').unwrap();
+        let mut header: Value = serde_json::from_slice(&object[..newline]).unwrap();
+        header["records"] = records.into();
+        let mut out = serde_json::to_vec(&header).unwrap();
+        out.extend_from_slice(&object[newline..]);
+        out
+    }
+
+    #[test]
+    fn a_huge_record_count_is_corrupt_not_an_allocation() {
+        let a = post("e1");
+        let object = encode("acme", Stream::Events, None, &source(), &[(3, 100, &a)]).unwrap();
+        // usize::MAX overflowed the reservation (a panic); 10^15 records asked the allocator
+        // for 304 PB, which aborts the process.
+        for records in [u64::MAX, 1_000_000_000_000_000] {
+            let error = decode("log/v1/acme/x", &with_record_count(&object, records)).unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .contains(&format!("1 records, the header says {records}")),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_log_reads_back_the_json_ingestion_kept_whatever_its_numbers() {
+        // Found by fuzz/fuzz_targets/event_parser.rs: without serde_json's exact float parsing
+        // (`float_roundtrip`, enabled in the workspace's Cargo.toml), this unknown field read
+        // back from the log one unit in the last place off what ingestion kept, and moved again
+        // on every parse and write (a replay or a compaction that re-serialises).
+        let big = "24222222222222222222222222222222222222222222222222222222222222222281152";
+        let text = serde_json::to_string(&post("e1")).unwrap().replacen(
+            '{',
+            &format!("{{\"big\": {big}, "),
+            1,
+        );
+        let now = "2026-12-01T00:00:00Z".parse().unwrap();
+        let limits = event_model::Limits::default();
+        let (_, kept) = event_model::parse_event(text.as_bytes(), &limits, now).unwrap();
+        let object = encode("acme", Stream::Events, None, &source(), &[(3, 100, &kept)]).unwrap();
+        let (_, records) = decode("k", &object).unwrap();
+        assert_eq!(records[0].raw_value(), kept, "{}", records[0].raw.get());
+        let (_, replayed) =
+            event_model::parse_event(records[0].raw.get().as_bytes(), &limits, now).unwrap();
+        assert_eq!(replayed, kept);
     }
 
     #[test]

@@ -204,7 +204,10 @@ fn parse_header(key: &str, line: &[u8]) -> Result<SegmentHeader> {
             ),
         ));
     }
-    let mut next = 0;
+    // Checked sums: a corrupt header's lengths or counts must not wrap around into a tiling
+    // that passes, and then slice out of bounds (found by `fuzz/fuzz_targets/log_decoder.rs`).
+    let mut next: u64 = 0;
+    let mut records: usize = 0;
     for slice in &header.companies {
         if slice.start != next {
             return Err(corrupt(
@@ -215,11 +218,18 @@ fn parse_header(key: &str, line: &[u8]) -> Result<SegmentHeader> {
                 ),
             ));
         }
-        next = slice.start + slice.len;
+        let (Some(end), Some(sum)) = (
+            slice.start.checked_add(slice.len),
+            records.checked_add(slice.records),
+        ) else {
+            return Err(corrupt(
+                key,
+                format!("slice of {} overflows the body", slice.company_id),
+            ));
+        };
+        (next, records) = (end, sum);
     }
-    if next != header.body_bytes
-        || header.records != header.companies.iter().map(|c| c.records).sum::<usize>()
-    {
+    if next != header.body_bytes || header.records != records {
         return Err(corrupt(key, "slices do not add up to the body"));
     }
     if header
@@ -524,6 +534,45 @@ mod tests {
             error.to_string().contains("does not belong to company"),
             "{error}"
         );
+    }
+
+    /// The segment of `records` under another header, its preamble redone.
+    fn with_header(bytes: &Bytes, header: &SegmentHeader) -> Bytes {
+        let body_start = PREAMBLE_LEN + header_len("k", bytes).unwrap();
+        let mut line = serde_json::to_vec(header).unwrap();
+        line.push(b'\n');
+        let mut object = format!("{PREAMBLE_TAG}{:012}\n", line.len()).into_bytes();
+        object.extend_from_slice(&line);
+        object.extend_from_slice(&bytes[body_start..]);
+        Bytes::from(object)
+    }
+
+    #[tokio::test]
+    async fn slice_lengths_or_counts_that_wrap_around_are_corrupt_not_a_panic() {
+        let (bytes, header) = encode(1, &source(10, 13), &records()).unwrap();
+        // The first slice claims 2^64 - 1 bytes and the second's length wraps the sum back to
+        // the body's length: unchecked, the tiling passed (or overflowed, with debug
+        // assertions) and the slice of the body panicked.
+        let mut lengths = header.clone();
+        lengths.companies[0].len = u64::MAX;
+        lengths.companies[1].start = u64::MAX;
+        lengths.companies[1].len = header.body_bytes + 1;
+        // Record counts that wrap around to the header's total.
+        let mut counts = header.clone();
+        counts.companies[0].records = usize::MAX;
+        counts.companies[1].records = header.records + 1;
+        let store = MemoryStore::new();
+        for (forged, why) in [
+            (lengths, "slice of bank overflows the body"),
+            (counts, "slice of bank overflows the body"),
+        ] {
+            let object = with_header(&bytes, &forged);
+            let error = decode("k", &object).unwrap_err();
+            assert!(error.to_string().contains(why), "{error}");
+            store.put("k", object).await.unwrap();
+            let error = read_header(&store, "k").await.unwrap_err();
+            assert!(error.to_string().contains(why), "{error}");
+        }
     }
 
     #[tokio::test]
