@@ -17,9 +17,23 @@ use sha2::{Digest, Sha256};
 
 const MAX_NAME_CHARS: usize = 60;
 const MAX_ID_CHARS: usize = 80;
+/// Byte bounds as well (characters take up to 4 bytes): a folder is at most
+/// 150 + `__` + 90 + a 9-byte suffix = 251 bytes, under the 255 that ext4, APFS and NTFS take
+/// (a 60-character name and an 80-character id of 4-byte characters made 562, found by the
+/// `folder_names` fuzz target). ASCII names and ids are bounded by their characters first, so
+/// their folders are unchanged.
+const MAX_NAME_BYTES: usize = 150;
+const MAX_ID_BYTES: usize = 90;
 
-/// Replaces anything unsafe in a path segment and bounds its length; never empty.
+/// Replaces anything unsafe in a path segment and bounds its length to `max_chars` characters
+/// (and 4 bytes per character); never empty.
 pub fn sanitize(raw: &str, max_chars: usize) -> String {
+    sanitize_within(raw, max_chars, max_chars.saturating_mul(4))
+}
+
+/// [`sanitize`], also bounded to `max_bytes` bytes (cut at a character's boundary).
+fn sanitize_within(raw: &str, max_chars: usize, max_bytes: usize) -> String {
+    let mut bytes = 0;
     let mut out: String = raw
         .chars()
         .map(|c| match c {
@@ -30,6 +44,10 @@ pub fn sanitize(raw: &str, max_chars: usize) -> String {
             c => c,
         })
         .take(max_chars)
+        .take_while(|c| {
+            bytes += c.len_utf8();
+            bytes <= max_bytes
+        })
         .collect();
     out = out
         .trim_start_matches(['.', ' ', '_'])
@@ -74,13 +92,13 @@ pub fn case_folded(name: &str) -> String {
 /// The folder of a conversation: unique per id, also where case is ignored, readable, safe on
 /// every file system.
 pub fn conversation_folder(id: &str, name: Option<&str>) -> String {
-    let mut id_part = sanitize(id, MAX_ID_CHARS);
+    let mut id_part = sanitize_within(id, MAX_ID_CHARS, MAX_ID_BYTES);
     if !is_plain(id, &id_part) {
         let hash = hex::encode(Sha256::digest(id.as_bytes()));
         id_part = format!("{id_part}-{}", &hash[..8]);
     }
     match name
-        .map(|n| sanitize(n, MAX_NAME_CHARS))
+        .map(|n| sanitize_within(n, MAX_NAME_CHARS, MAX_NAME_BYTES))
         .filter(|n| n != "_")
     {
         Some(name) => format!("{name}__{id_part}"),
