@@ -221,10 +221,10 @@ fn stream_part(
     for chunk in object.chunks(piece) {
         decoder.push(Bytes::copy_from_slice(chunk))?;
         while !decoder.wants_piece() {
-            out.extend(decoder.next_records(3)?);
+            out.extend(decoder.next_records(3, 512)?);
         }
         // A piece may end where its last line does: the decoder then has nothing to carry.
-        out.extend(decoder.next_records(3)?);
+        out.extend(decoder.next_records(3, 512)?);
     }
     out.extend(decoder.finish()?);
     Ok(out)

@@ -101,7 +101,7 @@ fn stream(key: &str, company: &str, object: &[u8], piece: usize) -> Vec<LogRecor
     for chunk in object.chunks(piece) {
         decoder.push(Bytes::copy_from_slice(chunk)).unwrap();
         while !decoder.wants_piece() {
-            out.extend(decoder.next_records(2).unwrap());
+            out.extend(decoder.next_records(2, 300).unwrap());
         }
     }
     out.extend(decoder.finish().unwrap());
