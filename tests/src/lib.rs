@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub mod faults;
 pub mod seed;
 
 /// The running local stack, as its env file describes it.
