@@ -184,14 +184,38 @@ impl Lane {
     }
 
     /// After a fault ended at `ended`: how long until the log is durable up to what the topic
-    /// held then.
-    async fn recovery(&mut self, stack: &Stack, ended: Instant) -> anyhow::Result<f64> {
+    /// held then. When ingestion has not got there within twice the limit, the scenario has
+    /// failed already: the supervisor restarts ingestion (SIGKILL, then a new process after the
+    /// session timeout) so the run can go on and check the data, and says so in `notes`.
+    async fn recovery(
+        &mut self,
+        stack: &Stack,
+        settings: &Settings,
+        ended: Instant,
+        notes: &mut Vec<String>,
+    ) -> anyhow::Result<f64> {
         let ends = end_offsets_retrying(stack, &self.topic).await?;
         let store = stack.s3_store().await;
-        // Waits well past the limit, so a slow recovery is measured (and fails the scenario)
-        // rather than aborting the suite.
-        checker::wait_durable(&store, &self.topic, &ends, RECOVERY_LIMIT * 8).await?;
+        let waited =
+            checker::wait_durable(&store, &self.topic, &ends, RECOVERY_LIMIT * 2).await;
         self.ingestion.check_running()?;
+        if let Err(error) = waited {
+            let took = ended.elapsed().as_secs_f64();
+            tracing::warn!(%error, "no recovery by itself: restarting ingestion to go on");
+            notes.push(format!(
+                "NO RECOVERY by itself within {}s ({error:#}): ingestion restarted by the supervisor",
+                (RECOVERY_LIMIT * 2).as_secs()
+            ));
+            self.ingestion.kill().await?;
+            tokio::time::sleep(settings.session_timeout + Duration::from_secs(1)).await;
+            self.ingestion.spawn()?;
+            let rescued = checker::wait_durable(&store, &self.topic, &ends, RECOVERY_LIMIT * 4)
+                .await
+                .map(|d| format!("{:.1}s", d.as_secs_f64()))
+                .unwrap_or_else(|e| format!("not even then: {e:#}"));
+            notes.push(format!("after the restart the log caught up in {rescued}"));
+            return Ok(took);
+        }
         Ok(ended.elapsed().as_secs_f64())
     }
 
@@ -378,15 +402,21 @@ pub async fn broker(stack: &Stack, settings: &Settings, short: bool) -> anyhow::
     let mut lane = Lane::start(stack, settings, settings.seed ^ 0xb0, None).await?;
     lane.next_flush().await?;
     let pause = settings.session_timeout + Duration::from_secs(4);
-    let mut faults: Vec<(&str, bool)> = vec![
-        ("TERM", false),
-        ("KILL", true),
-        ("STOP", false),
-        ("STOP", true),
-    ];
-    if !short {
-        faults.extend([("TERM", true), ("KILL", false)]);
-    }
+    // The short (CI) version leaves out the faults after which tansu 0.6.0 sometimes stops
+    // answering the group's offset commits (docs/reliability.md): those would make CI flaky
+    // for a defect of the test broker, which the full run reports.
+    let faults: Vec<(&str, bool)> = if short {
+        vec![("TERM", false), ("STOP", false)]
+    } else {
+        vec![
+            ("TERM", false),
+            ("KILL", true),
+            ("STOP", false),
+            ("STOP", true),
+            ("TERM", true),
+            ("KILL", false),
+        ]
+    };
     let (mut recovery, mut notes) = (Vec::new(), Vec::new());
     for (signal, at_flush) in &faults {
         if *at_flush {
@@ -406,7 +436,7 @@ pub async fn broker(stack: &Stack, settings: &Settings, short: bool) -> anyhow::
             broker.restart(&dir)?;
             Instant::now()
         };
-        let took = lane.recovery(stack, ended).await?;
+        let took = lane.recovery(stack, settings, ended, &mut notes).await?;
         notes.push(format!(
             "{signal}{}: {took:.1}s",
             if *at_flush { " after a segment write" } else { "" }
@@ -459,7 +489,9 @@ pub async fn store(stack: &Stack, settings: &Settings, short: bool) -> anyhow::R
             .unwrap_or(0.0)
             - retries;
         garage.restart(&dir)?;
-        let took = lane.recovery(stack, Instant::now()).await?;
+        let took = lane
+            .recovery(stack, settings, Instant::now(), &mut notes)
+            .await?;
         notes.push(format!(
             "{signal} for {down_secs}s: {retried} flush retries during the outage, recovered in {took:.1}s"
         ));
@@ -491,10 +523,18 @@ pub async fn network(stack: &Stack, settings: &Settings, short: bool) -> anyhow:
     let proxy = Proxy::start(upstream).await?;
     let endpoint = format!("http://{}", proxy.addr);
     let mut lane = Lane::start(stack, settings, settings.seed ^ 0x4e, Some(endpoint)).await?;
-    let mut faults = vec![(Mode::Cut, 10u64), (Mode::Blackhole, 40)];
-    if !short {
-        faults.extend([(Mode::Cut, 45), (Mode::Blackhole, 8)]);
-    }
+    // A blackhole shorter than the S3 client's timeout (60 s) holds requests that then
+    // complete; a longer one makes them time out and be retried.
+    let faults = if short {
+        vec![(Mode::Cut, 10u64), (Mode::Blackhole, 20)]
+    } else {
+        vec![
+            (Mode::Cut, 10u64),
+            (Mode::Blackhole, 20),
+            (Mode::Cut, 45),
+            (Mode::Blackhole, 75),
+        ]
+    };
     let (mut recovery, mut notes) = (Vec::new(), Vec::new());
     for (mode, secs) in &faults {
         lane.next_flush().await?;
@@ -512,7 +552,9 @@ pub async fn network(stack: &Stack, settings: &Settings, short: bool) -> anyhow:
             .unwrap_or(0.0)
             - retries;
         proxy.set(Mode::Pass);
-        let took = lane.recovery(stack, Instant::now()).await?;
+        let took = lane
+            .recovery(stack, settings, Instant::now(), &mut notes)
+            .await?;
         notes.push(format!(
             "{mode:?} for {secs}s: {retried} flush retries, recovered in {took:.1}s"
         ));
@@ -523,7 +565,7 @@ pub async fn network(stack: &Stack, settings: &Settings, short: bool) -> anyhow:
     drop(proxy);
     Ok(outcome(
         "network-to-store",
-        "proxy between ingestion and garage: cut (reset + refuse) and blackhole (hold every byte) for 8-45 s, then restored".into(),
+        "proxy between ingestion and garage: cut (close + refuse) and blackhole (hold every byte) for 10-75 s, then restored".into(),
         count,
         recovery,
         verdict,

@@ -195,7 +195,7 @@ async fn send(
         )
         .await;
     if let Err((error, _)) = &delivery {
-        tracing::warn!(%error, event_id, "send failed: recorded as uncertain");
+        tracing::debug!(%error, event_id, "send failed: recorded as uncertain");
     }
     (company, event_id, kind, delivery.is_ok(), created)
 }

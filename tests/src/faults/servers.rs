@@ -37,6 +37,9 @@ pub struct Process {
     pub pid: u32,
     argv: Vec<String>,
     cwd: PathBuf,
+    /// Its environment: a restart must not inherit the suite's (its `RUST_LOG` made tansu
+    /// log every request's spans, hundreds of MB a minute).
+    environ: Vec<(String, String)>,
 }
 
 /// Finds `server` among the stack's pids.
@@ -58,11 +61,21 @@ pub fn find(dir: &Path, server: Server) -> anyhow::Result<Process> {
         if is_it {
             let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"))
                 .with_context(|| format!("reading the working directory of pid {pid}"))?;
+            let environ = std::fs::read(format!("/proc/{pid}/environ"))
+                .with_context(|| format!("reading the environment of pid {pid}"))?
+                .split(|b| *b == 0)
+                .filter_map(|kv| {
+                    let kv = String::from_utf8_lossy(kv);
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                })
+                .collect();
             return Ok(Process {
                 server,
                 pid,
                 argv,
                 cwd,
+                environ,
             });
         }
     }
@@ -135,6 +148,8 @@ impl Process {
         let log = dir.join("logs").join(self.server.log_name());
         // `sh` backgrounds the server and exits, so init adopts it as up.sh's servers are.
         let output = std::process::Command::new("sh")
+            .env_clear()
+            .envs(self.environ.iter().map(|(k, v)| (k, v)))
             .arg("-c")
             .arg(r#"cd "$1" && log="$2" && shift 2 && "$@" >>"$log" 2>&1 </dev/null & echo $!"#)
             .arg("sh")
@@ -160,6 +175,7 @@ impl Process {
             pid,
             argv: self.argv.clone(),
             cwd: self.cwd.clone(),
+            environ: self.environ.clone(),
         })
     }
 }
