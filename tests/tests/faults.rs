@@ -23,7 +23,10 @@ async fn short_fault_suite_loses_and_doubles_nothing() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    eprintln!("fault suite seed {seed}, ingestion logs in {}", log_dir.display());
+    eprintln!(
+        "fault suite seed {seed}, ingestion logs in {}",
+        log_dir.display()
+    );
     let settings = Settings {
         kills: 20,
         companies: 10,
@@ -35,15 +38,35 @@ async fn short_fault_suite_loses_and_doubles_nothing() {
     };
     let mut outcomes: Vec<Outcome> = Vec::new();
     outcomes.push(faults::ingest::kills(&stack, &settings, 2).await.unwrap());
-    outcomes.push(faults::ingest::broker(&stack, &settings, true).await.unwrap());
-    outcomes.push(faults::ingest::store(&stack, &settings, true).await.unwrap());
-    outcomes.push(faults::ingest::network(&stack, &settings, true).await.unwrap());
+    outcomes.push(
+        faults::ingest::broker(&stack, &settings, true)
+            .await
+            .unwrap(),
+    );
+    outcomes.push(
+        faults::ingest::store(&stack, &settings, true)
+            .await
+            .unwrap(),
+    );
+    outcomes.push(
+        faults::ingest::network(&stack, &settings, true)
+            .await
+            .unwrap(),
+    );
     for outcome in &outcomes {
         eprintln!("{}", outcome.summary());
     }
     for outcome in &outcomes {
-        assert!(outcome.verdict.acked > 0, "{}: nothing was produced", outcome.scenario);
-        assert!(outcome.verdict.archives_checked > 0, "{}: no archive checked", outcome.scenario);
+        assert!(
+            outcome.verdict.acked > 0,
+            "{}: nothing was produced",
+            outcome.scenario
+        );
+        assert!(
+            outcome.verdict.archives_checked > 0,
+            "{}: no archive checked",
+            outcome.scenario
+        );
         assert!(outcome.passed(), "{}", outcome.summary());
     }
 }

@@ -19,7 +19,10 @@ use tests::Stack;
 use tests::faults::{self, Outcome, Settings};
 
 #[derive(Debug, Parser)]
-#[command(name = "cce-faults", about = "Injects faults into the local stack and checks nothing is lost or doubled")]
+#[command(
+    name = "cce-faults",
+    about = "Injects faults into the local stack and checks nothing is lost or doubled"
+)]
 struct Args {
     /// The stack's env file (deploy/local/up.sh prints its path).
     #[arg(long, env = "CCE_STACK_ENV")]
@@ -111,7 +114,10 @@ async fn main() -> anyhow::Result<()> {
             .keep(),
     };
     std::fs::create_dir_all(&log_dir)?;
-    println!("[faults] seed {seed}; ingestion logs in {}", log_dir.display());
+    println!(
+        "[faults] seed {seed}; ingestion logs in {}",
+        log_dir.display()
+    );
     let mut settings = Settings {
         kills: 200,
         companies: args.companies,
@@ -133,23 +139,47 @@ async fn main() -> anyhow::Result<()> {
             lanes,
         } => {
             settings.kills = kills.unwrap_or(if short { 20 } else { 200 });
-            record(faults::ingest::kills(&stack, &settings, lanes).await?, &mut outcomes);
-            record(faults::ingest::broker(&stack, &settings, short).await?, &mut outcomes);
-            record(faults::ingest::store(&stack, &settings, short).await?, &mut outcomes);
-            record(faults::ingest::network(&stack, &settings, short).await?, &mut outcomes);
+            record(
+                faults::ingest::kills(&stack, &settings, lanes).await?,
+                &mut outcomes,
+            );
+            record(
+                faults::ingest::broker(&stack, &settings, short).await?,
+                &mut outcomes,
+            );
+            record(
+                faults::ingest::store(&stack, &settings, short).await?,
+                &mut outcomes,
+            );
+            record(
+                faults::ingest::network(&stack, &settings, short).await?,
+                &mut outcomes,
+            );
         }
         Command::IngestKills { kills, lanes } => {
             settings.kills = kills;
-            record(faults::ingest::kills(&stack, &settings, lanes).await?, &mut outcomes);
+            record(
+                faults::ingest::kills(&stack, &settings, lanes).await?,
+                &mut outcomes,
+            );
         }
         Command::Broker { short } => {
-            record(faults::ingest::broker(&stack, &settings, short).await?, &mut outcomes);
+            record(
+                faults::ingest::broker(&stack, &settings, short).await?,
+                &mut outcomes,
+            );
         }
         Command::Store { short } => {
-            record(faults::ingest::store(&stack, &settings, short).await?, &mut outcomes);
+            record(
+                faults::ingest::store(&stack, &settings, short).await?,
+                &mut outcomes,
+            );
         }
         Command::Network { short } => {
-            record(faults::ingest::network(&stack, &settings, short).await?, &mut outcomes);
+            record(
+                faults::ingest::network(&stack, &settings, short).await?,
+                &mut outcomes,
+            );
         }
     }
     faults::write_report(&args.report, &outcomes)?;

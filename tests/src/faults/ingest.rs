@@ -52,8 +52,13 @@ impl Ingestion {
             "--ops-addr",
             &ops,
         ];
-        let mut args =
-            crate::ingestion_args(stack, topic, &format!("{topic}-dlq"), &format!("{topic}-group"), &flags);
+        let mut args = crate::ingestion_args(
+            stack,
+            topic,
+            &format!("{topic}-dlq"),
+            &format!("{topic}-group"),
+            &flags,
+        );
         if let Some(endpoint) = s3_endpoint {
             if let Some(i) = args.iter().position(|a| a == "--s3-endpoint") {
                 args[i + 1] = endpoint;
@@ -109,7 +114,10 @@ impl Ingestion {
         let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
             .await
             .context("ingestion did not stop within 60 s of SIGTERM")??;
-        anyhow::ensure!(status.success(), "ingestion exited with {status} after SIGTERM");
+        anyhow::ensure!(
+            status.success(),
+            "ingestion exited with {status} after SIGTERM"
+        );
         Ok(())
     }
 
@@ -196,8 +204,7 @@ impl Lane {
     ) -> anyhow::Result<f64> {
         let ends = end_offsets_retrying(stack, &self.topic).await?;
         let store = stack.s3_store().await;
-        let waited =
-            checker::wait_durable(&store, &self.topic, &ends, RECOVERY_LIMIT * 2).await;
+        let waited = checker::wait_durable(&store, &self.topic, &ends, RECOVERY_LIMIT * 2).await;
         self.ingestion.check_running()?;
         if let Err(error) = waited {
             let took = ended.elapsed().as_secs_f64();
@@ -439,7 +446,11 @@ pub async fn broker(stack: &Stack, settings: &Settings, short: bool) -> anyhow::
         let took = lane.recovery(stack, settings, ended, &mut notes).await?;
         notes.push(format!(
             "{signal}{}: {took:.1}s",
-            if *at_flush { " after a segment write" } else { "" }
+            if *at_flush {
+                " after a segment write"
+            } else {
+                ""
+            }
         ));
         recovery.push(took);
     }

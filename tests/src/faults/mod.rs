@@ -192,7 +192,10 @@ mod tests {
         let (mut a, mut b) = (Rng::new(7), Rng::new(7));
         for _ in 0..100 {
             let x = a.between(Duration::from_millis(10), Duration::from_millis(20));
-            assert_eq!(x, b.between(Duration::from_millis(10), Duration::from_millis(20)));
+            assert_eq!(
+                x,
+                b.between(Duration::from_millis(10), Duration::from_millis(20))
+            );
             assert!(x >= Duration::from_millis(10) && x < Duration::from_millis(20));
         }
     }

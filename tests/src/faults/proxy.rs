@@ -189,7 +189,9 @@ mod tests {
         // A cut closes the open connection and refuses new ones until restored.
         proxy.set(Mode::Cut);
         let mut b = [0u8; 4];
-        let closed = tokio::time::timeout(long, stream.read(&mut b)).await.unwrap();
+        let closed = tokio::time::timeout(long, stream.read(&mut b))
+            .await
+            .unwrap();
         assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
         let mut fresh = TcpStream::connect(proxy.addr).await.unwrap();
         assert_eq!(round_trip(&mut fresh, short).await, None);
