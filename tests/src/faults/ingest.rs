@@ -59,10 +59,10 @@ impl Ingestion {
             &format!("{topic}-group"),
             &flags,
         );
-        if let Some(endpoint) = s3_endpoint {
-            if let Some(i) = args.iter().position(|a| a == "--s3-endpoint") {
-                args[i + 1] = endpoint;
-            }
+        if let (Some(endpoint), Some(i)) =
+            (s3_endpoint, args.iter().position(|a| a == "--s3-endpoint"))
+        {
+            args[i + 1] = endpoint;
         }
         Self {
             args,
@@ -123,14 +123,14 @@ impl Ingestion {
 
     /// Whether the process is still running (it must not exit by itself during a fault).
     pub fn check_running(&mut self) -> anyhow::Result<()> {
-        if let Some(child) = self.child.as_mut() {
-            if let Some(status) = child.try_wait()? {
-                anyhow::bail!(
-                    "ingestion ({}) exited by itself with {status}: see its log in {}",
-                    self.name,
-                    self.log_dir.display()
-                );
-            }
+        if let Some(child) = self.child.as_mut()
+            && let Some(status) = child.try_wait()?
+        {
+            anyhow::bail!(
+                "ingestion ({}) exited by itself with {status}: see its log in {}",
+                self.name,
+                self.log_dir.display()
+            );
         }
         Ok(())
     }
