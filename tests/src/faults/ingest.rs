@@ -83,6 +83,12 @@ impl Ingestion {
         )
         .context("creating ingestion's log")?;
         self.runs += 1;
+        // A fresh port for each process: a port kept across runs can be taken meanwhile (as
+        // the source port of some connection), and the process would fail to bind it.
+        self.ops = format!("127.0.0.1:{}", crate::exports::free_port());
+        if let Some(i) = self.args.iter().position(|a| a == "--ops-addr") {
+            self.args[i + 1] = self.ops.clone();
+        }
         let child = tokio::process::Command::new(crate::binary("cce-ingestion"))
             .args(&self.args)
             .env("RUST_LOG", "info")
