@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub mod faults;
 pub mod faults_export;
 pub mod seed;
 
