@@ -54,8 +54,11 @@ fn sanitize_within(raw: &str, max_chars: usize, max_bytes: usize) -> String {
         .trim_end_matches(['.', ' '])
         .to_owned();
     // Windows device names stay unusable even with an extension.
+    // Windows ignores spaces at the end of the stem too: `COM1 .txt` is the device as well
+    // (found by the `folder_names` fuzz target).
     let stem = out.split('.').next().unwrap_or("").to_ascii_uppercase();
-    let reserved = matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL")
+    let stem = stem.trim_end_matches(' ');
+    let reserved = matches!(stem, "CON" | "PRN" | "AUX" | "NUL")
         || (stem.len() == 4
             && (stem.starts_with("COM") || stem.starts_with("LPT"))
             && stem.as_bytes()[3].is_ascii_digit());
@@ -120,6 +123,7 @@ mod tests {
             ("CON", "_CON"),
             ("con.txt", "_con.txt"),
             ("COM1", "_COM1"),
+            ("com1  .txt", "_com1  .txt"),
             (".", "_"),
             ("..", "_"),
             ("", "_"),

@@ -49,6 +49,11 @@ fn every_folder_naming_finding_of_the_fuzzer_is_fixed() {
                 "{}: {folder:?}",
                 file.display()
             );
+            assert!(
+                !is_device_name(&folder),
+                "{}: the folder {folder:?} of {id:?} is a Windows device name",
+                file.display()
+            );
             if let Some(other) = exact.insert(folder.clone(), id) {
                 panic!("{}: {other:?} and {id:?} share {folder:?}", file.display());
             }
@@ -60,4 +65,14 @@ fn every_folder_naming_finding_of_the_fuzzer_is_fixed() {
             }
         }
     }
+}
+
+/// Whether Windows reads the name as a device, extension or not (as the fuzz target checks).
+fn is_device_name(folder: &str) -> bool {
+    let stem = folder.split('.').next().unwrap_or("").to_ascii_uppercase();
+    let stem = stem.trim_end_matches(' ');
+    matches!(stem, "CON" | "PRN" | "AUX" | "NUL")
+        || (stem.len() == 4
+            && (stem.starts_with("COM") || stem.starts_with("LPT"))
+            && stem.as_bytes()[3].is_ascii_digit())
 }
