@@ -68,16 +68,23 @@ impl SmtpSink {
         self.port
     }
 
-    /// How many messages received so far name `job_id` (the mail links to the job's page).
-    pub fn mails_about(&self, job_id: &str) -> usize {
+    /// Every message received so far.
+    pub fn messages(&self) -> Vec<String> {
         let new = self.maildir.path().join("mail/new");
         std::fs::read_dir(new)
             .map(|dir| {
                 dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
-                    .filter(|m| m.contains(job_id))
-                    .count()
+                    .collect()
             })
-            .unwrap_or(0)
+            .unwrap_or_default()
+    }
+
+    /// How many messages received so far name `job_id` (the mail links to the job's page).
+    pub fn mails_about(&self, job_id: &str) -> usize {
+        self.messages()
+            .iter()
+            .filter(|m| m.contains(job_id))
+            .count()
     }
 }
 

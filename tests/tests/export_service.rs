@@ -18,66 +18,13 @@ use rdkafka::Message;
 use storage::ObjectStore;
 use tests::exports::{Replica, TokenSpec, authed, create_topics, get, is, time, wait_job};
 use tests::{Stack, binary, expected_by_company, kafka, unique, wait_for, write_generated_log};
+// A real SMTP server (aiosmtpd) keeping every mail it receives.
+use tests::faults_export::SmtpSink as SmtpServer;
 use tonic::Code;
 
 fn python() -> String {
     std::env::var("CCE_PYTHON")
         .expect("CCE_PYTHON (set by deploy/local/test.sh) names the venv's python")
-}
-
-/// A real SMTP server (aiosmtpd) that stores what it receives in a maildir.
-struct SmtpServer {
-    child: Child,
-    port: u16,
-    maildir: tempfile::TempDir,
-}
-
-impl SmtpServer {
-    async fn start() -> Self {
-        let maildir = tempfile::tempdir().unwrap();
-        let port = tests::exports::free_port();
-        let child = Command::new(python())
-            .args(["-m", "aiosmtpd", "-n", "-l"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(maildir.path().join("mail"))
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("aiosmtpd (installed by deploy/local/install.sh)");
-        wait_for("the SMTP server", Duration::from_secs(30), || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-        })
-        .await;
-        Self {
-            child,
-            port,
-            maildir,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("smtp://127.0.0.1:{}", self.port)
-    }
-
-    /// Every message received so far.
-    fn messages(&self) -> Vec<String> {
-        let new = self.maildir.path().join("mail/new");
-        std::fs::read_dir(new)
-            .map(|dir| {
-                dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn enable(replica: &Replica, token: &str) {
