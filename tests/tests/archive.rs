@@ -88,6 +88,9 @@ async fn an_export_from_the_real_store_opens_in_every_reader_and_verifies() {
         time_zone: "Europe/Paris".into(),
         position: None,
         limits: archive::ExportLimits::default(),
+        format: archive::DataFormat::Json,
+        schedule: None,
+        signer: None,
     };
     let key = format!("exports/{prefix}/archive.zip");
     let mut last_percent = 0;
@@ -178,6 +181,9 @@ async fn a_failed_export_leaves_no_object() {
         time_zone: String::new(),
         position: None,
         limits: archive::ExportLimits::default(),
+        format: archive::DataFormat::Json,
+        schedule: None,
+        signer: None,
     };
     let key = format!("exports/{company}/archive.zip");
     let error = archive::export_to_s3(

@@ -100,6 +100,9 @@ async fn archive_at(
         time_zone: "Europe/Zurich".into(),
         position: Some(position.clone()),
         limits: archive::ExportLimits::default(),
+        format: archive::DataFormat::Json,
+        schedule: None,
+        signer: None,
     };
     let reader = LogReader::new(store.clone()).at(position.clone());
     let (bytes, _, _) = archive::export_to_sink(&request, &reader, Vec::new(), |_| {})

@@ -22,6 +22,7 @@ pub mod multipart;
 pub mod names;
 mod reconcile;
 pub mod render;
+pub mod signing;
 pub mod spill;
 mod texts;
 pub mod verify;
@@ -89,6 +90,25 @@ pub struct ExportRequest {
     /// What the export may use on its replica (memory, temporary disk, threads); never changes
     /// the archive's bytes.
     pub limits: ExportLimits,
+    /// How the conversations are written: the seed's JSON layout, EML or CSV. The manifest
+    /// and signature are the same in every format.
+    pub format: DataFormat,
+    /// Set for a scheduled run: recorded in the manifest (`manifest::ScheduleLink`).
+    pub schedule: Option<manifest::ScheduleLink>,
+    /// Signs the manifest when set (`signing`).
+    pub signer: Option<Arc<signing::Signer>>,
+}
+
+/// The layout conversations are written in (`docs/export-format.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DataFormat {
+    /// The seed's layout: one JSON file per conversation and day, `users.json`, `teams.json`.
+    #[default]
+    Json,
+    /// One RFC 5322 message per post.
+    Eml,
+    /// One RFC 4180 row per post, edit, deletion, note and file event.
+    Csv,
 }
 
 impl ExportRequest {

@@ -42,6 +42,40 @@ pub struct ManifestHead {
     /// Every conversation with content in the archive, with its totals.
     pub conversations: Vec<ConversationCounts>,
     pub totals: Counts,
+    /// Set on a scheduled run's archive: its place in the schedule's chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleLink>,
+    /// Set when the manifest is signed: which key, so a verifier picks the public key. The
+    /// signature itself is the entry `manifest.json.sig` (`docs/export-format.md`, "Signature").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureInfo>,
+}
+
+/// Where a scheduled run's archive sits in its schedule's chain: an auditor holding the
+/// archives checks that each run starts where the previous ended and names its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleLink {
+    pub schedule_id: String,
+    /// 1 for the schedule's first run, then one more per run.
+    pub run: u64,
+    /// The previous run's range end (this archive's `request.from`) and the SHA-256 of its
+    /// whole archive; `null` for the first run.
+    pub previous: Option<PreviousRun>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousRun {
+    pub to: DateTime<Utc>,
+    /// Hex SHA-256 of the previous run's whole archive (the ZIP file as downloaded).
+    pub archive_sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureInfo {
+    /// `Ed25519`.
+    pub algorithm: String,
+    /// The signing key's id, as `ListSigningKeys` publishes it.
+    pub key_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

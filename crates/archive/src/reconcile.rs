@@ -340,6 +340,8 @@ mod tests {
                     counts: day.clone(),
                 }],
                 totals: day.clone(),
+                schedule: None,
+                signature: None,
             },
             days: vec![DayCounts {
                 date: "2026-02-01".into(),

@@ -584,6 +584,14 @@ impl<'a, S: Sink> Renderer<'a, S> {
             log_position: log_position(request, self.events_read),
             conversations,
             totals: self.totals(),
+            schedule: request.schedule.clone(),
+            signature: request
+                .signer
+                .as_ref()
+                .map(|signer| crate::manifest::SignatureInfo {
+                    algorithm: "Ed25519".into(),
+                    key_id: signer.key_id().to_owned(),
+                }),
         };
         let mut head = serde_json::to_string_pretty(&head)
             .map_err(|e| ArchiveError::Internal(e.to_string()))?;

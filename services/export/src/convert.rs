@@ -67,5 +67,7 @@ pub(crate) fn job_to_proto(
             .map_or_else(String::new, |a| a.sha256.clone()),
         error: job.error.clone().unwrap_or_default(),
         queue_position: company.queue_position(&job.id),
+        schedule_id: String::new(),
+        schedule_run: 0,
     }
 }

@@ -54,6 +54,9 @@ pub fn export_request(company_id: &str, spec: &JobSpec) -> ExportRequest {
         time_zone: spec.time_zone.clone(),
         position: None,
         limits: archive::ExportLimits::default(),
+        format: archive::DataFormat::Json,
+        schedule: None,
+        signer: None,
     }
 }
 

@@ -496,6 +496,56 @@ impl ComplianceExportService for Api {
             next_page_token: next,
         }))
     }
+
+    // Step 9's RPCs: declared in the proto, being built (schedules, signing keys).
+    async fn create_schedule(
+        &self,
+        _request: Request<pb::CreateScheduleRequest>,
+    ) -> Result<Response<pb::Schedule>, Status> {
+        Err(Status::unimplemented("schedules are not built yet"))
+    }
+
+    async fn get_schedule(
+        &self,
+        _request: Request<pb::GetScheduleRequest>,
+    ) -> Result<Response<pb::Schedule>, Status> {
+        Err(Status::unimplemented("schedules are not built yet"))
+    }
+
+    async fn list_schedules(
+        &self,
+        _request: Request<pb::ListSchedulesRequest>,
+    ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
+        Err(Status::unimplemented("schedules are not built yet"))
+    }
+
+    async fn pause_schedule(
+        &self,
+        _request: Request<pb::PauseScheduleRequest>,
+    ) -> Result<Response<pb::Schedule>, Status> {
+        Err(Status::unimplemented("schedules are not built yet"))
+    }
+
+    async fn resume_schedule(
+        &self,
+        _request: Request<pb::ResumeScheduleRequest>,
+    ) -> Result<Response<pb::Schedule>, Status> {
+        Err(Status::unimplemented("schedules are not built yet"))
+    }
+
+    async fn delete_schedule(
+        &self,
+        _request: Request<pb::DeleteScheduleRequest>,
+    ) -> Result<Response<pb::Schedule>, Status> {
+        Err(Status::unimplemented("schedules are not built yet"))
+    }
+
+    async fn list_signing_keys(
+        &self,
+        _request: Request<pb::ListSigningKeysRequest>,
+    ) -> Result<Response<pb::ListSigningKeysResponse>, Status> {
+        Err(Status::unimplemented("archive signing is not built yet"))
+    }
 }
 
 #[cfg(test)]

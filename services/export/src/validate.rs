@@ -86,6 +86,11 @@ pub(crate) fn spec_from_request(
     let to = to.min(now);
     match pb::ExportFormat::try_from(request.format) {
         Ok(pb::ExportFormat::Unspecified | pb::ExportFormat::Json) => {}
+        Ok(pb::ExportFormat::Eml | pb::ExportFormat::Csv) => {
+            return Err(Status::invalid_argument(
+                "EML and CSV exports are not built yet: use EXPORT_FORMAT_JSON",
+            ));
+        }
         Err(_) => {
             return Err(Status::invalid_argument(format!(
                 "format {} is unknown: use EXPORT_FORMAT_JSON (or leave it unset)",

@@ -210,6 +210,9 @@ async fn export_counts(
             threads: 1,
             ..archive::ExportLimits::default()
         },
+        format: archive::DataFormat::Json,
+        schedule: None,
+        signer: None,
     };
     archive::export_to_s3(
         &request,

@@ -180,6 +180,9 @@ async fn run() -> anyhow::Result<()> {
                 time_zone,
                 position,
                 limits,
+                format: archive::DataFormat::Json,
+                schedule: None,
+                signer: None,
             };
             let started = Instant::now();
             let mut last = Instant::now();

@@ -76,6 +76,9 @@ pub fn request(tz: &str) -> ExportRequest {
         time_zone: tz.into(),
         position: None,
         limits: archive::ExportLimits::default(),
+        format: archive::DataFormat::Json,
+        schedule: None,
+        signer: None,
     }
 }
 
