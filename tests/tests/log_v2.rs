@@ -143,7 +143,7 @@ async fn sigkill_between_segments_and_restart_loses_and_doubles_nothing() {
         "--flush-interval-ms",
         "100",
         "--flush-max-bytes",
-        "20000",
+        "8000",
         "--session-timeout-ms",
         "6000",
         "--drain-deadline-ms",
@@ -166,30 +166,55 @@ async fn sigkill_between_segments_and_restart_loses_and_doubles_nothing() {
             .expect("start cce-ingestion")
     };
     // Each run is fed a chunk and killed once it has written `n` segments: the kill lands
-    // between or inside flushes (segment written, pointer or offsets not yet).
+    // between or inside flushes (segment written, pointer or offsets not yet). How many segments
+    // a chunk makes depends on how much buffers while a flush is in flight (machine load), so a
+    // run that has made everything durable before its `n`th segment is killed then (a kill
+    // after a flush); at least one run must have been killed at its `n`th segment.
     let chunks: Vec<_> = messages.chunks(messages.len() / 4 + 1).collect();
+    let (mut produced, mut killed_at_n) = (0i64, 0);
     for (run, (chunk, n)) in chunks.iter().zip([1.0, 2.0, 4.0, 6.0]).enumerate() {
         kafka::produce(&producer, &t.events, chunk).await;
+        produced += chunk.len() as i64;
         let ops = tests::exports::free_port();
         let mut child = spawn(run, ops);
         let url = format!("http://127.0.0.1:{ops}/metrics");
-        wait_for(
-            &format!("run {run} to write {n} segments"),
+        let at_n = wait_for(
+            &format!("run {run} to write {n} segments or everything produced"),
             Duration::from_secs(90),
             || async {
-                let page = reqwest::get(&url).await.ok()?.text().await.ok()?;
-                (metric(&page, "cce_log_objects_written_total{kind=\"segment\"}") >= n)
-                    .then_some(())
+                let page = reqwest::get(&url).await.ok()?;
+                let page = page.text().await.ok()?;
+                if metric(&page, "cce_log_objects_written_total{kind=\"segment\"}") >= n {
+                    return Some(true);
+                }
+                let pointers = compliance_log::Watermark::read_all(&store, &t.events)
+                    .await
+                    .ok()?;
+                let durable: i64 = pointers.iter().map(|w| w.durable_offset).sum();
+                (pointers.len() == 2 && durable >= produced).then_some(false)
             },
         )
         .await;
         child.start_kill().expect("SIGKILL");
         let status = child.wait().await.unwrap();
         assert!(!status.success(), "run {run} should have died by SIGKILL");
+        eprintln!(
+            "run {run} killed {}",
+            if at_n {
+                format!("at its segment {n}")
+            } else {
+                "with everything durable".into()
+            }
+        );
+        killed_at_n += usize::from(at_n);
         // tansu does not rebalance when a dead member's session expires, so a member joining
         // before then would be assigned nothing for good (docs/servers.md): wait it out.
         tokio::time::sleep(Duration::from_secs(7)).await;
     }
+    assert!(
+        killed_at_n >= 1,
+        "no run was killed at its nth segment: every kill came after the run had caught up"
+    );
     let child = spawn(chunks.len(), tests::exports::free_port());
     wait_durable(
         &store,
