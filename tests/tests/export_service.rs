@@ -236,6 +236,23 @@ async fn produced_events_reach_a_downloaded_archive_with_mail_and_a_platform_eve
     assert_eq!(event["status"], "completed");
     assert_eq!(event["company_id"], company.as_str());
     assert_eq!(event["archive_sha256"], link.sha256.as_str());
+    // GetExport says the notification went out (recorded once both were sent).
+    let shown = wait_for(
+        "the notification recorded",
+        Duration::from_secs(30),
+        || async {
+            let job = replica
+                .client()
+                .await
+                .get_export(authed(&ann, pb::GetExportRequest { id: id.clone() }))
+                .await
+                .ok()?
+                .into_inner();
+            (job.notification() == pb::NotificationStatus::Sent).then_some(job)
+        },
+    )
+    .await;
+    assert_eq!(shown.notification_failures, 0);
 
     // The link is in the audit trail.
     let audit = replica

@@ -271,6 +271,12 @@ fn job_line(job: &pb::ExportJob) -> String {
     if !job.error.is_empty() {
         line.push_str(&format!("\terror: {}", job.error));
     }
+    if job.notification() == pb::NotificationStatus::GivenUp {
+        line.push_str(&format!(
+            "\tnotification given up after {} failed attempts (see the audit trail)",
+            job.notification_failures
+        ));
+    }
     line
 }
 

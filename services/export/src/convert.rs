@@ -7,6 +7,19 @@ use tonic::Status;
 use crate::state::{CompanyState, Job, JobProgress, JobStatus};
 
 /// A time as the API's timestamp.
+/// Where the job's completion mail stands.
+fn notification_status(job: &Job) -> pb::NotificationStatus {
+    if job.notified {
+        pb::NotificationStatus::Sent
+    } else if job.notify_given_up {
+        pb::NotificationStatus::GivenUp
+    } else if job.awaits_notification() {
+        pb::NotificationStatus::Pending
+    } else {
+        pb::NotificationStatus::Unspecified
+    }
+}
+
 pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: at.timestamp(),
@@ -66,6 +79,8 @@ pub(crate) fn job_to_proto(
             .as_ref()
             .map_or_else(String::new, |a| a.sha256.clone()),
         error: job.error.clone().unwrap_or_default(),
+        notification: notification_status(job).into(),
+        notification_failures: job.notify_failures,
         queue_position: company.queue_position(&job.id),
         schedule_id: String::new(),
         schedule_run: 0,

@@ -1098,6 +1098,13 @@ mod tests {
         }
         let audit = admin.read(|s| s.company("acme").unwrap().audit.clone());
         assert_eq!(audit.last().unwrap().action, "notification_failed");
+        // GetExport says so too.
+        let shown = admin.read(|s| {
+            let company = s.company("acme").unwrap();
+            crate::convert::job_to_proto(company, &job, job.progress, chrono::Utc::now())
+        });
+        assert_eq!(shown.notification(), proto::v1::NotificationStatus::GivenUp);
+        assert_eq!(shown.notification_failures, MAX_NOTIFY_ATTEMPTS);
         replicas.stop.cancel();
     }
 
