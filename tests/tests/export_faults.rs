@@ -5,7 +5,7 @@
 //!   between the upload's completion and its result, between the result and the mail — made
 //!   exact by the test-only `CCE_FAULT_PAUSE_AT`: another replica completes the job, one
 //!   archive object is left under `exports/<company>/<job>/`, one mail is sent;
-//! - two replicas, one with its clock 20 s ahead (`CCE_CLOCK_OFFSET_SECS`), running several
+//! - two replicas, one with its clock 20 s ahead or behind (`CCE_CLOCK_OFFSET_SECS`), running several
 //!   jobs: each completes once, in its first attempt (no lease taken from a live worker), one
 //!   archive, one mail;
 //! - the disk of `TMPDIR` full during an export (a replica in its own mount namespace with a
@@ -232,21 +232,32 @@ async fn a_replica_killed_between_result_and_mail_leaves_one_job_one_archive_one
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_one_replicas_clock_20_s_ahead_every_job_completes_once_with_one_mail() {
-    let company = Company::new(Stack::from_env(), "skew", 2_000).await;
+    clock_skew_rounds("ahead", 20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_one_replicas_clock_20_s_behind_every_job_completes_once_with_one_mail() {
+    clock_skew_rounds("behind", -20).await;
+}
+
+/// Two replicas, one with its clock `offset_secs` off, share the jobs of a company.
+async fn clock_skew_rounds(skewed: &str, offset_secs: i64) {
+    let company = Company::new(Stack::from_env(), &format!("skew{skewed}"), 2_000).await;
     let slow_relay = slow_relay(company.smtp.port(), Duration::from_secs(5)).await;
+    let offset = offset_secs.to_string();
     for round in 1..=rounds(1) {
         let state_topic = unique("state");
         create_topics(&company.stack, &state_topic).await;
-        let ahead_name = format!("ahead-{round}");
+        let skewed_name = format!("{skewed}-{round}");
         let exact_name = format!("exact-{round}");
-        let ahead = company.replica(
+        let skewed_replica = company.replica(
             &state_topic,
-            &ahead_name,
-            &[("CCE_CLOCK_OFFSET_SECS", "20")],
+            &skewed_name,
+            &[("CCE_CLOCK_OFFSET_SECS", offset.as_str())],
         );
         // The exact replica's mail relay answers after 5 s, so its jobs stay finished and
         // unnotified that long: the other replica must not take their mail over (it judges
-        // how long a job has waited by its own clock, 20 s ahead).
+        // how long a job has waited by its own clock, 20 s off), nor a running job.
         let exact = company.replica_mailing_via(&slow_relay, &state_topic, &exact_name, &[]);
         let view = StateView::open(&company.stack, &state_topic).await;
         company.enable(&exact).await;
@@ -254,7 +265,7 @@ async fn with_one_replicas_clock_20_s_ahead_every_job_completes_once_with_one_ma
         let mut ids = Vec::new();
         for i in 0..6 {
             // Requests reach both replicas, so jobs carry both clocks' times.
-            let via = if i % 2 == 0 { &ahead } else { &exact };
+            let via = if i % 2 == 0 { &skewed_replica } else { &exact };
             ids.push(
                 company
                     .create(via, pb::CreateExportRequest::default())
@@ -281,7 +292,7 @@ async fn with_one_replicas_clock_20_s_ahead_every_job_completes_once_with_one_ma
             let key = company.only_archive(&job).await;
             assert!(key.contains("/attempt-1/"), "{key}");
             // Exactly one replica recorded its result.
-            let by: Vec<&str> = [(&ahead, &ahead_name), (&exact, &exact_name)]
+            let by: Vec<&str> = [(&skewed_replica, &skewed_name), (&exact, &exact_name)]
                 .into_iter()
                 .filter(|(r, _)| r.finished(id))
                 .map(|(_, name)| name.as_str())
@@ -290,11 +301,11 @@ async fn with_one_replicas_clock_20_s_ahead_every_job_completes_once_with_one_ma
             *owners.entry(by[0]).or_default() += 1;
         }
         assert!(
-            owners.contains_key(ahead_name.as_str()) && owners.contains_key(exact_name.as_str()),
+            owners.contains_key(skewed_name.as_str()) && owners.contains_key(exact_name.as_str()),
             "both replicas ran jobs: {owners:?}"
         );
         eprintln!(
-            "faults-export: skew round={round} jobs={} by_worker={owners:?} \
+            "faults-export: skew {offset_secs}s round={round} jobs={} by_worker={owners:?} \
              all_completed_after_s={completed_after} attempts=1 objects=1 mails=1",
             ids.len()
         );
