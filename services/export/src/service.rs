@@ -47,6 +47,8 @@ pub struct Api {
     pub(crate) max_queued_per_company: u32,
     /// Open watches per admin on this replica.
     pub(crate) watches: crate::limits::WatchLimiter,
+    /// The archive signing keys ListSigningKeys publishes.
+    pub(crate) signing_keys: crate::signing_keys::SigningKeys,
 }
 
 impl Api {
@@ -542,9 +544,18 @@ impl ComplianceExportService for Api {
 
     async fn list_signing_keys(
         &self,
-        _request: Request<pb::ListSigningKeysRequest>,
+        request: Request<pb::ListSigningKeysRequest>,
     ) -> Result<Response<pb::ListSigningKeysResponse>, Status> {
-        Err(Status::unimplemented("archive signing is not built yet"))
+        // Any administrator of a company with exports enabled (the proto's rule): the keys
+        // are public, but the API is the company's.
+        let caller = self.authorize(&request, Action::GetSettings).await?;
+        if !self.settings(&caller.company_id).enabled {
+            return Err(Status::failed_precondition(
+                "compliance exports are not enabled for your company: an administrator must \
+                 enable them first (EnableExports)",
+            ));
+        }
+        Ok(Response::new(self.signing_keys.to_proto()))
     }
 }
 
@@ -587,6 +598,7 @@ mod tests {
                 metrics: crate::metrics::Metrics::register(&prometheus::Registry::new()).unwrap(),
                 max_queued_per_company: 3,
                 watches: crate::limits::WatchLimiter::new(2),
+                signing_keys: crate::signing_keys::SigningKeys::default(),
             }
         }
 
