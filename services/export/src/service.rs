@@ -694,6 +694,47 @@ mod tests {
         }
 
         #[tokio::test]
+        async fn signing_keys_are_published_to_admins_once_exports_are_enabled() {
+            use std::os::unix::fs::PermissionsExt;
+            let (log, channel) = (MemoryLog::new("export-state"), MemoryLiveness::default());
+            let mut a = replica(&log, &channel).await;
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("key.pem");
+            std::fs::write(
+                &path,
+                "-----BEGIN PRIVATE KEY-----\n\
+                 MC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n\
+                 -----END PRIVATE KEY-----\n",
+            )
+            .unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            a.signing_keys = crate::signing_keys::SigningKeys::load(&[path]).unwrap();
+            let refused = a
+                .list_signing_keys(authed(pb::ListSigningKeysRequest {}))
+                .await
+                .unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+            a.enable_exports(authed(pb::EnableExportsRequest {}))
+                .await
+                .unwrap();
+            let keys = a
+                .list_signing_keys(authed(pb::ListSigningKeysRequest {}))
+                .await
+                .unwrap()
+                .into_inner()
+                .keys;
+            assert_eq!(keys.len(), 1);
+            assert!(keys[0].active && keys[0].algorithm == "Ed25519");
+            assert!(
+                keys[0]
+                    .public_key_pem
+                    .contains("MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE="),
+                "{}",
+                keys[0].public_key_pem
+            );
+        }
+
+        #[tokio::test]
         async fn one_company_cannot_fill_the_queue_nor_one_admin_hold_every_watch() {
             let (log, channel) = (MemoryLog::new("export-state"), MemoryLiveness::default());
             let a = replica(&log, &channel).await; // 3 waiting per company, 2 watches per admin
