@@ -96,7 +96,12 @@ async fn a_signed_archive_is_checked_offline_with_the_published_key() {
         tokio::task::block_in_place(|| admin_cli(&endpoint, &token, args, dir.path()))
     };
     let (ok, out, err) = run(&[
-        "create", "--from", "2026-01-01", "--to", "2026-01-08", "--watch",
+        "create",
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2026-01-08",
+        "--watch",
     ]);
     assert!(ok, "create --watch: {err}");
     let id = out.trim().to_owned();
@@ -120,19 +125,19 @@ async fn a_signed_archive_is_checked_offline_with_the_published_key() {
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert_eq!(report.head.signature.as_ref().unwrap().key_id, active_id);
 
-    // Both keys given (as after a rotation): the archive's key is picked by its id.
-    let (ok, out, err) = run(&[
-        "verify",
-        "export.zip",
-        "--public-key",
-        &retired_pem,
-        "--public-key",
-        &active_pem,
-    ]);
-    assert!(
-        ok && out.contains(&format!("OK, ")) && out.contains(&format!("signature of key {active_id} verified")),
-        "{out}{err}"
-    );
+    // Both keys given (as after a rotation), as files or as the folder `keys` filled: the
+    // archive's key is picked by its id.
+    let verified = format!("signature of key {active_id} verified");
+    for keys in [
+        vec!["--public-key", &retired_pem, "--public-key", &active_pem],
+        vec!["--public-key", "keys"],
+    ] {
+        let (ok, out, err) = run(&[&["verify", "export.zip"], &keys[..]].concat());
+        assert!(
+            ok && out.contains("export.zip: OK, ") && out.contains(&verified),
+            "{keys:?}: {out}{err}"
+        );
+    }
     // Only the retired key: refused, naming the key needed.
     let (ok, _, err) = run(&["verify", "export.zip", "--public-key", &retired_pem]);
     assert!(

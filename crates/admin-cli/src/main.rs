@@ -6,7 +6,7 @@
 //!   job=$(cce-admin create --from 2026-11-01 --to 2026-11-08 --watch)
 //!   cce-admin download "$job" -o export.zip
 //!   cce-admin keys -o keys/                           # the service's public signing keys
-//!   cce-admin verify export.zip --public-key keys/<key id>.pem
+//!   cce-admin verify export.zip --public-key keys/    # a key file, or a folder of them
 //!   cce-admin verify run-1.zip run-2.zip run-3.zip     # and the chain of a schedule's runs
 //!
 //! Results go to stdout (one line per item, ids first, for scripts); progress and messages go
@@ -121,8 +121,9 @@ enum Cmd {
     Verify {
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// A public key (PEM, from `cce-admin keys`) to check signatures with; repeatable
-        /// (each archive names its key's id). Without it signatures are not checked.
+        /// A public key (PEM, from `cce-admin keys`), or a folder of `*.pem` keys, to check
+        /// signatures with; repeatable (each archive names its key's id). Without it
+        /// signatures are not checked.
         #[arg(long = "public-key")]
         public_keys: Vec<PathBuf>,
     },

@@ -13,10 +13,10 @@ use sha2::Digest;
 /// Verifies every archive; with several, checks the chain they form. Fails if anything is
 /// wrong, after reporting all of it (on stderr, one `problem:` line each).
 pub fn run(files: &[PathBuf], key_files: &[PathBuf]) -> anyhow::Result<()> {
-    let keys = key_files
-        .iter()
-        .map(|path| read_key(path))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut keys = Vec::new();
+    for path in key_files {
+        read_keys(path, &mut keys)?;
+    }
     let mut failed = 0usize;
     let mut chained = Vec::new();
     for file in files {
@@ -39,6 +39,32 @@ pub fn run(files: &[PathBuf], key_files: &[PathBuf]) -> anyhow::Result<()> {
         "{failed} problem{} found (see above)",
         if failed == 1 { "" } else { "s" }
     );
+    Ok(())
+}
+
+/// The key in `path`, or every `*.pem` key in it if it is a folder (as `cce-admin keys` fills).
+fn read_keys(path: &Path, keys: &mut Vec<PublicKey>) -> anyhow::Result<()> {
+    if !path.is_dir() {
+        keys.push(read_key(path)?);
+        return Ok(());
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path).with_context(|| format!("listing {}", path.display()))? {
+        let file = entry?.path();
+        if file.extension().is_some_and(|e| e == "pem") {
+            files.push(file);
+        }
+    }
+    anyhow::ensure!(
+        !files.is_empty(),
+        "no *.pem public keys in {} (fetch them with `cce-admin keys -o {}`)",
+        path.display(),
+        path.display()
+    );
+    files.sort();
+    for file in files {
+        keys.push(read_key(&file)?);
+    }
     Ok(())
 }
 

@@ -268,7 +268,8 @@ pub(crate) async fn add_signature<S: crate::zip::Sink>(
             crate::ArchiveError::Internal("the entry written last is not manifest.json".into())
         })?;
     let signature = signer.sign_manifest(&manifest.sha256);
-    zip.add(name, bytes::Bytes::copy_from_slice(&signature)).await
+    zip.add(name, bytes::Bytes::copy_from_slice(&signature))
+        .await
 }
 
 #[cfg(test)]
@@ -408,10 +409,7 @@ ltwqIvrfaF4OwJWUQRYbODay8tlymTaMtOwPV+9Vx4L80hX0rlXLOvGP
         let hash = sha(b"manifest");
         let keys = [signer.public_key()];
         let signature = signer.sign_manifest(&hash);
-        assert_eq!(
-            check(None, &hash, None, &keys),
-            Err(SigningError::Unsigned)
-        );
+        assert_eq!(check(None, &hash, None, &keys), Err(SigningError::Unsigned));
         assert_eq!(
             check(None, &hash, Some(&signature), &keys),
             Err(SigningError::UnnamedKey)

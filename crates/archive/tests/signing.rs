@@ -1,7 +1,7 @@
 //! Signed archives made by the engine: the signature entry follows the manifest and checks out
 //! with the public key; a changed manifest, another key, a missing or stray signature fail; the
-//! documented `openssl` recipe accepts the signature (and refuses a changed manifest); and a
-//! chain of scheduled archives is checked, each kind of break reported.
+//! documented `openssl` and Python recipes accept the signature (openssl refuses a changed
+//! manifest); and a chain of scheduled archives is checked, each kind of break reported.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 mod support;
@@ -140,10 +140,7 @@ async fn a_changed_manifest_another_key_or_a_missing_signature_fail() {
         .iter_mut()
         .find(|(n, _)| n.ends_with("/manifest.json"))
         .unwrap();
-    let at = manifest
-        .windows(7)
-        .position(|w| w == b"\"posts\"")
-        .unwrap();
+    let at = manifest.windows(7).position(|w| w == b"\"posts\"").unwrap();
     let digit = manifest[at..].iter().position(u8::is_ascii_digit).unwrap() + at;
     manifest[digit] = if manifest[digit] == b'9' { b'8' } else { b'9' };
     let tampered = write(entries.clone()).await;
@@ -226,11 +223,21 @@ fn sh(dir: &Path, script: &str) -> (bool, String) {
     )
 }
 
-/// The recipe of `docs/export-format.md` ("Signature"), word for word.
-const OPENSSL_RECIPE: &str = r#"
-printf 'cce-export-manifest-v1 sha256:%s\n' "$(sha256sum manifest.json | cut -d' ' -f1)" > message.txt
-openssl pkeyutl -verify -pubin -inkey pub.pem -rawin -in message.txt -sigfile manifest.json.sig
-"#;
+/// The first code block of `docs/export-format.md`'s "Signature" section that opens with
+/// ```` ```<lang> ```` and contains `needle`: the recipes are run as documented, word for word.
+fn documented(lang: &str, needle: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/export-format.md");
+    let doc = std::fs::read_to_string(path).unwrap();
+    let section = doc.split("\n## Signature\n").nth(1).unwrap();
+    let section = section.split("\n## ").next().unwrap();
+    section
+        .split(&format!("```{lang}\n"))
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .find(|block| block.contains(needle))
+        .unwrap_or_else(|| panic!("no {lang} block with {needle:?} in the Signature section"))
+        .to_owned()
+}
 
 #[tokio::test]
 async fn the_documented_openssl_recipe_checks_the_signature_of_a_key_openssl_made() {
@@ -249,8 +256,8 @@ async fn the_documented_openssl_recipe_checks_the_signature_of_a_key_openssl_mad
         Signer::from_pkcs8_pem(&std::fs::read_to_string(dir.path().join("key.pem")).unwrap())
             .unwrap(),
     );
-    let public = PublicKey::from_pem(&std::fs::read_to_string(dir.path().join("pub.pem")).unwrap())
-        .unwrap();
+    let public =
+        PublicKey::from_pem(&std::fs::read_to_string(dir.path().join("pub.pem")).unwrap()).unwrap();
     assert_eq!(public.key_id(), signer.key_id());
     // The documented key id recipe gives the id the manifest names.
     let (ok, id) = sh(
@@ -267,8 +274,29 @@ async fn the_documented_openssl_recipe_checks_the_signature_of_a_key_openssl_mad
             std::fs::write(dir.path().join(file), body).unwrap();
         }
     }
-    let (ok, out) = sh(dir.path(), OPENSSL_RECIPE);
-    assert!(ok && out.contains("Signature Verified Successfully"), "{out}");
+    let recipe = documented("sh", "openssl pkeyutl -verify");
+    let (ok, out) = sh(dir.path(), &recipe);
+    assert!(
+        ok && out.contains("Signature Verified Successfully"),
+        "{out}"
+    );
+
+    // The Python recipe, on the whole archive, when `cryptography` is there to run it with.
+    std::fs::write(dir.path().join("export.zip"), &bytes).unwrap();
+    std::fs::write(
+        dir.path().join("verify.py"),
+        documented("python", "zipfile"),
+    )
+    .unwrap();
+    if sh(dir.path(), "python3 -c 'import cryptography'").0 {
+        let (ok, out) = sh(dir.path(), "python3 verify.py");
+        assert!(
+            ok && out.contains(&format!("signed with {id}", id = id.trim())),
+            "{out}"
+        );
+    } else {
+        eprintln!("skipped the Python recipe: no python3 with the `cryptography` package");
+    }
 
     // One byte of the manifest changed: openssl refuses it.
     let path = dir.path().join("manifest.json");
@@ -276,7 +304,7 @@ async fn the_documented_openssl_recipe_checks_the_signature_of_a_key_openssl_mad
     let last = manifest.len() - 3;
     manifest[last] = b' ';
     std::fs::write(&path, manifest).unwrap();
-    let (ok, out) = sh(dir.path(), OPENSSL_RECIPE);
+    let (ok, out) = sh(dir.path(), &recipe);
     assert!(
         !ok && out.contains("Signature Verification Failure"),
         "{out}"
@@ -364,7 +392,9 @@ async fn a_chain_of_scheduled_archives_is_checked_and_each_break_named() {
     let report = check(&[chained("1.zip", &one), chained("3.zip", &three)]);
     assert_eq!(
         report.chains[0].problems,
-        ["gap: run 2 is missing between 1.zip (run 1) and 3.zip (run 3), so \
-          [2026-02-02T00:00:00Z, 2026-02-03T00:00:00Z) is in none of the archives given"]
+        [
+            "gap: run 2 is missing between 1.zip (run 1) and 3.zip (run 3), so \
+          [2026-02-02T00:00:00Z, 2026-02-03T00:00:00Z) is in none of the archives given"
+        ]
     );
 }

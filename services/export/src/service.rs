@@ -713,7 +713,11 @@ mod tests {
                 .list_signing_keys(authed(pb::ListSigningKeysRequest {}))
                 .await
                 .unwrap_err();
-            assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+            assert_eq!(
+                refused.code(),
+                tonic::Code::FailedPrecondition,
+                "{refused:?}"
+            );
             a.enable_exports(authed(pb::EnableExportsRequest {}))
                 .await
                 .unwrap();

@@ -101,7 +101,10 @@ fn read_key(path: &Path) -> Result<Signer, KeyError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).map_err(read_error)?.permissions().mode();
+        let mode = std::fs::metadata(path)
+            .map_err(read_error)?
+            .permissions()
+            .mode();
         // Like ssh with its keys: a private key every local user can read is not private.
         if mode & 0o004 != 0 {
             return Err(KeyError::WorldReadable {

@@ -391,8 +391,10 @@ mod tests {
         assert!(!report.is_whole());
         assert_eq!(
             report.problems,
-            ["run1.zip: not a scheduled run's archive (its manifest has no schedule), so it is \
-              in no chain"]
+            [
+                "run1.zip: not a scheduled run's archive (its manifest has no schedule), so it is \
+              in no chain"
+            ]
         );
     }
 }
