@@ -171,3 +171,128 @@ async fn a_signed_archive_is_checked_offline_with_the_published_key() {
         "{error:#}"
     );
 }
+
+/// Run `run` of a daily schedule over January `[from, to)`, exported by the engine from `log`
+/// and signed by `signer`, naming the previous run's end and archive.
+async fn scheduled_run(
+    log: &compliance_log::LogReader,
+    company: &str,
+    signer: &Arc<archive::signing::Signer>,
+    (run, from, to): (u64, u32, u32),
+    previous: Option<(u32, &[u8])>,
+) -> Vec<u8> {
+    use sha2::Digest;
+    let day = |d: u32| format!("2026-01-{d:02}T00:00:00Z").parse().unwrap();
+    let request = archive::ExportRequest {
+        company_id: company.to_owned(),
+        from: Some(day(from)),
+        to: day(to),
+        person_ids: Default::default(),
+        conversation_ids: Default::default(),
+        time_zone: String::new(),
+        position: None,
+        limits: archive::ExportLimits::default(),
+        format: archive::DataFormat::Json,
+        schedule: Some(archive::manifest::ScheduleLink {
+            schedule_id: "daily".into(),
+            run,
+            previous: previous.map(|(d, bytes)| archive::manifest::PreviousRun {
+                to: day(d),
+                archive_sha256: hex::encode(sha2::Sha256::digest(bytes)),
+            }),
+        }),
+        signer: Some(signer.clone()),
+    };
+    archive::export_to_sink(&request, log, Vec::new(), |_| {})
+        .await
+        .unwrap()
+        .0
+}
+
+/// Runs `cce-admin verify` with `args` in `dir`; returns (success, stdout, stderr).
+fn verify_cli(args: &[&str], dir: &Path) -> (bool, String, String) {
+    let out = Command::new(binary("cce-admin"))
+        .arg("verify")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cce_admin_verify_checks_a_chain_of_signed_scheduled_archives() {
+    // Made by the engine in process from a log in memory: the chain check needs no service.
+    let store: Arc<dyn ObjectStore> = Arc::new(storage::MemoryStore::new());
+    let prefix = format!("{}-", unique("chain"));
+    write_generated_log(store.clone(), &prefix, 400).await;
+    let log = compliance_log::LogReader::new(store);
+    let company = format!("{prefix}acme");
+    let signer = Arc::new(archive::signing::Signer::from_pkcs8_pem(ACTIVE_KEY).unwrap());
+    let one = scheduled_run(&log, &company, &signer, (1, 1, 2), None).await;
+    let two = scheduled_run(&log, &company, &signer, (2, 2, 3), Some((2, &one))).await;
+    let three = scheduled_run(&log, &company, &signer, (3, 3, 4), Some((3, &two))).await;
+    // A run 3 that starts a day late, naming run 2 truthfully: a gap.
+    let late = scheduled_run(&log, &company, &signer, (3, 4, 5), Some((4, &two))).await;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in [
+        ("1.zip", &one),
+        ("2.zip", &two),
+        ("3.zip", &three),
+        ("late.zip", &late),
+    ] {
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+    }
+    std::fs::write(dir.path().join("pub.pem"), signer.public_key().to_pem()).unwrap();
+
+    let (ok, out, err) = verify_cli(
+        &["--public-key", "pub.pem", "3.zip", "1.zip", "2.zip"],
+        dir.path(),
+    );
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.contains("signature of key"))
+            .count(),
+        3,
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "schedule daily (company {company}): runs 1 to 3 [2026-01-01T00:00:00Z, \
+             2026-01-04T00:00:00Z) covers every instant exactly once"
+        )),
+        "{out}"
+    );
+
+    let (ok, out, err) = verify_cli(
+        &["--public-key", "pub.pem", "1.zip", "2.zip", "late.zip"],
+        dir.path(),
+    );
+    assert!(!ok, "{out}{err}");
+    assert!(
+        err.contains(
+            "problem: schedule daily: gap: [2026-01-03T00:00:00Z, 2026-01-04T00:00:00Z) is in \
+             no archive"
+        ),
+        "{err}"
+    );
+    assert!(
+        out.contains("does NOT cover every instant exactly once"),
+        "{out}"
+    );
+
+    // Run 2's file replaced by another archive of the same range and run (one naming another
+    // predecessor): run 3 names the real run 2's SHA-256, which the file given does not have.
+    let forged_two = scheduled_run(&log, &company, &signer, (2, 2, 3), Some((2, &three))).await;
+    std::fs::write(dir.path().join("2.zip"), &forged_two).unwrap();
+    let (ok, _, err) = verify_cli(&["1.zip", "2.zip", "3.zip"], dir.path());
+    assert!(
+        !ok && err.contains("3.zip (run 3): names run 2's archive SHA-256"),
+        "{err}"
+    );
+}
