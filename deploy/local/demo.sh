@@ -103,8 +103,17 @@ step "what is inside"
 unzip -l "$dir/export.zip" | awk 'NR<=12 || /People_And_Groups|Teams\/|manifest/' >&2
 echo "  … $(unzip -Z1 "$dir/export.zip" | wc -l) files in all" >&2
 
-step "verifying every file against manifest.json"
-"$admin" verify "$dir/export.zip"
+step "verifying every file against manifest.json, and the signature with the service's public key"
+# The keys the service publishes (ListSigningKeys), saved as <key id>.pem; then checked offline.
+"$admin" keys -o "$dir/keys" | sed 's/^/  /' >&2
+"$admin" verify "$dir/export.zip" --public-key "$dir/keys"
+echo "  and with openssl alone (docs/export-format.md, \"Signature\"):" >&2
+(
+  cd "$dir" && unzip -o -q -j export.zip '*/manifest.json' '*/manifest.json.sig'
+  printf 'cce-export-manifest-v1 sha256:%s\n' "$(sha256sum manifest.json | cut -d' ' -f1)" >message.txt
+  openssl pkeyutl -verify -pubin -inkey "$(ls keys/*.pem | head -n1)" -rawin -in message.txt \
+    -sigfile manifest.json.sig | sed 's/^/    /' >&2
+)
 
 step "the mail the requester received (a local SMTP server)"
 deadline=$((SECONDS + 30))
@@ -120,6 +129,7 @@ step "the audit trail"
 step "done"
 cat >&2 <<MSG
 Chat events were ingested into acme's compliance log, exported through the export service,
-downloaded through a presigned link, verified against the manifest, and the requester was
-mailed. Everything stops now; see README for running the services yourself (cce-admin --help).
+downloaded through a presigned link, verified against the manifest and its signature checked
+with the service's public key, and the requester was mailed. Everything stops now; see README
+for running the services yourself (cce-admin --help).
 MSG

@@ -108,6 +108,24 @@ wait_for "topic export-liveness" 30 create_topic export-liveness 1 retention.ms=
 # random bytes as 64 hex characters, used as they are (the service refuses keys under 32 bytes
 # and published ones).
 token_key="$(cat "$dir/token.key" 2>/dev/null || { head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' | tee "$dir/token.key"; })"
+# A fresh Ed25519 key the export service signs archives' manifests with (docs/export-format.md,
+# "Signature"), readable by this user only (the service refuses a key every user can read).
+# Without openssl, the same PKCS#8 form by hand: a fixed 16-byte prefix and 32 random bytes.
+signing_key="$dir/archive-signing.pem"
+if [ ! -s "$signing_key" ]; then
+  (
+    umask 077
+    if command -v openssl >/dev/null; then
+      openssl genpkey -algorithm ed25519 -out "$signing_key"
+    else
+      {
+        echo "-----BEGIN PRIVATE KEY-----"
+        { printf '\060\056\002\001\000\060\005\006\003\053\145\160\004\042\004\040'; head -c 32 /dev/urandom; } | base64
+        echo "-----END PRIVATE KEY-----"
+      } >"$signing_key"
+    fi
+  )
+fi
 cat >"$dir/stack.env" <<ENV
 CCE_STACK_DIR=$dir
 CCE_KAFKA_BROKERS=127.0.0.1:$kafka_port
@@ -118,6 +136,7 @@ CCE_STATE_TOPIC=export-state
 CCE_LIVENESS_TOPIC=export-liveness
 CCE_NOTIFICATIONS_TOPIC=export-notifications
 CCE_TOKEN_SIGNING_KEY=$token_key
+CCE_ARCHIVE_SIGNING_KEY_FILES=$signing_key
 CCE_S3_ENDPOINT=http://127.0.0.1:$s3_port
 CCE_S3_REGION=garage
 CCE_S3_BUCKET=$bucket

@@ -5,7 +5,9 @@
 //!   cce-admin grant bob
 //!   job=$(cce-admin create --from 2026-11-01 --to 2026-11-08 --watch)
 //!   cce-admin download "$job" -o export.zip
-//!   cce-admin verify export.zip
+//!   cce-admin keys -o keys/                           # the service's public signing keys
+//!   cce-admin verify export.zip --public-key keys/    # a key file, or a folder of them
+//!   cce-admin verify run-1.zip run-2.zip run-3.zip     # and the chain of a schedule's runs
 //!
 //! Results go to stdout (one line per item, ids first, for scripts); progress and messages go
 //! to stderr. Every error says what to do next; the exit code is 1 on any error.
@@ -25,7 +27,9 @@ use sha2::Digest;
 use tokio::io::AsyncWriteExt;
 use tonic::transport::Channel;
 
+mod keys;
 mod token;
+mod verify;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -111,8 +115,24 @@ enum Cmd {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
-    /// Checks an archive against its manifest.json (sizes, SHA-256, every CRC).
-    Verify { file: PathBuf },
+    /// Checks archives offline against their manifest.json (sizes, SHA-256, every CRC), their
+    /// signatures against the public keys given, and several of a schedule's runs as a chain
+    /// (consecutive, each naming the previous one's end and SHA-256).
+    Verify {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// A public key (PEM, from `cce-admin keys`), or a folder of `*.pem` keys, to check
+        /// signatures with; repeatable (each archive names its key's id). Without it
+        /// signatures are not checked.
+        #[arg(long = "public-key")]
+        public_keys: Vec<PathBuf>,
+    },
+    /// Saves the service's archive signing keys (active and retired) as `<key id>.pem`.
+    Keys {
+        /// The folder to write them to.
+        #[arg(short, long, default_value = ".")]
+        output_dir: PathBuf,
+    },
     /// Shows the audit trail, newest first.
     Audit {
         #[arg(long, default_value_t = 50)]
@@ -286,12 +306,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         println!("{}", token::mint(args, now)?);
         return Ok(());
     }
-    if let Cmd::Verify { file } = &cli.command {
-        return verify(file);
+    if let Cmd::Verify { files, public_keys } = &cli.command {
+        return verify::run(files, public_keys);
     }
     let mut client = Client::connect(&cli.endpoint, cli.token.as_deref()).await?;
     match cli.command {
         Cmd::Token(_) | Cmd::Verify { .. } => unreachable!("handled above"),
+        Cmd::Keys { output_dir } => keys::fetch(&mut client, &output_dir).await?,
         Cmd::Enable => {
             let settings = client
                 .inner
@@ -659,28 +680,6 @@ async fn download(link: &pb::DownloadUrl, output: &PathBuf) -> anyhow::Result<()
         "downloaded {} bytes to {} (sha256 {sha256} matches)",
         link.size,
         output.display()
-    );
-    Ok(())
-}
-
-fn verify(file: &PathBuf) -> anyhow::Result<()> {
-    let mut reader =
-        std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
-    let report = archive::verify::verify(&mut reader).context("reading the archive")?;
-    for problem in &report.problems {
-        eprintln!("problem: {problem}");
-    }
-    anyhow::ensure!(
-        report.problems.is_empty(),
-        "{}: {} problems against manifest.json",
-        file.display(),
-        report.problems.len()
-    );
-    println!(
-        "{}: OK, {} files ({} bytes) match manifest.json",
-        file.display(),
-        report.files_checked,
-        report.bytes_checked
     );
     Ok(())
 }

@@ -183,6 +183,8 @@ impl<'a, S: Sink> Renderer<'a, S> {
             json_bytes: self.json_bytes,
         };
         let name = format!("{}/manifest.json", self.root);
+        let signature_name = format!("{}/{}", self.root, crate::signing::SIGNATURE_ENTRY);
+        let signer = self.request.signer.clone();
         let head = self.manifest_head()?;
         let events_read = self.events_read;
         let Self {
@@ -200,6 +202,9 @@ impl<'a, S: Sink> Renderer<'a, S> {
             Part::Bytes(Bytes::from_static(b"\n  ]\n}\n")),
         ];
         zip.add_parts(name, parts).await?;
+        if let Some(signer) = signer {
+            crate::signing::add_signature(&mut zip, &signer, signature_name).await?;
+        }
         let (sink, size, entries) = zip.finish().await?;
         progress(Progress {
             events_read,

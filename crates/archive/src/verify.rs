@@ -4,6 +4,11 @@
 //! is ignored (Windows, macOS), and the manifest's counts borne out by the day files' content
 //! (`reconcile.rs`).
 //!
+//! The signature entry (`manifest.json.sig`) is the one file the manifest cannot list; its
+//! content is handed back in the [`Report`] with the manifest's SHA-256, for
+//! [`Report::check_signature`] against the public keys a verifier holds, and the manifest's
+//! head with it for [`chain`], which checks scheduled archives follow one another.
+//!
 //! The archive is read with the zip-rs reader (the `zip` crate), which shares no code and no
 //! assumptions with our writer (`crate::zip`): a writer bug that our own reader would mirror
 //! (a wrong ZIP64 field, a local header that disagrees with the central directory) is caught
@@ -18,8 +23,11 @@ use sha2::{Digest, Sha256};
 use zip::ZipArchive;
 
 use crate::ArchiveError;
-use crate::manifest::{EXPORT_FORMAT, EXPORT_FORMAT_VERSION, Manifest};
+use crate::manifest::{EXPORT_FORMAT, EXPORT_FORMAT_VERSION, Manifest, ManifestHead};
 use crate::reconcile::{Reconciler, is_day_file};
+use crate::signing::{PublicKey, SIGNATURE_ENTRY, SigningError};
+
+pub mod chain;
 
 const MANIFEST: &str = "manifest.json";
 
@@ -172,13 +180,34 @@ pub fn read_entries(bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, ArchiveError
 }
 
 /// What `verify` found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Report {
     pub files_checked: usize,
     pub bytes_checked: u64,
     /// Day files recounted and reconciled with the manifest's counts.
     pub day_files_counted: usize,
     pub problems: Vec<String>,
+    /// The manifest's head: the request, the schedule link and the signing key's id.
+    pub head: ManifestHead,
+    /// SHA-256 of `manifest.json` as read (lowercase hex): what the signature commits to.
+    pub manifest_sha256: String,
+    /// The content of `manifest.json.sig` when the archive has one (the first 64 bytes and
+    /// one more at most: enough to tell a signature from something else).
+    pub signature: Option<Vec<u8>>,
+}
+
+impl Report {
+    /// Checks the manifest's signature with the key it names, picked from `keys`; returns that
+    /// key's id. The archive's other files are covered through the manifest's hashes, which
+    /// `verify` checked (see [`Report::problems`]).
+    pub fn check_signature(&self, keys: &[PublicKey]) -> Result<String, SigningError> {
+        crate::signing::check(
+            self.head.signature.as_ref(),
+            &self.manifest_sha256,
+            self.signature.as_deref(),
+            keys,
+        )
+    }
 }
 
 /// Why an entry's name is unsafe to extract, if it is: `..` or `.` or empty components, an
@@ -252,6 +281,21 @@ fn shown(name: &str) -> String {
         .collect()
 }
 
+/// What is wrong with the signature's form, whatever key checks it: a manifest naming a key
+/// without the signature, or a signature the manifest does not name.
+fn signature_problems(head: &ManifestHead, signature: Option<&[u8]>, problems: &mut Vec<String>) {
+    // No key is needed to see these; a wrong signature needs the key (`check_signature`). A
+    // signature of the wrong size was named when it was read.
+    let error = match (&head.signature, signature) {
+        (Some(info), None) => SigningError::MissingSignature {
+            key_id: info.key_id.clone(),
+        },
+        (None, Some(_)) => SigningError::UnnamedKey,
+        _ => return,
+    };
+    problems.push(error.to_string());
+}
+
 /// The reason of an `Invalid` error, without the "invalid archive: " every problem would share.
 fn reason(error: ArchiveError) -> String {
     match error {
@@ -299,7 +343,7 @@ pub fn verify<R: Read + Seek>(reader: &mut R) -> Result<Report, ArchiveError> {
     let mut archive = ArchiveReader::new(reader)?;
     let (manifest_index, root) = find_manifest(&archive)?;
     let mut manifest_bytes = Vec::new();
-    archive.read(manifest_index, |b| manifest_bytes.extend_from_slice(b))?;
+    let manifest_read = archive.read(manifest_index, |b| manifest_bytes.extend_from_slice(b))?;
     let shown_root = shown(&root);
     let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
         .map_err(|e| bad(format!("{shown_root}{MANIFEST} is not a manifest: {e}")))?;
@@ -310,7 +354,11 @@ pub fn verify<R: Read + Seek>(reader: &mut R) -> Result<Report, ArchiveError> {
         bytes_checked: 0,
         day_files_counted: 0,
         problems: Vec::new(),
+        head: manifest.head.clone(),
+        manifest_sha256: manifest_read.sha256,
+        signature: None,
     };
+    let signature_name = format!("{root}{SIGNATURE_ENTRY}");
     let problems = &mut report.problems;
     if let Some(why) = unsafe_name(&format!("{root}{MANIFEST}")) {
         problems.push(format!("{shown_root}{MANIFEST}: unsafe entry name ({why})"));
@@ -374,6 +422,25 @@ pub fn verify<R: Read + Seek>(reader: &mut R) -> Result<Report, ArchiveError> {
                 ""
             }
         };
+        if raw_name == signature_name {
+            // Not listed (the manifest cannot list its own signature): kept for
+            // `check_signature`, a hostile size never held whole.
+            let mut signature = Vec::new();
+            match archive.read(index, |b| {
+                let room = 65usize.saturating_sub(signature.len());
+                signature.extend_from_slice(&b[..b.len().min(room)]);
+            }) {
+                Ok(read) => {
+                    if read.size != 64 {
+                        let size = usize::try_from(read.size).unwrap_or(usize::MAX);
+                        problems.push(SigningError::Malformed(size).to_string());
+                    }
+                    report.signature = Some(signature);
+                }
+                Err(error) => problems.push(reason(error)),
+            }
+            continue;
+        }
         // Only a safe name is recounted: the reconciler's messages show paths as they are.
         let day_file = safe && !path.is_empty() && is_day_file(path);
         let mut content = Vec::new();
@@ -421,6 +488,7 @@ pub fn verify<R: Read + Seek>(reader: &mut R) -> Result<Report, ArchiveError> {
         ));
     }
     reconciler.finish(&manifest, problems);
+    signature_problems(&manifest.head, report.signature.as_deref(), problems);
     // The manifest's own strings (conversation ids, folders, hashes) reach messages too.
     for problem in problems.iter_mut() {
         if problem.chars().any(char::is_control) {

@@ -149,6 +149,18 @@ pub struct Config {
     #[arg(long = "render-threads", env = "CCE_EXPORT_RENDER_THREADS", default_value_t = 0,
           value_parser = clap::value_parser!(u64).range(0..=256))]
     pub render_threads: u64,
+    /// Ed25519 private keys that sign archives' manifests, comma-separated paths of PKCS#8 PEM
+    /// files (`openssl genpkey -algorithm ed25519 -out key.pem`; not readable by others). The
+    /// first signs new archives; the others are retired keys, still published by
+    /// ListSigningKeys so older archives can be checked. A key's id is derived from its public
+    /// key (`docs/export-format.md`, "Signature"). Unset: archives are not signed (a warning
+    /// at start-up).
+    #[arg(
+        long = "archive-signing-key-files",
+        env = "CCE_ARCHIVE_SIGNING_KEY_FILES",
+        value_delimiter = ','
+    )]
+    pub signing_key_files: Vec<std::path::PathBuf>,
     /// Log line format on stderr.
     #[arg(long, env = "CCE_LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,

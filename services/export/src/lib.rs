@@ -25,6 +25,7 @@ pub mod progress;
 pub mod rpc_metrics;
 pub mod runner;
 pub mod service;
+pub mod signing_keys;
 pub mod state;
 pub mod statelog;
 mod validate;
@@ -73,6 +74,15 @@ pub async fn start_with_clock(
     // First, before connecting to anything: a service with a weak or missing key must not start.
     let verifier =
         auth::Verifier::from_config(&config.token).context("checking the token key settings")?;
+    let signing_keys = signing_keys::SigningKeys::load(&config.signing_key_files)
+        .context("loading the archive signing keys")?;
+    match signing_keys.signer() {
+        Some(signer) => tracing::info!(key_id = %signer.key_id(), "archives are signed"),
+        None => tracing::warn!(
+            "archives are not signed: set CCE_ARCHIVE_SIGNING_KEY_FILES to an Ed25519 key \
+             (openssl genpkey -algorithm ed25519)"
+        ),
+    }
     let registry = prometheus::Registry::new();
     let metrics = metrics::Metrics::register(&registry)?;
     let health = Health::default();
@@ -158,6 +168,7 @@ pub async fn start_with_clock(
         limits: config.export_limits(),
         metrics: metrics.clone(),
         faults,
+        signer: signing_keys.signer(),
     };
     let runner_task = tokio::spawn(runner.run(shutdown.clone()));
     let api = service::Api {
@@ -170,6 +181,7 @@ pub async fn start_with_clock(
         metrics: metrics.clone(),
         max_queued_per_company: config.max_queued_per_company,
         watches: limits::WatchLimiter::new(config.max_watches_per_admin),
+        signing_keys,
     };
     let rpc_metrics =
         rpc_metrics::RpcMetricsLayer::new(metrics, proto::v1::FILE_DESCRIPTOR_SET, SERVICE_NAME)?;

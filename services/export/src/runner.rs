@@ -119,6 +119,8 @@ pub struct Runner {
     pub metrics: Metrics,
     /// Test only: where this replica stops dead for the fault suite ([`crate::faults`]).
     pub faults: crate::faults::Faults,
+    /// Signs every archive's manifest; `None` when no key is configured.
+    pub signer: Option<std::sync::Arc<archive::signing::Signer>>,
 }
 
 /// Why a run stopped before its result.
@@ -295,7 +297,8 @@ impl Runner {
                 .await;
             return;
         }
-        let request = export_request(company, &job.spec);
+        let mut request = export_request(company, &job.spec);
+        request.signer = self.signer.clone();
         let key = archive_key(company, job_id, job.attempts, &request);
         tracing::info!(%company, job = %job_id, attempt = job.attempts, %key, "export started");
         let cancel = CancellationToken::new();
@@ -854,6 +857,7 @@ mod tests {
                 limits: archive::ExportLimits::default(),
                 metrics,
                 faults: crate::faults::Faults::default(),
+                signer: None,
             };
             tokio::spawn(runner.clone().run(self.stop.clone()));
             runner

@@ -47,6 +47,8 @@ pub struct Api {
     pub(crate) max_queued_per_company: u32,
     /// Open watches per admin on this replica.
     pub(crate) watches: crate::limits::WatchLimiter,
+    /// The archive signing keys ListSigningKeys publishes.
+    pub(crate) signing_keys: crate::signing_keys::SigningKeys,
 }
 
 impl Api {
@@ -542,9 +544,18 @@ impl ComplianceExportService for Api {
 
     async fn list_signing_keys(
         &self,
-        _request: Request<pb::ListSigningKeysRequest>,
+        request: Request<pb::ListSigningKeysRequest>,
     ) -> Result<Response<pb::ListSigningKeysResponse>, Status> {
-        Err(Status::unimplemented("archive signing is not built yet"))
+        // Any administrator of a company with exports enabled (the proto's rule): the keys
+        // are public, but the API is the company's.
+        let caller = self.authorize(&request, Action::GetSettings).await?;
+        if !self.settings(&caller.company_id).enabled {
+            return Err(Status::failed_precondition(
+                "compliance exports are not enabled for your company: an administrator must \
+                 enable them first (EnableExports)",
+            ));
+        }
+        Ok(Response::new(self.signing_keys.to_proto()))
     }
 }
 
@@ -587,6 +598,7 @@ mod tests {
                 metrics: crate::metrics::Metrics::register(&prometheus::Registry::new()).unwrap(),
                 max_queued_per_company: 3,
                 watches: crate::limits::WatchLimiter::new(2),
+                signing_keys: crate::signing_keys::SigningKeys::default(),
             }
         }
 
@@ -678,6 +690,51 @@ mod tests {
                 log.end().await.unwrap(),
                 3,
                 "enable, create, claim: no heartbeat"
+            );
+        }
+
+        #[tokio::test]
+        async fn signing_keys_are_published_to_admins_once_exports_are_enabled() {
+            use std::os::unix::fs::PermissionsExt;
+            let (log, channel) = (MemoryLog::new("export-state"), MemoryLiveness::default());
+            let mut a = replica(&log, &channel).await;
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("key.pem");
+            std::fs::write(
+                &path,
+                "-----BEGIN PRIVATE KEY-----\n\
+                 MC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n\
+                 -----END PRIVATE KEY-----\n",
+            )
+            .unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            a.signing_keys = crate::signing_keys::SigningKeys::load(&[path]).unwrap();
+            let refused = a
+                .list_signing_keys(authed(pb::ListSigningKeysRequest {}))
+                .await
+                .unwrap_err();
+            assert_eq!(
+                refused.code(),
+                tonic::Code::FailedPrecondition,
+                "{refused:?}"
+            );
+            a.enable_exports(authed(pb::EnableExportsRequest {}))
+                .await
+                .unwrap();
+            let keys = a
+                .list_signing_keys(authed(pb::ListSigningKeysRequest {}))
+                .await
+                .unwrap()
+                .into_inner()
+                .keys;
+            assert_eq!(keys.len(), 1);
+            assert!(keys[0].active && keys[0].algorithm == "Ed25519");
+            assert!(
+                keys[0]
+                    .public_key_pem
+                    .contains("MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE="),
+                "{}",
+                keys[0].public_key_pem
             );
         }
 
