@@ -2,7 +2,8 @@
 //! every listed file present once with its size and SHA-256, nothing unlisted, every name safe
 //! and inside the archive's top-level folder, no two folders or files that are one where case
 //! is ignored (Windows, macOS), and the manifest's counts borne out by the day files' content
-//! (`reconcile.rs`).
+//! (`reconcile.rs`) — or, in the EML and CSV formats, by the messages' and rows' (`eml.rs`,
+//! `csv.rs`).
 //!
 //! The archive is read with the zip-rs reader (the `zip` crate), which shares no code and no
 //! assumptions with our writer (`crate::zip`): a writer bug that our own reader would mirror
@@ -176,7 +177,8 @@ pub fn read_entries(bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, ArchiveError
 pub struct Report {
     pub files_checked: usize,
     pub bytes_checked: u64,
-    /// Day files recounted and reconciled with the manifest's counts.
+    /// Day files (JSON), messages (EML) or event files (CSV) recounted and reconciled with the
+    /// manifest's counts.
     pub day_files_counted: usize,
     pub problems: Vec<String>,
 }
