@@ -291,8 +291,11 @@ pub(crate) fn parse(content: &[u8]) -> Result<Vec<Vec<String>>, ArchiveError> {
     Ok(rows)
 }
 
+/// Events of a conversation's day: ((conversation id, local date), counts).
+pub(crate) type DayEvents = ((String, String), Counts);
+
 /// Recounts a CSV file: events by (conversation id, local date), checking the header row.
-pub(crate) fn recount(content: &[u8]) -> Result<Vec<((String, String), Counts)>, ArchiveError> {
+pub(crate) fn recount(content: &[u8]) -> Result<Vec<DayEvents>, ArchiveError> {
     let rows = parse(content)?;
     let Some((header, rows)) = rows.split_first() else {
         return Err(ArchiveError::Invalid("no header row".into()));

@@ -228,11 +228,7 @@ mod tests {
 
         // Long ASCII: folded at spaces, no line past 78.
         let mut out = String::new();
-        unstructured(
-            "Subject",
-            &"word ".repeat(40).trim_end().to_owned(),
-            &mut out,
-        );
+        unstructured("Subject", "word ".repeat(40).trim_end(), &mut out);
         assert!(out.split("\r\n").all(|l| l.len() <= 78), "{out}");
         assert!(out.contains("\r\n word"));
         assert!(out.ends_with("\r\n") && !out.ends_with("\r\n\r\n"));

@@ -176,7 +176,7 @@ fn history() -> Vec<Value> {
         json!({"file_id": "f2", "author_id": "zed", "name": "=cmd.xlsx", "size": 0,
                "content_type": "application/vnd.ms-excel", "sha256": "cd".repeat(32), "post_id": null})));
     // The direct chat, on the second day, and after the range.
-    for i in 0..5 {
+    for (i, text) in TEXTS.iter().enumerate().take(5) {
         let at = format!("2026-02-02T08:{i:02}:00Z");
         all.push(ev(
             &format!("e-d{i}"),
@@ -184,7 +184,7 @@ fn history() -> Vec<Value> {
             "post.created",
             ACME_GLOBEX_DM,
             json!({"post_id": format!("d{i}"), "author_id": if i % 2 == 0 { "ann" } else { "gus" },
-                   "text": TEXTS[i]}),
+                   "text": text}),
         ));
     }
     all.push(ev(
