@@ -581,3 +581,101 @@ async fn the_manifest_names_the_format_and_no_day_files_are_written() {
         );
     }
 }
+
+/// Rebuilds an archive with `change` applied to its entries (content by name; `None` drops
+/// the entry) and the manifest's `files` made to agree with the changed files, so that only
+/// the recount can tell.
+async fn doctored(bytes: &[u8], change: impl Fn(&str, Vec<u8>) -> Option<Vec<u8>>) -> Vec<u8> {
+    use sha2::Digest;
+    let mut entries = Vec::new();
+    let mut changed: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
+    for (name, body) in archive::verify::read_entries(bytes).unwrap() {
+        let rel = name.split_once('/').unwrap().1.to_owned();
+        let after = change(&rel, body.clone());
+        if after.as_ref() != Some(&body) {
+            changed.insert(rel, after.clone());
+        }
+        if let Some(after) = after {
+            entries.push((name, after));
+        }
+    }
+    assert!(!changed.is_empty(), "nothing doctored");
+    for (name, body) in &mut entries {
+        if name.ends_with("/manifest.json") {
+            let mut manifest: Value = serde_json::from_slice(body).unwrap();
+            let files = manifest["files"].as_array_mut().unwrap();
+            files.retain(|f| !matches!(changed.get(f["path"].as_str().unwrap()), Some(None)));
+            for file in files {
+                if let Some(Some(new)) = changed.get(file["path"].as_str().unwrap()) {
+                    file["size"] = json!(new.len());
+                    file["sha256"] = json!(hex::encode(sha2::Sha256::digest(new)));
+                }
+            }
+            *body = serde_json::to_vec_pretty(&manifest).unwrap();
+        }
+    }
+    let mut zip = archive::ZipWriter::new(Vec::new(), 6, 1);
+    for (name, body) in entries {
+        zip.add(name, body.into()).await.unwrap();
+    }
+    zip.finish().await.unwrap().0
+}
+
+fn problems(bytes: &[u8]) -> Vec<String> {
+    archive::verify::verify(&mut std::io::Cursor::new(bytes))
+        .unwrap()
+        .problems
+}
+
+/// A message or a row missing, with the manifest's file list made to agree: `verify` recounts
+/// the events and names the day whose counts the files do not bear out.
+#[tokio::test]
+async fn verify_recounts_messages_and_rows_against_the_manifest() {
+    let eml = export(DataFormat::Eml).await;
+    let without_a_message = doctored(&eml, |name, body| {
+        (!name.ends_with("_post-t3.eml")).then_some(body)
+    })
+    .await;
+    let found = problems(&without_a_message);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].contains("/2026-02-01/: manifest.json counts")
+            && found[0].contains("but the file holds"),
+        "{found:?}"
+    );
+
+    let csv = export(DataFormat::Csv).await;
+    let without_a_row = doctored(&csv, |name, body| {
+        if name != "Events/2026-02-01.csv" {
+            return Some(body);
+        }
+        let text = String::from_utf8(body).unwrap();
+        let kept: Vec<&str> = text
+            .split_inclusive("\r\n")
+            .filter(|line| !line.starts_with("e-del,"))
+            .collect();
+        Some(kept.concat().into_bytes())
+    })
+    .await;
+    let found = problems(&without_a_row);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].contains("deletes 1") && found[0].contains("deletes 0"),
+        "{found:?}"
+    );
+
+    // A row of a kind the format does not have is named.
+    let odd_kind = doctored(&csv, |name, body| {
+        if name != "Events/2026-02-01.csv" {
+            return Some(body);
+        }
+        let text = String::from_utf8(body).unwrap();
+        Some(text.replace(",delete,team1,", ",erase,team1,").into_bytes())
+    })
+    .await;
+    let found = problems(&odd_kind);
+    assert!(
+        found.iter().any(|p| p.contains("event_kind \"erase\"")),
+        "{found:?}"
+    );
+}
