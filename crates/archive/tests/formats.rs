@@ -679,3 +679,73 @@ async fn verify_recounts_messages_and_rows_against_the_manifest() {
         "{found:?}"
     );
 }
+
+/// A busy day in both conversations, so that a small memory budget moves day files to disk.
+fn busy_history() -> Vec<Value> {
+    let mut all = history();
+    for i in 0..3_000 {
+        let at = format!(
+            "2026-02-01T{:02}:{:02}:{:02}Z",
+            14 + i / 3_600,
+            (i / 60) % 60,
+            i % 60
+        );
+        let conversation = if i % 3 == 0 {
+            ACME_GLOBEX_DM
+        } else {
+            ACME_TEAM
+        };
+        let (ty, fields) = if i % 7 == 6 {
+            (
+                "post.edited",
+                json!({"post_id": format!("b{}", i - 6), "editor_id": "hal",
+                                   "text": format!("edited {i} ✓")}),
+            )
+        } else {
+            (
+                "post.created",
+                json!({"post_id": format!("b{i}"), "author_id": "ann",
+                                    "text": format!("{} #{i}", TEXTS[i % TEXTS.len()])}),
+            )
+        };
+        all.push(ev(&format!("b{i:05}"), &at, ty, conversation, fields));
+    }
+    all
+}
+
+/// The same request gives the same bytes in EML and CSV whatever the export may use: threads,
+/// and a memory budget small enough that day files move to disk (EML messages are then made
+/// from items read back from disk).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eml_and_csv_archives_are_the_same_whatever_the_limits() {
+    let reader = support::log_of_exactly(&busy_history()).await;
+    for format in [DataFormat::Eml, DataFormat::Csv] {
+        let mut outputs = Vec::new();
+        for (threads, memory_bytes) in [
+            (4, archive::ExportLimits::default().memory_bytes),
+            (1, 64 << 10),
+        ] {
+            let mut request = support::request("");
+            request.format = format;
+            request.limits = archive::ExportLimits {
+                memory_bytes,
+                threads,
+                ..archive::ExportLimits::default()
+            };
+            let (bytes, _, summary) = export_to_sink(&request, &reader, Vec::new(), |_| {})
+                .await
+                .unwrap();
+            assert!(summary.totals.posts > 2_500, "{summary:?}");
+            assert!(
+                problems(&bytes).is_empty(),
+                "{format:?} {:?}",
+                problems(&bytes)
+            );
+            outputs.push(bytes);
+        }
+        assert!(
+            outputs[0] == outputs[1],
+            "{format:?}: the bytes depend on the limits"
+        );
+    }
+}
