@@ -146,8 +146,42 @@ async fn eml_and_csv_exports_hold_what_the_json_export_holds_and_parse_in_python
     let to = export::service::timestamp(chrono::Utc::now() - chrono::Duration::seconds(1));
 
     let (_, json) = export(&replica, &token, pb::ExportFormat::Json, to).await;
-    let (eml_job, eml) = export(&replica, &token, pb::ExportFormat::Eml, to).await;
     let (csv_job, csv) = export(&replica, &token, pb::ExportFormat::Csv, to).await;
+    // EML as an operator asks for it: cce-admin create --format eml, download, verify.
+    let dir = tempfile::tempdir().unwrap();
+    let to_text = tests::exports::time(Some(&to)).to_rfc3339();
+    let admin = |args: &[&str]| {
+        let out = Command::new(tests::binary("cce-admin"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("CCE_EXPORT_ENDPOINT", &replica.endpoint)
+            .env("CCE_TOKEN", &token)
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        assert!(
+            out.status.success(),
+            "cce-admin {args:?}: {}",
+            text(&out.stderr)
+        );
+        (text(&out.stdout), text(&out.stderr))
+    };
+    let (id, _) = tokio::task::block_in_place(|| {
+        admin(&["create", "--format", "eml", "--to", &to_text, "--watch"])
+    });
+    let id = id.trim().to_owned();
+    let (verified, _) = tokio::task::block_in_place(|| {
+        admin(&["download", &id, "-o", "eml.zip"]);
+        admin(&["verify", "eml.zip"])
+    });
+    assert!(verified.contains("OK"), "{verified}");
+    let eml = std::fs::read(dir.path().join("eml.zip")).unwrap();
+    let report = archive::verify::verify(&mut std::io::Cursor::new(&eml)).unwrap();
+    assert!(
+        report.problems.is_empty() && report.day_files_counted > 50,
+        "{report:?}"
+    );
+    let eml_job = tests::exports::get(&mut replica.client().await, &token, &id).await;
     // The job says the format it was asked for.
     let format_of = |job: &pb::ExportJob| job.request.as_ref().unwrap().format;
     assert_eq!(format_of(&eml_job), pb::ExportFormat::Eml as i32);
