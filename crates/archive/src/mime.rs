@@ -47,14 +47,20 @@ pub(crate) fn base64_body(bytes: &[u8], out: &mut String) {
     }
 }
 
+/// Words longer than this are encoded (encoded-words can be folded between; a plain word
+/// cannot, and a line may not pass 998 characters).
+const MAX_PLAIN_WORD: usize = 200;
+
 /// Whether `value` can go into a header as it is: printable ASCII (and spaces), nothing that
-/// could be read as an encoded-word, no leading or trailing space (folding would lose it).
+/// could be read as an encoded-word, no leading, trailing or double space (folding would lose
+/// it), no word too long to fold.
 fn plain(value: &str) -> bool {
     value.bytes().all(|b| (0x20..0x7f).contains(&b))
         && !value.contains("=?")
         && !value.starts_with(' ')
         && !value.ends_with(' ')
         && !value.contains("  ")
+        && value.split(' ').all(|word| word.len() <= MAX_PLAIN_WORD)
 }
 
 /// `value` as RFC 2047 encoded-words (`=?UTF-8?B?…?=`), each at most 75 characters, never
@@ -253,6 +259,16 @@ mod tests {
             }
             assert!(!out.trim_end().contains("\r\n\r\n"));
         }
+        // A word too long to fold is encoded, so no line passes 998 characters.
+        let mut out = String::new();
+        unstructured("X-CCE-File-Name", &"x".repeat(5_000), &mut out);
+        assert!(out.starts_with("X-CCE-File-Name: =?UTF-8?B?"), "{out:.80}");
+        assert!(out.split("\r\n").all(|l| l.len() <= 100), "{out:.80}");
+        assert_eq!(
+            phrase(&"y".repeat(300)).len(),
+            7,
+            "encoded-words, not one quoted word"
+        );
         // A multi-byte character is never split between words.
         let words = encoded_words(&"é".repeat(100));
         assert!(words.len() > 1);

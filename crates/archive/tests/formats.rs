@@ -175,6 +175,14 @@ fn history() -> Vec<Value> {
     all.push(team("e-f2", "2026-02-02T13:00:00Z", "file.shared",
         json!({"file_id": "f2", "author_id": "zed", "name": "=cmd.xlsx", "size": 0,
                "content_type": "application/vnd.ms-excel", "sha256": "cd".repeat(32), "post_id": null})));
+    // A name too long for one header line.
+    all.push(team(
+        "e-f3",
+        "2026-02-02T13:01:00Z",
+        "file.shared",
+        json!({"file_id": "f3", "author_id": "hal", "name": format!("{}.txt", "n".repeat(1_200)),
+               "size": 1, "content_type": "text/plain", "sha256": "ef".repeat(32), "post_id": null}),
+    ));
     // The direct chat, on the second day, and after the range.
     for (i, text) in TEXTS.iter().enumerate().take(5) {
         let at = format!("2026-02-02T08:{i:02}:00Z");
