@@ -46,6 +46,9 @@ pub(crate) struct Context {
     pub(crate) to: Vec<(Option<String>, String)>,
     /// Members known but not in `to`.
     pub(crate) omitted: usize,
+    /// The companies of the members in `to`, by person id: the domain of a sender the
+    /// directory knows only as a member.
+    pub(crate) member_companies: HashMap<String, String>,
 }
 
 /// Writes one part of a day file as one message per item; `position` is the number of items
@@ -416,11 +419,21 @@ pub(crate) fn render(context: &Context, item: &Item, repeat: u32) -> String {
     let date = parse_time(&first_at).map_or_else(|| mime::date(DateTime::UNIX_EPOCH), mime::date);
     out.push_str(&format!("Date: {date}\r\n"));
     let (from_id, from_name) = from.as_ref().map_or(("unknown", None), |p| person(p));
+    // A person at their own company's domain; one the directory does not know at the
+    // exporting company's.
+    let from_company = match from.as_ref().map(|p| &*p.0) {
+        Some(Person::Known { company_id, .. }) => company_id.as_str(),
+        Some(Person::Unknown { id }) => context
+            .member_companies
+            .get(id)
+            .map_or(context.company_id.as_str(), String::as_str),
+        None => context.company_id.as_str(),
+    };
     mime::addresses(
         "From",
         &[(
             from_name.map(str::to_owned),
-            mime::address(from_id, &context.company_id),
+            mime::address(from_id, from_company),
         )],
         &mut out,
     );
@@ -553,6 +566,7 @@ mod tests {
             dir: "top/Team_Chats/c1/2026-02-01".into(),
             to: vec![(Some("Ann".into()), mime::address("ann", "acme"))],
             omitted: 0,
+            member_companies: HashMap::from([("gus".into(), "globex".into())]),
         }
     }
 
@@ -630,6 +644,14 @@ mod tests {
         assert!(message.contains("X-CCE-Text-Before: unknown"));
         let counts = recount(message.as_bytes()).unwrap();
         assert_eq!((counts.posts, counts.deletes, counts.events), (0, 1, 1));
+        // Someone the directory knows only as a member: at their company's domain.
+        let mut by_member = post("hi");
+        by_member.author = Some(PersonRef(Arc::new(Person::Unknown { id: "gus".into() })));
+        let message = render(&context(), &Item::Post(by_member), 1);
+        assert!(
+            message.contains("From: <gus@globex.chat.invalid>"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -601,13 +601,19 @@ impl<'a, S: Sink> Renderer<'a, S> {
         let company_id = &self.request.company_id;
         let state = self.directory.conversations.get(conversation_id);
         let members = state.map_or(0, |c| c.members.len());
+        // Each member at their own company's domain (a direct chat's other side is another
+        // company's person).
+        let mut member_companies = HashMap::new();
         let to = state
             .into_iter()
-            .flat_map(|c| c.members.keys())
+            .flat_map(|c| c.members.iter())
             .take(crate::eml::MAX_RECIPIENTS)
-            .map(|id| {
-                let name = self.directory.people.get(id).and_then(|p| p.name.clone());
-                (name, crate::mime::address(id, company_id))
+            .map(|member| {
+                let person = self.directory.people.get(&member.person_id);
+                let name = person.and_then(|p| p.name.clone()).or(member.name);
+                let address = crate::mime::address(&member.person_id, &member.company_id);
+                member_companies.insert(member.person_id, member.company_id);
+                (name, address)
             })
             .collect::<Vec<_>>();
         crate::eml::Context {
@@ -619,6 +625,7 @@ impl<'a, S: Sink> Renderer<'a, S> {
             dir: format!("{}/{folder}/{date}", self.root),
             omitted: members - to.len(),
             to,
+            member_companies,
         }
     }
 

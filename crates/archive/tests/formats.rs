@@ -366,7 +366,11 @@ async fn every_eml_message_parses_and_shows_its_item() {
                     _ => assert!(message["in_reply_to"].is_null(), "{what}"),
                 }
                 if let Some(author) = item["author"]["id"].as_str() {
-                    let address = format!("{author}@acme.chat.invalid");
+                    // Gus is known only as a member of the direct chat, at globex.
+                    let company = item["author"]["company_id"]
+                        .as_str()
+                        .unwrap_or(if author == "gus" { "globex" } else { "acme" });
+                    let address = format!("{author}@{company}.chat.invalid");
                     assert_eq!(message["from"]["address"], address.as_str(), "{what}");
                 }
             }
@@ -439,6 +443,16 @@ async fn every_eml_message_parses_and_shows_its_item() {
     assert_eq!(long["body"], long_text().as_str());
     assert_eq!(long["from"]["name"], "Hal \"H\" O'Neil, Jr.");
     assert_eq!(find("t2")["body"], TEXTS[2], "CR and LF survive");
+    // Another company's person, in the direct chat: at their company's domain.
+    let gus = find("d1");
+    assert_eq!(gus["from"]["address"], "gus@globex.chat.invalid");
+    assert_eq!(gus["from"]["name"], "Gus");
+    let to: Vec<&Value> = gus["to"].as_array().unwrap().iter().collect();
+    assert_eq!(to.len(), 2, "{to:?}");
+    assert!(
+        to.iter()
+            .any(|a| a["address"] == "gus@globex.chat.invalid" && a["name"] == "Gus")
+    );
     let ids: Vec<&str> = messages
         .iter()
         .filter(|m| m["headers"]["X-CCE-Item-Id"] == "dup")
