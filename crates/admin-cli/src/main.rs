@@ -85,6 +85,10 @@ enum Cmd {
         /// IANA zone for day files, e.g. Europe/London. Default UTC.
         #[arg(long, default_value = "")]
         time_zone: String,
+        /// json (the seed's layout), eml (one RFC 5322 message per post) or csv (one row per
+        /// event); docs/export-format.md.
+        #[arg(long, default_value = "json", value_parser = ["json", "eml", "csv"])]
+        format: String,
         /// Idempotency key: repeating the command with it returns the same export.
         #[arg(long, default_value = "")]
         request_id: String,
@@ -389,6 +393,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             person_ids,
             conversation_ids,
             time_zone,
+            format,
             request_id,
             watch,
         } => {
@@ -397,7 +402,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 to: to.as_deref().map(|t| parse_time("to", t)).transpose()?,
                 person_ids,
                 conversation_ids,
-                format: pb::ExportFormat::Json.into(),
+                format: match format.as_str() {
+                    "eml" => pb::ExportFormat::Eml,
+                    "csv" => pb::ExportFormat::Csv,
+                    _ => pb::ExportFormat::Json,
+                }
+                .into(),
                 time_zone,
                 request_id,
             };

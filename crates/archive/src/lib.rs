@@ -14,10 +14,13 @@
 
 pub mod allocator;
 pub mod budget;
+mod csv;
 mod dayfiles;
 mod directories;
+mod eml;
 mod items;
 pub mod manifest;
+mod mime;
 pub mod multipart;
 pub mod names;
 mod reconcile;
@@ -109,6 +112,52 @@ pub enum DataFormat {
     Eml,
     /// One RFC 4180 row per post, edit, deletion, note and file event.
     Csv,
+}
+
+impl DataFormat {
+    /// The format's name in job records and on the command line: `json`, `eml` or `csv`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Eml => "eml",
+            Self::Csv => "csv",
+        }
+    }
+
+    /// The format named `name` ([`DataFormat::name`]); `None` for any other name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "json" => Some(Self::Json),
+            "eml" => Some(Self::Eml),
+            "csv" => Some(Self::Csv),
+            _ => None,
+        }
+    }
+
+    /// The manifest's `format` for archives in this format.
+    pub fn manifest_format(self) -> &'static str {
+        match self {
+            Self::Json => manifest::EXPORT_FORMAT,
+            Self::Eml => manifest::EXPORT_FORMAT_EML,
+            Self::Csv => manifest::EXPORT_FORMAT_CSV,
+        }
+    }
+
+    /// The format whose manifest says `format`, if any.
+    pub fn from_manifest_format(format: &str) -> Option<Self> {
+        [Self::Json, Self::Eml, Self::Csv]
+            .into_iter()
+            .find(|f| f.manifest_format() == format)
+    }
+}
+
+impl std::str::FromStr for DataFormat {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::from_name(name)
+            .ok_or_else(|| format!("unknown format {name:?}: use json, eml or csv"))
+    }
 }
 
 impl ExportRequest {

@@ -8,6 +8,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub const EXPORT_FORMAT: &str = "cce-export-json";
+/// The manifest's `format` of an archive of RFC 5322 messages (`docs/export-format.md`, "EML").
+pub const EXPORT_FORMAT_EML: &str = "cce-export-eml";
+/// The manifest's `format` of an archive of RFC 4180 files (`docs/export-format.md`, "CSV").
+pub const EXPORT_FORMAT_CSV: &str = "cce-export-csv";
 /// 2: per-day counts moved from each conversation to the flat `days` list, so the manifest can
 /// be written while the archive streams; conversations carry their totals.
 /// 3: events out of order (a change timed before its item's creation) are kept and flagged;

@@ -72,6 +72,35 @@ impl Reconciler {
         }
     }
 
+    /// Notes that a file of conversation folder `folder`'s day `date` could not be read (EML).
+    pub(crate) fn unreadable_day(&mut self, folder: &str, date: &str) {
+        self.unreadable.insert((folder.to_owned(), date.to_owned()));
+    }
+
+    /// Adds the counts an EML or CSV file holds for a conversation's day, recounted from its
+    /// messages or rows (`eml::recount`, `csv::recount`); `path` names the file in messages.
+    pub(crate) fn add_counted(
+        &mut self,
+        conversation_id: &str,
+        date: &str,
+        path: &str,
+        counts: &Counts,
+    ) {
+        let found = self
+            .found
+            .entry((conversation_id.to_owned(), date.to_owned()))
+            .or_insert_with(|| Found {
+                exact: true,
+                parts: BTreeSet::from([1]),
+                parts_declared: BTreeSet::from([1]),
+                ..Found::default()
+            });
+        found.counts.add(counts);
+        if found.paths.last().is_none_or(|last| last != path) {
+            found.paths.push(path.to_owned());
+        }
+    }
+
     /// Recounts one day file; `path` is relative to the top-level folder.
     pub(crate) fn add(&mut self, path: &str, content: &[u8], problems: &mut Vec<String>) {
         match self.try_add(path, content) {

@@ -26,6 +26,7 @@ use compliance_log::{LogReader, LogRecord, ReadProgress};
 use event_model::directory::Directory;
 use event_model::{ConversationKind, EventBody};
 
+use crate::csv::CsvDays;
 use crate::dayfiles::OpenDays;
 use crate::directories;
 use crate::items::{
@@ -33,14 +34,14 @@ use crate::items::{
     PostDeletion, PostItem, item_key,
 };
 use crate::manifest::{
-    ConversationCounts, Counts, DayCounts, EXPORT_FORMAT, EXPORT_FORMAT_VERSION, ExportSummary,
-    FileRecord, LogPosition, ManifestHead, PartitionPosition, RequestRecord,
+    ConversationCounts, Counts, DayCounts, EXPORT_FORMAT_VERSION, ExportSummary, FileRecord,
+    LogPosition, ManifestHead, PartitionPosition, RequestRecord,
 };
 use crate::names::{conversation_folder, sanitize};
 use crate::spill::Spill;
 use crate::texts::PostTexts;
 use crate::zip::{Part, Sink, ZipWriter};
-use crate::{ArchiveError, DiskBudget, ExportRequest, Progress};
+use crate::{ArchiveError, DataFormat, DiskBudget, ExportRequest, Progress};
 
 pub use crate::dayfiles::{MAX_ITEMS_PER_FILE, MAX_PART_BYTES};
 /// Placeholder keys of a day file on disk handed out at a time (a day of deletions of old posts
@@ -75,6 +76,8 @@ pub(crate) struct Renderer<'a, S: Sink> {
     manifest_days: ManifestLines,
     manifest_files: ManifestLines,
     json_bytes: u64,
+    /// The open day's CSV file, in the CSV format (`csv.rs`).
+    csv: Option<CsvDays>,
 }
 
 /// JSON array elements, one per line, spilled to a temporary file.
@@ -136,6 +139,7 @@ impl<'a, S: Sink> Renderer<'a, S> {
             manifest_days: ManifestLines::new(&disk)?,
             manifest_files: ManifestLines::new(&disk)?,
             json_bytes: 0,
+            csv: (request.format == DataFormat::Csv).then(CsvDays::default),
         })
     }
 
@@ -440,7 +444,60 @@ impl<'a, S: Sink> Renderer<'a, S> {
         let counts = self.day_counts.entry(conversation_id.clone()).or_default();
         counts.events += 1;
         count(counts);
+        if self.csv.is_some() {
+            return self
+                .csv_row(record, &conversation_id, day, id, actor, &change)
+                .await;
+        }
         self.open.apply(&conversation_id, id, change)
+    }
+
+    /// The CSV format: the event's row, straight into the day's file (`csv.rs`).
+    async fn csv_row(
+        &mut self,
+        record: &LogRecord,
+        conversation_id: &str,
+        day: NaiveDate,
+        id: &str,
+        actor: &str,
+        change: &Change,
+    ) -> Result<(), ArchiveError> {
+        let who = self.person_ref(actor);
+        let (_, kind) = self.folder_of(conversation_id);
+        let name = self
+            .directory
+            .conversations
+            .get(conversation_id)
+            .and_then(|c| c.name.as_deref());
+        let conversation = crate::csv::Conversation {
+            id: conversation_id,
+            kind: kind.as_str(),
+            name,
+        };
+        let date = day.format("%Y-%m-%d").to_string();
+        let row = crate::csv::event_row(
+            &record.event.event_id,
+            &date,
+            &conversation,
+            id,
+            &who,
+            change,
+        );
+        let full = self.csv.as_mut().and_then(|csv| csv.push(&date, &row));
+        self.write_csv_part(full).await
+    }
+
+    async fn write_csv_part(
+        &mut self,
+        part: Option<crate::csv::CsvPart>,
+    ) -> Result<(), ArchiveError> {
+        if let Some((path, bytes)) = part {
+            self.zip
+                .add(format!("{}/{path}", self.root), Bytes::from(bytes))
+                .await?;
+            self.record_written()?;
+        }
+        Ok(())
     }
 
     fn folder_of(&self, conversation_id: &str) -> (String, ConversationKind) {
@@ -471,6 +528,8 @@ impl<'a, S: Sink> Renderer<'a, S> {
                 counts,
             })?;
         }
+        let csv = self.csv.as_mut().and_then(CsvDays::finish_day);
+        self.write_csv_part(csv).await?;
         for (conversation_id, mut file) in self.open.take() {
             let (folder, kind) = self.folder_of(&conversation_id);
             let name = self
@@ -496,7 +555,16 @@ impl<'a, S: Sink> Renderer<'a, S> {
             }
             let parts = file.into_parts()?;
             let count = parts.len();
+            let eml = (self.request.format == DataFormat::Eml)
+                .then(|| Arc::new(self.eml_context(&conversation_id, &folder, kind, &date)));
+            let mut position = 0;
             for (index, (items, estimate)) in parts.into_iter().enumerate() {
+                if let Some(context) = &eml {
+                    position =
+                        crate::eml::write_part(&mut self.zip, context, items, position).await?;
+                    self.record_written()?;
+                    continue;
+                }
                 let part = index + 1;
                 let file_name = if part == 1 {
                     format!("{date}.json")
@@ -525,6 +593,45 @@ impl<'a, S: Sink> Renderer<'a, S> {
             }
         }
         Ok(())
+    }
+
+    /// What every message of a conversation's day shares, in the EML format (`eml.rs`).
+    fn eml_context(
+        &self,
+        conversation_id: &str,
+        folder: &str,
+        kind: ConversationKind,
+        date: &str,
+    ) -> crate::eml::Context {
+        let company_id = &self.request.company_id;
+        let state = self.directory.conversations.get(conversation_id);
+        let members = state.map_or(0, |c| c.members.len());
+        // Each member at their own company's domain (a direct chat's other side is another
+        // company's person).
+        let mut member_companies = HashMap::new();
+        let to = state
+            .into_iter()
+            .flat_map(|c| c.members.iter())
+            .take(crate::eml::MAX_RECIPIENTS)
+            .map(|member| {
+                let person = self.directory.people.get(&member.person_id);
+                let name = person.and_then(|p| p.name.clone()).or(member.name);
+                let address = crate::mime::address(&member.person_id, &member.company_id);
+                member_companies.insert(member.person_id, member.company_id);
+                (name, address)
+            })
+            .collect::<Vec<_>>();
+        crate::eml::Context {
+            company_id: company_id.clone(),
+            conversation_id: conversation_id.to_owned(),
+            kind: kind.as_str(),
+            name: state.and_then(|c| c.name.clone()),
+            date: date.to_owned(),
+            dir: format!("{}/{folder}/{date}", self.root),
+            omitted: members - to.len(),
+            to,
+            member_companies,
+        }
     }
 
     /// `users.json` and `teams.json`, streamed (`directories.rs`).
@@ -575,7 +682,7 @@ impl<'a, S: Sink> Renderer<'a, S> {
             .collect();
         let request = self.request;
         let head = ManifestHead {
-            format: EXPORT_FORMAT.into(),
+            format: request.format.manifest_format().into(),
             format_version: EXPORT_FORMAT_VERSION,
             request: RequestRecord {
                 company_id: request.company_id.clone(),

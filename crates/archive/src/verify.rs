@@ -2,7 +2,8 @@
 //! every listed file present once with its size and SHA-256, nothing unlisted, every name safe
 //! and inside the archive's top-level folder, no two folders or files that are one where case
 //! is ignored (Windows, macOS), and the manifest's counts borne out by the day files' content
-//! (`reconcile.rs`).
+//! (`reconcile.rs`) — or, in the EML and CSV formats, by the messages' and rows' (`eml.rs`,
+//! `csv.rs`).
 //!
 //! The signature entry (`manifest.json.sig`) is the one file the manifest cannot list; its
 //! content is handed back in the [`Report`] with the manifest's SHA-256, for
@@ -22,10 +23,10 @@ use std::io::{Cursor, Read, Seek};
 use sha2::{Digest, Sha256};
 use zip::ZipArchive;
 
-use crate::ArchiveError;
-use crate::manifest::{EXPORT_FORMAT, EXPORT_FORMAT_VERSION, Manifest, ManifestHead};
+use crate::manifest::{EXPORT_FORMAT_VERSION, Manifest, ManifestHead};
 use crate::reconcile::{Reconciler, is_day_file};
 use crate::signing::{PublicKey, SIGNATURE_ENTRY, SigningError};
+use crate::{ArchiveError, DataFormat};
 
 pub mod chain;
 
@@ -184,7 +185,8 @@ pub fn read_entries(bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, ArchiveError
 pub struct Report {
     pub files_checked: usize,
     pub bytes_checked: u64,
-    /// Day files recounted and reconciled with the manifest's counts.
+    /// Day files (JSON), messages (EML) or event files (CSV) recounted and reconciled with the
+    /// manifest's counts.
     pub day_files_counted: usize,
     pub problems: Vec<String>,
     /// The manifest's head: the request, the schedule link and the signing key's id.
@@ -363,12 +365,16 @@ pub fn verify<R: Read + Seek>(reader: &mut R) -> Result<Report, ArchiveError> {
     if let Some(why) = unsafe_name(&format!("{root}{MANIFEST}")) {
         problems.push(format!("{shown_root}{MANIFEST}: unsafe entry name ({why})"));
     }
-    if manifest.head.format != EXPORT_FORMAT {
+    let format = DataFormat::from_manifest_format(&manifest.head.format).unwrap_or_else(|| {
         problems.push(format!(
-            "{MANIFEST}: format {:?}, not {EXPORT_FORMAT:?}",
-            manifest.head.format
+            "{MANIFEST}: format {:?}, not one of {:?}, {:?} or {:?}",
+            manifest.head.format,
+            DataFormat::Json.manifest_format(),
+            DataFormat::Eml.manifest_format(),
+            DataFormat::Csv.manifest_format(),
         ));
-    }
+        DataFormat::Json
+    });
     if !(1..=EXPORT_FORMAT_VERSION).contains(&manifest.head.format_version) {
         problems.push(format!(
             "{MANIFEST}: format_version {} is not one this verifier knows (1 to \
@@ -396,6 +402,13 @@ pub fn verify<R: Read + Seek>(reader: &mut R) -> Result<Report, ArchiveError> {
     drop(names);
 
     let mut reconciler = Reconciler::new(&manifest);
+    // Folders by conversation, to find an EML message's conversation from its path.
+    let folders: BTreeMap<String, String> = manifest
+        .head
+        .conversations
+        .iter()
+        .map(|c| (c.folder.clone(), c.conversation_id.clone()))
+        .collect();
     for index in (0..archive.len()).filter(|&i| i != manifest_index) {
         let name = match archive.name(index) {
             Ok(name) => name,
@@ -442,7 +455,7 @@ pub fn verify<R: Read + Seek>(reader: &mut R) -> Result<Report, ArchiveError> {
             continue;
         }
         // Only a safe name is recounted: the reconciler's messages show paths as they are.
-        let day_file = safe && !path.is_empty() && is_day_file(path);
+        let day_file = safe && !path.is_empty() && counted_file(format, path);
         let mut content = Vec::new();
         let read = match archive.read(index, |b| {
             if day_file {
@@ -456,13 +469,29 @@ pub fn verify<R: Read + Seek>(reader: &mut R) -> Result<Report, ArchiveError> {
                 // its day's counts unborne.
                 listed.remove(path);
                 if day_file {
-                    reconciler.unreadable(path);
+                    match (format, eml_day(path)) {
+                        (DataFormat::Eml, Some((folder, date, _))) => {
+                            reconciler.unreadable_day(folder, date);
+                        }
+                        _ => reconciler.unreadable(path),
+                    }
                 }
                 continue;
             }
         };
         if day_file {
-            reconciler.add(path, &content, problems);
+            match format {
+                DataFormat::Json => reconciler.add(path, &content, problems),
+                DataFormat::Eml => recount_eml(&mut reconciler, &folders, path, &content, problems),
+                DataFormat::Csv => match crate::csv::recount(&content) {
+                    Ok(days) => {
+                        for ((conversation_id, date), counts) in days {
+                            reconciler.add_counted(&conversation_id, &date, path, &counts);
+                        }
+                    }
+                    Err(error) => problems.push(format!("{path}: {}", reason(error))),
+                },
+            }
             report.day_files_counted += 1;
         }
         match listed.remove(path) {
@@ -496,6 +525,60 @@ pub fn verify<R: Read + Seek>(reader: &mut R) -> Result<Report, ArchiveError> {
         }
     }
     Ok(report)
+}
+
+/// Whether `path` (under the top-level folder) holds events that `verify` recounts, in
+/// `format`: day files (JSON), messages (EML) or event files (CSV).
+fn counted_file(format: DataFormat, path: &str) -> bool {
+    match format {
+        DataFormat::Json => is_day_file(path),
+        DataFormat::Eml => eml_day(path).is_some(),
+        DataFormat::Csv => {
+            path.strip_prefix(crate::csv::FOLDER)
+                .and_then(|p| p.strip_prefix('/'))
+                .is_some_and(|name| !name.contains('/'))
+                && path.ends_with(".csv")
+        }
+    }
+}
+
+/// An EML message's conversation folder, date and file name:
+/// `<People_Chats|Team_Chats>/<folder>/<date>/<file>.eml`.
+fn eml_day(path: &str) -> Option<(&str, &str, &str)> {
+    if !(path.starts_with("People_Chats/") || path.starts_with("Team_Chats/"))
+        || !path.ends_with(".eml")
+    {
+        return None;
+    }
+    let (dir, file) = path.rsplit_once('/')?;
+    let (folder, date) = dir.rsplit_once('/')?;
+    folder.contains('/').then_some((folder, date, file))
+}
+
+/// Recounts one EML message and adds it to its conversation's day.
+fn recount_eml(
+    reconciler: &mut Reconciler,
+    folders: &BTreeMap<String, String>,
+    path: &str,
+    content: &[u8],
+    problems: &mut Vec<String>,
+) {
+    let Some((folder, date, _)) = eml_day(path) else {
+        return;
+    };
+    let Some(conversation_id) = folders.get(folder) else {
+        problems.push(format!(
+            "{path}: its folder is no conversation's in the manifest's conversations"
+        ));
+        return;
+    };
+    match crate::eml::recount(content) {
+        // One path per conversation's day in messages: the day's folder.
+        Ok(counts) => {
+            reconciler.add_counted(conversation_id, date, &format!("{folder}/{date}/"), &counts)
+        }
+        Err(why) => problems.push(format!("{path}: {why}")),
+    }
 }
 
 #[cfg(test)]

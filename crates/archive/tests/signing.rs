@@ -128,6 +128,52 @@ async fn a_signed_archive_verifies_with_its_key_and_the_signature_follows_the_ma
 }
 
 #[tokio::test]
+async fn eml_and_csv_archives_are_signed_and_verify_the_same_way() {
+    let signer = new_signer(3);
+    for format in [archive::DataFormat::Eml, archive::DataFormat::Csv] {
+        let reader = log_of(&events()).await;
+        let mut request = request("");
+        request.from = Some("2026-02-01T00:00:00Z".parse().unwrap());
+        request.to = "2026-02-03T00:00:00Z".parse().unwrap();
+        request.format = format;
+        request.signer = Some(signer.clone());
+        let bytes = export_to_sink(&request, &reader, Vec::new(), |_| {})
+            .await
+            .unwrap()
+            .0;
+        let report = verified(&bytes);
+        assert_eq!(
+            report.check_signature(&[signer.public_key()]),
+            Ok(signer.key_id().to_owned()),
+            "{format:?}"
+        );
+        assert_eq!(report.head.format, format.manifest_format(), "{format:?}");
+        // A changed byte in the manifest breaks the signature in every format.
+        let mut entries = read_entries(&bytes).unwrap();
+        let manifest = entries
+            .iter_mut()
+            .find(|(n, _)| n.ends_with("/manifest.json"))
+            .unwrap();
+        let body = &mut manifest.1;
+        let at = body
+            .windows(13)
+            .position(|w| w == b"\"events_read\"")
+            .unwrap();
+        let digit = body[at..].iter().position(u8::is_ascii_digit).unwrap() + at;
+        body[digit] = if body[digit] == b'9' { b'8' } else { b'9' };
+        let tampered = write(entries).await;
+        let report = verify(&mut Cursor::new(&tampered)).unwrap();
+        assert_eq!(
+            report.check_signature(&[signer.public_key()]),
+            Err(SigningError::Mismatch {
+                key_id: signer.key_id().into()
+            }),
+            "{format:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_changed_manifest_another_key_or_a_missing_signature_fail() {
     let signer = new_signer(1);
     let bytes = export(1, 3, Some(signer.clone()), None).await;

@@ -68,7 +68,12 @@ pub(crate) fn job_to_proto(
             to: Some(timestamp(job.spec.to)),
             person_ids: job.spec.person_ids.clone(),
             conversation_ids: job.spec.conversation_ids.clone(),
-            format: pb::ExportFormat::Json.into(),
+            format: match archive::DataFormat::from_name(&job.spec.format).unwrap_or_default() {
+                archive::DataFormat::Json => pb::ExportFormat::Json,
+                archive::DataFormat::Eml => pb::ExportFormat::Eml,
+                archive::DataFormat::Csv => pb::ExportFormat::Csv,
+            }
+            .into(),
             time_zone: job.spec.time_zone.clone(),
             all_history: job.spec.from.is_none(),
         }),

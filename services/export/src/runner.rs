@@ -54,7 +54,8 @@ pub fn export_request(company_id: &str, spec: &JobSpec) -> ExportRequest {
         time_zone: spec.time_zone.clone(),
         position: None,
         limits: archive::ExportLimits::default(),
-        format: archive::DataFormat::Json,
+        // Written by `validate` from the request; records from before EML and CSV say `json`.
+        format: archive::DataFormat::from_name(&spec.format).unwrap_or_default(),
         schedule: None,
         signer: None,
     }

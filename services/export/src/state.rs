@@ -166,7 +166,7 @@ pub struct JobSpec {
     pub conversation_ids: Vec<String>,
     #[serde(default)]
     pub time_zone: String,
-    /// `json` (the only format so far).
+    /// `json`, `eml` or `csv` (`archive::DataFormat::name`).
     pub format: String,
 }
 

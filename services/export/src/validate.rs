@@ -84,20 +84,18 @@ pub(crate) fn spec_from_request(
     }
     // Within a minute of now (clock skew): now, so the range is fixed when the job is accepted.
     let to = to.min(now);
-    match pb::ExportFormat::try_from(request.format) {
-        Ok(pb::ExportFormat::Unspecified | pb::ExportFormat::Json) => {}
-        Ok(pb::ExportFormat::Eml | pb::ExportFormat::Csv) => {
-            return Err(Status::invalid_argument(
-                "EML and CSV exports are not built yet: use EXPORT_FORMAT_JSON",
-            ));
-        }
+    let format = match pb::ExportFormat::try_from(request.format) {
+        Ok(pb::ExportFormat::Unspecified | pb::ExportFormat::Json) => archive::DataFormat::Json,
+        Ok(pb::ExportFormat::Eml) => archive::DataFormat::Eml,
+        Ok(pb::ExportFormat::Csv) => archive::DataFormat::Csv,
         Err(_) => {
             return Err(Status::invalid_argument(format!(
-                "format {} is unknown: use EXPORT_FORMAT_JSON (or leave it unset)",
+                "format {} is unknown: use EXPORT_FORMAT_JSON (or leave it unset), \
+                 EXPORT_FORMAT_EML or EXPORT_FORMAT_CSV",
                 request.format
             )));
         }
-    }
+    };
     check_ids("person_ids", &request.person_ids)?;
     check_ids("conversation_ids", &request.conversation_ids)?;
     if request.request_id.len() > 128 || request.request_id.chars().any(char::is_control) {
@@ -118,7 +116,7 @@ pub(crate) fn spec_from_request(
         person_ids: unique(&request.person_ids),
         conversation_ids: unique(&request.conversation_ids),
         time_zone: request.time_zone.trim().to_owned(),
-        format: "json".into(),
+        format: format.name().into(),
     };
     crate::runner::export_request(company_id, &spec)
         .validate()
@@ -150,6 +148,25 @@ mod tests {
         assert_eq!(spec.from, Some("2026-11-01T00:00:00Z".parse().unwrap()));
         let all = spec_from_request("acme", &pb::CreateExportRequest::default(), now()).unwrap();
         assert_eq!((all.from, all.to), (None, now()));
+        assert_eq!(all.format, "json");
+        for (format, name) in [
+            (pb::ExportFormat::Json, "json"),
+            (pb::ExportFormat::Eml, "eml"),
+            (pb::ExportFormat::Csv, "csv"),
+        ] {
+            let request = pb::CreateExportRequest {
+                format: format.into(),
+                ..ok.clone()
+            };
+            let spec = spec_from_request("acme", &request, now()).unwrap();
+            assert_eq!(spec.format, name);
+            let engine = crate::runner::export_request("acme", &spec);
+            assert_eq!(
+                engine.format.name(),
+                name,
+                "the runner exports in the format asked"
+            );
+        }
 
         let cases: Vec<(&str, pb::CreateExportRequest, &str)> = vec![
             (

@@ -52,6 +52,10 @@ enum Command {
         /// IANA time zone for day files. Default: UTC.
         #[arg(long, default_value = "")]
         time_zone: String,
+        /// How conversations are written: json (the seed's layout), eml (one RFC 5322 message
+        /// per post) or csv (one row per event); `docs/export-format.md`.
+        #[arg(long, default_value = "json")]
+        format: archive::DataFormat,
         /// Object key of the archive.
         #[arg(long)]
         key: String,
@@ -153,6 +157,7 @@ async fn run() -> anyhow::Result<()> {
             people,
             conversations,
             time_zone,
+            format,
             key,
             topic,
             memory_budget_mib,
@@ -180,7 +185,7 @@ async fn run() -> anyhow::Result<()> {
                 time_zone,
                 position,
                 limits,
-                format: archive::DataFormat::Json,
+                format,
                 schedule: None,
                 signer: None,
             };
