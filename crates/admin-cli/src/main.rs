@@ -25,6 +25,7 @@ use sha2::Digest;
 use tokio::io::AsyncWriteExt;
 use tonic::transport::Channel;
 
+mod schedules;
 mod token;
 
 #[derive(Debug, Parser)]
@@ -113,6 +114,9 @@ enum Cmd {
     },
     /// Checks an archive against its manifest.json (sizes, SHA-256, every CRC).
     Verify { file: PathBuf },
+    /// Scheduled exports: create, list, get, pause, resume, delete.
+    #[command(subcommand)]
+    Schedule(schedules::ScheduleCmd),
     /// Shows the audit trail, newest first.
     Audit {
         #[arg(long, default_value_t = 50)]
@@ -434,6 +438,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", job_line(&job));
         }
         Cmd::Watch { id } => watch_job(&mut client, &id).await?,
+        Cmd::Schedule(command) => schedules::run(command, &mut client).await?,
         Cmd::Url { id } => {
             let link = client
                 .inner

@@ -155,7 +155,7 @@ mod tests {
     #[test]
     fn methods_come_from_the_descriptor_and_other_paths_are_unknown() {
         let layer = layer();
-        assert_eq!(layer.methods.len(), 12, "{:?}", layer.methods);
+        assert_eq!(layer.methods.len(), 19, "{:?}", layer.methods);
         let service = crate::SERVICE_NAME;
         assert_eq!(layer.method(&format!("/{service}/GetExport")), "GetExport");
         assert_eq!(

@@ -55,7 +55,7 @@ pub fn export_request(company_id: &str, spec: &JobSpec) -> ExportRequest {
         position: None,
         limits: archive::ExportLimits::default(),
         format: archive::DataFormat::Json,
-        schedule: None,
+        schedule: spec.schedule.as_ref().map(crate::scheduler::manifest_link),
         signer: None,
     }
 }
