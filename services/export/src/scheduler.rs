@@ -133,3 +133,137 @@ impl Scheduler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::{DurationRound, Timelike, Utc};
+
+    use super::*;
+    use crate::cadence::Cadence;
+    use crate::clock::SystemClock;
+    use crate::state::{Job, JobResult, JobStatus, ScheduleSpec};
+    use crate::statelog::{MemoryLog, RecordLog};
+
+    async fn replica(log: &MemoryLog, stop: &CancellationToken) -> StateLog {
+        let records: Arc<dyn RecordLog> = Arc::new(log.clone());
+        let state = StateLog::open(records, None, Arc::new(SystemClock), stop.clone())
+            .await
+            .unwrap();
+        state.caught_up().await.unwrap();
+        state
+    }
+
+    fn jobs(log: &StateLog) -> Vec<Job> {
+        log.read(|s| s.company("acme").unwrap().jobs().cloned().collect())
+    }
+
+    /// Two replicas' schedulers on one log, and this test as the runner: the three runs due
+    /// (the schedule started three days ago) are made once each, one after another, each
+    /// chained to the archive of the one before.
+    #[tokio::test]
+    async fn two_replicas_make_each_due_run_once_and_in_order() {
+        let log = MemoryLog::new("export-state");
+        let stop = CancellationToken::new();
+        let (a, b) = (replica(&log, &stop).await, replica(&log, &stop).await);
+        a.submit("acme", "ann", Command::Enable).await.unwrap();
+        let start = (Utc::now() - chrono::Duration::days(3))
+            .duration_trunc(chrono::Duration::hours(1))
+            .unwrap();
+        let create = Command::CreateSchedule {
+            schedule_id: "s1".into(),
+            spec: ScheduleSpec {
+                cadence: Cadence::Daily,
+                hour: start.hour(),
+                time_zone: String::new(),
+                person_ids: vec![],
+                conversation_ids: vec![],
+                format: "json".into(),
+                name: String::new(),
+            },
+            start,
+            requester_email: None,
+            request_id: None,
+            max_schedules: None,
+        };
+        assert_eq!(
+            a.submit("acme", "ann", create).await.unwrap(),
+            Outcome::Applied
+        );
+        for log in [&a, &b] {
+            let scheduler = Scheduler {
+                log: log.clone(),
+                max_queued: 20,
+            };
+            tokio::spawn(scheduler.run(stop.clone()));
+        }
+        let mut changes = a.subscribe();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let all = jobs(&a);
+            assert!(
+                all.iter()
+                    .filter(|j| matches!(j.stored_status(), JobStatus::Accepted))
+                    .count()
+                    <= 1,
+                "two runs waiting at once: {all:#?}"
+            );
+            if let Some(job) = all
+                .iter()
+                .find(|j| j.stored_status() == JobStatus::Accepted)
+            {
+                let claim = Command::Claim {
+                    job_id: job.id.clone(),
+                    worker: "w".into(),
+                    lease_until: None,
+                    takes_over: None,
+                };
+                a.submit("acme", SERVICE_ACTOR, claim).await.unwrap();
+                let finish = Command::Finish {
+                    job_id: job.id.clone(),
+                    worker: "w".into(),
+                    result: JobResult::Completed {
+                        key: format!("exports/acme/{}/attempt-1/a.zip", job.id),
+                        size: 1,
+                        sha256: format!("sha-{}", job.id),
+                        upload_started: Utc::now(),
+                        progress: None,
+                    },
+                };
+                a.submit("acme", SERVICE_ACTOR, finish).await.unwrap();
+                continue;
+            }
+            if all.len() == 3 {
+                break;
+            }
+            tokio::select! {
+                _ = changes.changed() => {}
+                () = tokio::time::sleep_until(deadline) => panic!("runs not made: {all:#?}"),
+            }
+        }
+        let all = jobs(&a);
+        let links: Vec<_> = all
+            .iter()
+            .map(|j| j.spec.schedule.clone().unwrap())
+            .collect();
+        assert_eq!(links.iter().map(|l| l.run).collect::<Vec<_>>(), [1, 2, 3]);
+        for (k, job) in all.iter().enumerate() {
+            let days = i64::try_from(k).unwrap();
+            assert_eq!(job.spec.from, Some(start + chrono::Duration::days(days)));
+            assert_eq!(job.spec.to, start + chrono::Duration::days(days + 1));
+            if k > 0 {
+                let previous = links[k].previous.clone().unwrap();
+                assert_eq!(previous.archive_sha256, format!("sha-{}", all[k - 1].id));
+            }
+        }
+        // Run 4 is due tomorrow: nothing more is made, by either replica.
+        b.sync().await.unwrap();
+        assert_eq!(
+            b.read(|s| s.next_schedule_due()),
+            Some(start + chrono::Duration::days(4))
+        );
+        assert_eq!(jobs(&b).len(), 3);
+        stop.cancel();
+    }
+}
