@@ -299,8 +299,41 @@ async fn a_daily_schedule_catches_up_after_a_restart_and_its_archives_chain() {
         async move { (!running).then_some(()) }
     })
     .await;
+    // Meanwhile ingestion is behind: the log is durable only until two days ago. Run 3 covers
+    // a range that ended a day ago, yet it waits for everything published before it was made.
+    let events = format!("{state_topic}-events");
+    let durable = start + Span::days(2);
+    let behind = [(0, 0, Some(durable)), (1, 0, Some(durable))];
+    tests::put_watermarks(&stack, &events, 2, &behind).await;
     let second = start_replica("second.log", &[]);
     let third = start_replica("third.log", &[]);
+    let waiting = wait_for(
+        "run 3 to wait for ingestion",
+        Duration::from_secs(60),
+        || {
+            let (endpoint, ann) = (second.endpoint.clone(), ann.clone());
+            async move {
+                let jobs = exports(&endpoint, &ann).await;
+                jobs.get(2)
+                    .filter(|job| {
+                        job.progress
+                            .as_ref()
+                            .is_some_and(|p| p.detail.contains("waiting for ingestion"))
+                    })
+                    .cloned()
+            }
+        },
+    )
+    .await;
+    assert_eq!(waiting.schedule_run, 3, "{waiting:?}");
+    let progress = waiting.progress.unwrap();
+    assert_eq!(time(progress.log_durable_until.as_ref()), durable);
+    let mut client = tests::exports::client(&second.endpoint).await;
+    assert_eq!(get_schedule(&mut client, &ann, &id).await.runs_completed, 2);
+    // Ingestion catches up: runs 3 and 4 complete.
+    let forever = DateTime::<Utc>::MAX_UTC;
+    let caught_up = [(0, 0, Some(forever)), (1, 0, Some(forever))];
+    tests::put_watermarks(&stack, &events, 2, &caught_up).await;
     let schedule = wait_runs(&second.endpoint, &ann, &id, 4).await;
     assert_eq!(time(schedule.covered_until.as_ref()), start + Span::days(4));
     assert_eq!(time(schedule.next_run_at.as_ref()), start + Span::days(5));

@@ -79,6 +79,13 @@ enum Op {
         ahead: u64,
         shifted: bool,
     },
+    /// The runner makes the schedule's newest run: claims its job (when it may start) and
+    /// finishes it, completed or failed.
+    FinishRun {
+        company: usize,
+        schedule: usize,
+        ok: bool,
+    },
     /// Pause (0), resume (1) or delete (2).
     ChangeSchedule {
         company: usize,
@@ -113,8 +120,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (c.clone(), a.clone()).prop_map(|(company, admin)| Op::Revoke { company, admin }),
         1 => (-30i64..120).prop_map(|seconds| Op::Clock { seconds }),
         1 => (c.clone(), a.clone()).prop_map(|(company, admin)| Op::CreateSchedule { company, admin }),
-        3 => (c.clone(), 0usize..3, prop_oneof![4 => Just(0u64), 1 => 1u64..3], proptest::bool::weighted(0.1))
+        6 => (c.clone(), 0usize..3, prop_oneof![4 => Just(0u64), 1 => 1u64..3], proptest::bool::weighted(0.1))
             .prop_map(|(company, schedule, ahead, shifted)| Op::ProposeRun { company, schedule, ahead, shifted }),
+        6 => (c.clone(), 0usize..3, proptest::bool::weighted(0.8))
+            .prop_map(|(company, schedule, ok)| Op::FinishRun { company, schedule, ok }),
         1 => (c, a, 0usize..3, 0u8..3)
             .prop_map(|(company, admin, schedule, change)| Op::ChangeSchedule { company, admin, schedule, change }),
     ]
@@ -429,6 +438,65 @@ impl Model {
                 if outcome == Outcome::Applied {
                     assert!(ahead == 0 && !shifted, "a run out of order was accepted");
                     self.created.entry(name).or_default().push(job_id);
+                }
+            }
+            Op::FinishRun {
+                company,
+                schedule,
+                ok,
+            } => {
+                let name = COMPANIES[company];
+                let current = self
+                    .schedules
+                    .get(name)
+                    .and_then(|s| s.get(schedule))
+                    .and_then(|id| {
+                        let cs = self.state.company(name)?;
+                        Some(cs.schedule(id)?.current.as_ref()?.job_id.clone())
+                    });
+                let Some(job_id) = current else { return };
+                let status = |model: &Self| {
+                    model
+                        .state
+                        .company(name)
+                        .and_then(|c| c.job(&job_id))
+                        .map(|j| (j.stored_status(), j.owner.clone()))
+                };
+                if matches!(status(self), Some((JobStatus::Accepted, _))) {
+                    self.apply(
+                        name,
+                        service,
+                        Command::Claim {
+                            job_id: job_id.clone(),
+                            worker: WORKERS[0].into(),
+                            lease_until: None,
+                            takes_over: None,
+                        },
+                    );
+                }
+                if let Some((JobStatus::InProgress, Some(owner))) = status(self) {
+                    let result = if ok {
+                        JobResult::Completed {
+                            key: format!("exports/{name}/{job_id}/attempt-1/a.zip"),
+                            size: 1,
+                            sha256: format!("sha-{job_id}"),
+                            upload_started: self.at,
+                            progress: None,
+                        }
+                    } else {
+                        JobResult::Failed {
+                            error: "boom".into(),
+                        }
+                    };
+                    self.apply(
+                        name,
+                        service,
+                        Command::Finish {
+                            job_id,
+                            worker: owner,
+                            result,
+                        },
+                    );
                 }
             }
             Op::ChangeSchedule {

@@ -486,3 +486,41 @@ fn schedules_and_their_due_index_survive_a_snapshot() {
     let spec: JobSpec = serde_json::from_str(old).unwrap();
     assert_eq!(spec.schedule, None);
 }
+
+#[test]
+fn the_due_index_finds_the_due_few_among_ten_thousand_companies() {
+    let mut state = State::default();
+    let hours = |i: u32| i % 24;
+    for i in 0..10_000u32 {
+        let company = format!("c{i}");
+        let mut enable = record(t(0), "ann", Command::Enable);
+        enable.company_id.clone_from(&company);
+        state.apply(&enable);
+        let mut create = create("s", None, None);
+        create.company_id = company;
+        if let Command::CreateSchedule { spec, start, .. } = &mut create.command {
+            spec.hour = hours(i);
+            // 2026-11-24T00:00Z: run 1 of the schedule at hour h ends h hours later (a day for 0).
+            *start = t(-DAY);
+        }
+        assert_eq!(state.apply(&create), Outcome::Applied);
+    }
+    // At 05:00 on the 24th, the schedules at hours 1..=5 are due, and only they.
+    let at = -DAY + 5 * 3600;
+    let due = due(&state, at);
+    let expected = (0..10_000u32)
+        .filter(|i| (1..=5).contains(&hours(*i)))
+        .count();
+    assert_eq!(due.len(), expected);
+    assert!(due.iter().all(|(c, _)| {
+        let i: u32 = c[1..].parse().unwrap();
+        (1..=5).contains(&hours(i))
+    }));
+    // Earliest first: hour 1's schedules, then hour 2's, …
+    let first: u32 = due[0].0[1..].parse().unwrap();
+    assert_eq!(hours(first), 1);
+    assert_eq!(state.next_schedule_due(), Some(t(-DAY + 3600)));
+    // Rebuilt alike from a snapshot.
+    let back: State = serde_json::from_slice(&serde_json::to_vec(&state).unwrap()).unwrap();
+    assert_eq!(back, state);
+}
