@@ -19,6 +19,9 @@ use crate::validate::spec_from_request;
 
 /// The longest name a schedule may have, in characters.
 const MAX_NAME_CHARS: usize = 200;
+/// The furthest back a schedule may start, in days: a year of catch-up runs and a margin. A start
+/// further back is more likely a typo (1926 for 2026) than thousands of wanted runs.
+const MAX_START_AGE_DAYS: i64 = 400;
 
 fn invalid(message: String) -> Status {
     Status::invalid_argument(message)
@@ -114,6 +117,14 @@ pub(crate) fn schedule_from_request(
                 Cadence::Weekly { .. } => "weekly",
                 Cadence::Monthly { .. } => "monthly",
             }
+        )));
+    }
+    if start < now - chrono::Duration::days(MAX_START_AGE_DAYS) {
+        return Err(invalid(format!(
+            "start ({}) is more than {MAX_START_AGE_DAYS} days ago: every period since would be \
+             exported, one run after another; export the older history by hand (CreateExport) \
+             and start the schedule where that export ends",
+            start.to_rfc3339()
         )));
     }
     // Filters, format, zone and request id exactly as an export's (one set of rules and words).
@@ -346,6 +357,14 @@ mod tests {
                     ..daily()
                 },
                 "in the future",
+            ),
+            (
+                "ancient start",
+                pb::CreateScheduleRequest {
+                    start: Some(timestamp("1926-01-01T00:00:00Z".parse().unwrap())),
+                    ..daily()
+                },
+                "more than 400 days ago",
             ),
             (
                 "format",
