@@ -1,7 +1,9 @@
 //! Scheduled exports end to end, against the real broker, object store and an SMTP server:
 //! a daily schedule started four days ago on a replica whose clock is two days behind makes
 //! two runs; that replica stops (SIGTERM) and two replicas with the right clock catch up the
-//! two missed runs, in order, once each; every run's archive is downloaded and the chain
+//! two missed runs, in order, once each — run 3 waiting for ingestion (held back), failing
+//! after the replicas' wait, and made again over the same range after the backoff, the
+//! schedule showing why meanwhile; every run's archive is downloaded and the chain
 //! checked — consecutive ranges, each manifest naming the previous run's end and archive
 //! SHA-256, every post of the log in exactly one archive — with one mail per run. The
 //! schedule is created, listed, paused, resumed and deleted with `cce-admin`.
@@ -230,12 +232,13 @@ async fn a_daily_schedule_catches_up_after_a_restart_and_its_archives_chain() {
         "--admin-url",
         "https://portal.test/exports",
     ];
-    let start_replica = |name: &str, env: &[(&str, &str)]| {
+    let start_replica = |name: &str, env: &[(&str, &str)], extra: &[&str]| {
+        let flags: Vec<&str> = flags.iter().chain(extra).copied().collect();
         Replica::start(&stack, &state_topic, &flags, env, &logs.path().join(name))
     };
     // The first replica's clock is two days behind: for it, only two runs are due.
     let behind = (-2 * DAY).to_string();
-    let mut first = start_replica("first.log", &[("CCE_CLOCK_OFFSET_SECS", &behind)]);
+    let mut first = start_replica("first.log", &[("CCE_CLOCK_OFFSET_SECS", &behind)], &[]);
     let mut ann = TokenSpec::admin(&stack, &company, "ann");
     ann.email = Some("ann@acme.test".into());
     let ann = ann.sign();
@@ -300,13 +303,15 @@ async fn a_daily_schedule_catches_up_after_a_restart_and_its_archives_chain() {
     })
     .await;
     // Meanwhile ingestion is behind: the log is durable only until two days ago. Run 3 covers
-    // a range that ended a day ago, yet it waits for everything published before it was made.
+    // a range that ended a day ago, yet it waits for everything published before it was made;
+    // and fails after the replicas' wait (8 s), to be made again once the backoff has passed.
     let events = format!("{state_topic}-events");
     let durable = start + Span::days(2);
     let behind = [(0, 0, Some(durable)), (1, 0, Some(durable))];
     tests::put_watermarks(&stack, &events, 2, &behind).await;
-    let second = start_replica("second.log", &[]);
-    let third = start_replica("third.log", &[]);
+    let wait = ["--ingest-wait-secs", "8"];
+    let second = start_replica("second.log", &[], &wait);
+    let third = start_replica("third.log", &[], &wait);
     let waiting = wait_for(
         "run 3 to wait for ingestion",
         Duration::from_secs(60),
@@ -329,8 +334,28 @@ async fn a_daily_schedule_catches_up_after_a_restart_and_its_archives_chain() {
     let progress = waiting.progress.unwrap();
     assert_eq!(time(progress.log_durable_until.as_ref()), durable);
     let mut client = tests::exports::client(&second.endpoint).await;
-    assert_eq!(get_schedule(&mut client, &ann, &id).await.runs_completed, 2);
-    // Ingestion catches up: runs 3 and 4 complete.
+    let failed = tests::exports::wait_job(
+        &mut client,
+        &ann,
+        &waiting.id,
+        "failed",
+        Duration::from_secs(60),
+        tests::exports::is(pb::ExportStatus::Failed),
+    )
+    .await;
+    let schedule = get_schedule(&mut client, &ann, &id).await;
+    assert_eq!(schedule.runs_completed, 2);
+    assert_eq!(schedule.last_job_id, failed.id);
+    assert!(
+        schedule.last_error.contains("waiting for ingestion"),
+        "{schedule:?}"
+    );
+    // Tried again a minute after the failure, over the same range.
+    assert_eq!(
+        time(schedule.next_run_at.as_ref()),
+        time(failed.finished_at.as_ref()) + Span::minutes(1)
+    );
+    // Ingestion catches up: run 3 is made again and completes, then run 4.
     let forever = DateTime::<Utc>::MAX_UTC;
     let caught_up = [(0, 0, Some(forever)), (1, 0, Some(forever))];
     tests::put_watermarks(&stack, &events, 2, &caught_up).await;
@@ -339,8 +364,20 @@ async fn a_daily_schedule_catches_up_after_a_restart_and_its_archives_chain() {
     assert_eq!(time(schedule.next_run_at.as_ref()), start + Span::days(5));
     assert_eq!(schedule.last_error, "");
 
-    let jobs = exports(&third.endpoint, &ann).await;
-    assert_eq!(jobs.len(), 4, "one export per run: {jobs:#?}");
+    let all = exports(&third.endpoint, &ann).await;
+    assert_eq!(
+        all.len(),
+        5,
+        "one export per run, and run 3 again: {all:#?}"
+    );
+    let retried = &all[3];
+    assert_eq!(retried.schedule_run, 3);
+    assert_eq!(retried.request, failed.request, "the same range");
+    assert!(
+        time(retried.created_at.as_ref()) >= time(failed.finished_at.as_ref()) + Span::minutes(1),
+        "made again only after the backoff: {retried:?}"
+    );
+    let jobs: Vec<pb::ExportJob> = all.iter().filter(|j| j.id != failed.id).cloned().collect();
     let mut previous: Option<(DateTime<Utc>, String, DateTime<Utc>)> = None;
     let mut union = BTreeSet::new();
     let mut archived = 0;
@@ -409,8 +446,8 @@ async fn a_daily_schedule_catches_up_after_a_restart_and_its_archives_chain() {
         "missing {missing:?}, extra {extra:?}"
     );
 
-    // One mail per run.
-    for job in &jobs {
+    // One mail per export (the failed one's too).
+    for job in &all {
         let id = job.id.clone();
         wait_for(
             &format!("the mail about {id}"),
@@ -486,6 +523,7 @@ async fn a_daily_schedule_catches_up_after_a_restart_and_its_archives_chain() {
             "schedule_run",
             "schedule_run",
             "schedule_run",
+            "schedule_run",
             "schedule_paused",
             "schedule_resumed",
             "schedule_deleted"
@@ -497,6 +535,12 @@ async fn a_daily_schedule_catches_up_after_a_restart_and_its_archives_chain() {
             .filter(|e| e.action == "schedule_run")
             .all(|e| e.actor_id == "service")
     );
+    let retry = audit
+        .iter()
+        .find(|e| e.action == "schedule_run" && e.subject == retried.id)
+        .unwrap();
+    assert_eq!(retry.details["run"], "3");
+    assert_eq!(retry.details["try"], "2");
     drop((second, third));
 }
 
