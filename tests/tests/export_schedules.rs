@@ -304,12 +304,12 @@ async fn a_daily_schedule_catches_up_after_a_restart_and_its_archives_chain() {
     .await;
     // Meanwhile ingestion is behind: the log is durable only until two days ago. Run 3 covers
     // a range that ended a day ago, yet it waits for everything published before it was made;
-    // and fails after the replicas' wait (8 s), to be made again once the backoff has passed.
+    // and fails after the replicas' wait (12 s), to be made again once the backoff has passed.
     let events = format!("{state_topic}-events");
     let durable = start + Span::days(2);
     let behind = [(0, 0, Some(durable)), (1, 0, Some(durable))];
     tests::put_watermarks(&stack, &events, 2, &behind).await;
-    let wait = ["--ingest-wait-secs", "8"];
+    let wait = ["--ingest-wait-secs", "12"];
     let second = start_replica("second.log", &[], &wait);
     let third = start_replica("third.log", &[], &wait);
     let waiting = wait_for(
