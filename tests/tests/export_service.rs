@@ -1005,6 +1005,7 @@ async fn a_killed_replicas_export_is_completed_by_another_and_no_partial_object_
             conversation_ids: vec![],
             time_zone: String::new(),
             format: "json".into(),
+            schedule: None,
         },
     );
     request.position = Some(

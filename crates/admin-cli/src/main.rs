@@ -28,6 +28,7 @@ use tokio::io::AsyncWriteExt;
 use tonic::transport::Channel;
 
 mod keys;
+mod schedules;
 mod token;
 mod verify;
 
@@ -137,6 +138,9 @@ enum Cmd {
         #[arg(short, long, default_value = ".")]
         output_dir: PathBuf,
     },
+    /// Scheduled exports: create, list, get, pause, resume, delete.
+    #[command(subcommand)]
+    Schedule(schedules::ScheduleCmd),
     /// Shows the audit trail, newest first.
     Audit {
         #[arg(long, default_value_t = 50)]
@@ -471,6 +475,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", job_line(&job));
         }
         Cmd::Watch { id } => watch_job(&mut client, &id).await?,
+        Cmd::Schedule(command) => schedules::run(command, &mut client).await?,
         Cmd::Url { id } => {
             let link = client
                 .inner

@@ -128,6 +128,12 @@ pub struct Config {
     #[arg(long, env = "CCE_EXPORT_MAX_QUEUED_PER_COMPANY", default_value_t = 20,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_queued_per_company: u32,
+    /// How many schedules (not deleted) one company may have; one more is refused
+    /// (RESOURCE_EXHAUSTED) until one is deleted. Every replica should be given the same value:
+    /// the cap goes in the create record, and the fold enforces the one each record carries.
+    #[arg(long, env = "CCE_EXPORT_MAX_SCHEDULES_PER_COMPANY", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_schedules_per_company: u32,
     /// How many WatchExport streams one admin may have open on one replica; one more is
     /// refused (RESOURCE_EXHAUSTED) until one ends.
     #[arg(long, env = "CCE_EXPORT_MAX_WATCHES_PER_ADMIN", default_value_t = 8,
@@ -176,10 +182,11 @@ pub struct Config {
     )]
     pub fault_pause_at: Vec<crate::faults::FaultPoint>,
     /// Test only (the fault suite): seconds added to this replica's clock (negative: behind),
-    /// to run replicas whose clocks disagree. Default 0.
+    /// to run replicas whose clocks disagree, or a replica days behind (scheduled runs made
+    /// "in the past"). At most a week either way. Default 0.
     #[arg(long, env = "CCE_CLOCK_OFFSET_SECS", default_value_t = 0, hide = true,
           allow_negative_numbers = true,
-          value_parser = clap::value_parser!(i64).range(-86_400..=86_400))]
+          value_parser = clap::value_parser!(i64).range(-604_800..=604_800))]
     pub clock_offset_secs: i64,
 }
 

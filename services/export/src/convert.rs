@@ -4,7 +4,8 @@ use chrono::{DateTime, Utc};
 use proto::v1 as pb;
 use tonic::Status;
 
-use crate::state::{CompanyState, Job, JobProgress, JobStatus};
+use crate::cadence::Cadence;
+use crate::state::{CompanyState, Job, JobProgress, JobStatus, Schedule, ScheduleStatus};
 
 /// A time as the API's timestamp.
 /// Where the job's completion mail stands.
@@ -87,7 +88,55 @@ pub(crate) fn job_to_proto(
         notification: notification_status(job).into(),
         notification_failures: job.notify_failures,
         queue_position: company.queue_position(&job.id),
-        schedule_id: String::new(),
-        schedule_run: 0,
+        schedule_id: job
+            .spec
+            .schedule
+            .as_ref()
+            .map_or_else(String::new, |link| link.schedule_id.clone()),
+        schedule_run: job.spec.schedule.as_ref().map_or(0, |link| link.run),
+    }
+}
+
+/// A format as the state names it, as the API's enum.
+fn format_to_proto(format: &str) -> pb::ExportFormat {
+    match format {
+        "eml" => pb::ExportFormat::Eml,
+        "csv" => pb::ExportFormat::Csv,
+        _ => pb::ExportFormat::Json,
+    }
+}
+
+pub(crate) fn schedule_to_proto(company: &CompanyState, schedule: &Schedule) -> pb::Schedule {
+    let (cadence, weekday, day_of_month) = match schedule.spec.cadence {
+        Cadence::Daily => (pb::ScheduleCadence::Daily, 0, 0),
+        Cadence::Weekly { weekday } => (pb::ScheduleCadence::Weekly, weekday, 0),
+        Cadence::Monthly { day_of_month } => (pb::ScheduleCadence::Monthly, 0, day_of_month),
+    };
+    let state = match schedule.status {
+        ScheduleStatus::Active => pb::ScheduleState::Active,
+        ScheduleStatus::Paused => pb::ScheduleState::Paused,
+        ScheduleStatus::Deleted => pb::ScheduleState::Deleted,
+    };
+    let progress = company.schedule_progress(schedule);
+    pb::Schedule {
+        id: schedule.id.clone(),
+        state: state.into(),
+        cadence: cadence.into(),
+        hour: schedule.spec.hour,
+        time_zone: schedule.spec.time_zone.clone(),
+        weekday,
+        day_of_month,
+        person_ids: schedule.spec.person_ids.clone(),
+        conversation_ids: schedule.spec.conversation_ids.clone(),
+        format: format_to_proto(&schedule.spec.format).into(),
+        name: schedule.spec.name.clone(),
+        created_by: schedule.created_by.clone(),
+        created_at: Some(timestamp(schedule.created_at)),
+        start: Some(timestamp(schedule.start)),
+        covered_until: progress.covered_until.map(timestamp),
+        next_run_at: progress.next_run_at.map(timestamp),
+        runs_completed: progress.runs_completed,
+        last_job_id: progress.last_job_id.unwrap_or_default(),
+        last_error: progress.last_error.unwrap_or_default(),
     }
 }

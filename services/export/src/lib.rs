@@ -12,6 +12,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod cadence;
 pub mod clock;
 mod config;
 pub mod convert;
@@ -24,6 +25,8 @@ pub mod notify;
 pub mod progress;
 pub mod rpc_metrics;
 pub mod runner;
+pub mod schedule_api;
+pub mod scheduler;
 pub mod service;
 pub mod signing_keys;
 pub mod state;
@@ -182,7 +185,13 @@ pub async fn start_with_clock(
         max_queued_per_company: config.max_queued_per_company,
         watches: limits::WatchLimiter::new(config.max_watches_per_admin),
         signing_keys,
+        max_schedules_per_company: config.max_schedules_per_company,
     };
+    let scheduler = scheduler::Scheduler {
+        log: log.clone(),
+        max_queued: config.max_queued_per_company,
+    };
+    let scheduler_task = tokio::spawn(scheduler.run(shutdown.clone()));
     let rpc_metrics =
         rpc_metrics::RpcMetricsLayer::new(metrics, proto::v1::FILE_DESCRIPTOR_SET, SERVICE_NAME)?;
 
@@ -220,6 +229,7 @@ pub async fn start_with_clock(
         // However serving ended, everything else stops too.
         shutdown.cancel();
         runner_task.await.context("joining the job runner")?;
+        scheduler_task.await.context("joining the scheduler")?;
         fold_stop.cancel();
         ops.task.await.context("joining the ops endpoint")?;
         served?;

@@ -56,7 +56,7 @@ pub fn export_request(company_id: &str, spec: &JobSpec) -> ExportRequest {
         limits: archive::ExportLimits::default(),
         // Written by `validate` from the request; records from before EML and CSV say `json`.
         format: archive::DataFormat::from_name(&spec.format).unwrap_or_default(),
-        schedule: None,
+        schedule: spec.schedule.as_ref().map(crate::scheduler::manifest_link),
         signer: None,
     }
 }

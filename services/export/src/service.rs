@@ -49,15 +49,21 @@ pub struct Api {
     pub(crate) watches: crate::limits::WatchLimiter,
     /// The archive signing keys ListSigningKeys publishes.
     pub(crate) signing_keys: crate::signing_keys::SigningKeys,
+    /// The most schedules (not deleted) a company may have (put in each create for the fold).
+    pub(crate) max_schedules_per_company: u32,
 }
 
 impl Api {
-    fn now(&self) -> DateTime<Utc> {
+    pub(crate) fn now(&self) -> DateTime<Utc> {
         self.log.clock().now()
     }
 
     /// Verifies the caller, brings the state up to date and checks the access rules.
-    async fn authorize<T>(&self, request: &Request<T>, action: Action) -> Result<Caller, Status> {
+    pub(crate) async fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        action: Action,
+    ) -> Result<Caller, Status> {
         let caller = self.verifier.verify_request(request)?;
         self.log.sync().await?;
         self.check_access(&caller, action)?;
@@ -74,7 +80,11 @@ impl Api {
             .map_err(Denied::into_status)
     }
 
-    async fn submit(&self, caller: &Caller, command: Command) -> Result<Outcome, Status> {
+    pub(crate) async fn submit(
+        &self,
+        caller: &Caller,
+        command: Command,
+    ) -> Result<Outcome, Status> {
         match self
             .log
             .submit(&caller.company_id, &caller.admin_id, command)
@@ -85,7 +95,11 @@ impl Api {
         }
     }
 
-    fn with_company<R>(&self, company_id: &str, f: impl FnOnce(&CompanyState) -> R) -> Option<R> {
+    pub(crate) fn with_company<R>(
+        &self,
+        company_id: &str,
+        f: impl FnOnce(&CompanyState) -> R,
+    ) -> Option<R> {
         self.log.read(|state| state.company(company_id).map(f))
     }
 
@@ -499,47 +513,62 @@ impl ComplianceExportService for Api {
         }))
     }
 
-    // Step 9's RPCs: declared in the proto, being built (schedules, signing keys).
+    // Scheduled exports: the logic is in `crate::schedule_api`.
     async fn create_schedule(
         &self,
-        _request: Request<pb::CreateScheduleRequest>,
+        request: Request<pb::CreateScheduleRequest>,
     ) -> Result<Response<pb::Schedule>, Status> {
-        Err(Status::unimplemented("schedules are not built yet"))
+        self.create_schedule_rpc(request).await.map(Response::new)
     }
 
     async fn get_schedule(
         &self,
-        _request: Request<pb::GetScheduleRequest>,
+        request: Request<pb::GetScheduleRequest>,
     ) -> Result<Response<pb::Schedule>, Status> {
-        Err(Status::unimplemented("schedules are not built yet"))
+        self.get_schedule_rpc(request).await.map(Response::new)
     }
 
     async fn list_schedules(
         &self,
-        _request: Request<pb::ListSchedulesRequest>,
+        request: Request<pb::ListSchedulesRequest>,
     ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
-        Err(Status::unimplemented("schedules are not built yet"))
+        self.list_schedules_rpc(request).await.map(Response::new)
     }
 
     async fn pause_schedule(
         &self,
-        _request: Request<pb::PauseScheduleRequest>,
+        request: Request<pb::PauseScheduleRequest>,
     ) -> Result<Response<pb::Schedule>, Status> {
-        Err(Status::unimplemented("schedules are not built yet"))
+        let id = request.get_ref().schedule_id.clone();
+        self.change_schedule_rpc(request, &id, |schedule_id| Command::PauseSchedule {
+            schedule_id,
+        })
+        .await
+        .map(Response::new)
     }
 
     async fn resume_schedule(
         &self,
-        _request: Request<pb::ResumeScheduleRequest>,
+        request: Request<pb::ResumeScheduleRequest>,
     ) -> Result<Response<pb::Schedule>, Status> {
-        Err(Status::unimplemented("schedules are not built yet"))
+        let id = request.get_ref().schedule_id.clone();
+        self.change_schedule_rpc(request, &id, |schedule_id| Command::ResumeSchedule {
+            schedule_id,
+        })
+        .await
+        .map(Response::new)
     }
 
     async fn delete_schedule(
         &self,
-        _request: Request<pb::DeleteScheduleRequest>,
+        request: Request<pb::DeleteScheduleRequest>,
     ) -> Result<Response<pb::Schedule>, Status> {
-        Err(Status::unimplemented("schedules are not built yet"))
+        let id = request.get_ref().schedule_id.clone();
+        self.change_schedule_rpc(request, &id, |schedule_id| Command::DeleteSchedule {
+            schedule_id,
+        })
+        .await
+        .map(Response::new)
     }
 
     async fn list_signing_keys(
@@ -599,6 +628,7 @@ mod tests {
                 max_queued_per_company: 3,
                 watches: crate::limits::WatchLimiter::new(2),
                 signing_keys: crate::signing_keys::SigningKeys::default(),
+                max_schedules_per_company: 2,
             }
         }
 

@@ -28,6 +28,10 @@
 //! [`MAX_NOTIFY_ATTEMPTS`]. For every version the fold accepts only an archive key under
 //! `exports/<the job's company>/` ([`archive_key_is_the_companys`]).
 //!
+//! Version 4 adds scheduled exports ([`schedules`]): schedule commands, and runs proposed by
+//! the replicas that the fold accepts one at a time, in order. An older build halts on them
+//! rather than ignore them (a schedule it did not fold would never run, or run twice).
+//!
 //! Jobs are indexed, not scanned: each company keeps its waiting, running and not-yet-notified
 //! jobs in ordered sets ([`CompanyState`]), rebuilt from the jobs when a snapshot is read, so a
 //! company with years of finished exports costs nothing per claim.
@@ -40,6 +44,12 @@ use serde::{Deserialize, Serialize};
 use crate::access::{AccessCommand, AccessState, Action, Denied};
 use crate::lifecycle::EXPORTS_PREFIX;
 pub use crate::progress::JobProgress;
+pub use schedules::{
+    DueIndex, NextRun, PreviousLink, RunLink, Schedule, ScheduleRun, ScheduleSpec, ScheduleStatus,
+    retry_backoff,
+};
+
+pub mod schedules;
 
 /// At most this many of a company's exports run at once.
 pub const MAX_RUNNING_PER_COMPANY: usize = 2;
@@ -48,7 +58,7 @@ pub const MAX_RUNNING_PER_COMPANY: usize = 2;
 pub const RETENTION_DAYS: i64 = 30;
 /// The version of the record format this build writes. It reads every version from 1 to this one;
 /// a record of a later version stops the fold (see `crate::statelog`).
-pub const RECORD_VERSION: u32 = 3;
+pub const RECORD_VERSION: u32 = 4;
 /// The first record version: leases renewed by heartbeat records in the state topic.
 pub const RECORD_VERSION_LEASES: u32 = 1;
 
@@ -151,6 +161,45 @@ pub enum Command {
         attempt: u32,
         reason: String,
     },
+    /// Version 4: an admin creates a schedule ([`schedules`]).
+    CreateSchedule {
+        schedule_id: String,
+        spec: ScheduleSpec,
+        /// Start of run 1's range.
+        start: DateTime<Utc>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        requester_email: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
+        /// The most schedules (not deleted) the company may have, as the appending replica is
+        /// configured; the fold refuses the create past it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_schedules: Option<u32>,
+    },
+    /// Version 4: no new run starts until resumed.
+    PauseSchedule {
+        schedule_id: String,
+    },
+    /// Version 4: runs continue from where the last one ended.
+    ResumeSchedule {
+        schedule_id: String,
+    },
+    /// Version 4: the schedule ends for good.
+    DeleteSchedule {
+        schedule_id: String,
+    },
+    /// Version 4: a replica proposes a schedule's next run (or a failed run again) as a new job;
+    /// the fold accepts only the next one ([`schedules`]).
+    ScheduleRun {
+        schedule_id: String,
+        run: u64,
+        job_id: String,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        /// As in [`Command::CreateExport`]: a run waits in the same queue, under the same cap.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_queued: Option<u32>,
+    },
 }
 
 /// What an export covers, as requested and validated.
@@ -168,6 +217,10 @@ pub struct JobSpec {
     pub time_zone: String,
     /// `json`, `eml` or `csv` (`archive::DataFormat::name`).
     pub format: String,
+    /// Version 4: a scheduled run's place in its schedule's chain. Unset for an export requested
+    /// by hand (and in every record before version 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<RunLink>,
 }
 
 #[cfg(test)]
@@ -181,6 +234,7 @@ impl JobSpec {
             conversation_ids: vec![],
             time_zone: String::new(),
             format: "json".into(),
+            schedule: None,
         }
     }
 }
@@ -341,6 +395,9 @@ pub struct CompanyState {
     order: Vec<String>,
     /// Oldest first.
     pub audit: Vec<AuditEntry>,
+    /// Version 4: by id. Left out of snapshots while empty, so theirs stay the same bytes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    schedules: BTreeMap<String, Schedule>,
     /// Derived from `jobs`: not in snapshots (rebuilt when one is read), so their bytes and
     /// format stay what they were.
     #[serde(skip)]
@@ -354,6 +411,8 @@ struct StoredCompany {
     jobs: BTreeMap<String, Job>,
     order: Vec<String>,
     audit: Vec<AuditEntry>,
+    #[serde(default)]
+    schedules: BTreeMap<String, Schedule>,
 }
 
 impl From<StoredCompany> for CompanyState {
@@ -363,6 +422,7 @@ impl From<StoredCompany> for CompanyState {
             jobs: stored.jobs,
             order: stored.order,
             audit: stored.audit,
+            schedules: stored.schedules,
             index: JobIndex::default(),
         };
         let ids: Vec<String> = company.jobs.keys().cloned().collect();
@@ -525,14 +585,44 @@ pub enum Outcome {
     Applied,
     /// A create with a request id already used: the existing job.
     Existing { job_id: String },
+    /// A schedule's create with a request id already used: the existing schedule.
+    ExistingSchedule { schedule_id: String },
     /// Refused, with the reason to give the caller.
     Rejected(Denied),
 }
 
 /// Every company's state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredState")]
 pub struct State {
     companies: BTreeMap<String, CompanyState>,
+    /// Derived from the schedules and their jobs: not in snapshots, rebuilt when one is read.
+    #[serde(skip)]
+    due: DueIndex,
+}
+
+/// The state as a snapshot holds it (without the due index).
+#[derive(Deserialize)]
+struct StoredState {
+    companies: BTreeMap<String, CompanyState>,
+}
+
+impl From<StoredState> for State {
+    fn from(stored: StoredState) -> Self {
+        let mut state = Self {
+            companies: stored.companies,
+            due: DueIndex::default(),
+        };
+        let all: Vec<(String, String)> = state
+            .companies
+            .iter()
+            .flat_map(|(c, cs)| cs.schedules.keys().map(|s| (c.clone(), s.clone())))
+            .collect();
+        for (company, schedule) in all {
+            state.reindex_schedule(&company, &schedule);
+        }
+        state
+    }
 }
 
 impl State {
@@ -544,6 +634,24 @@ impl State {
         self.companies.iter()
     }
 
+    /// Schedules due at or before `now`, `(company, schedule)`, earliest first.
+    pub fn due_schedules(&self, now: DateTime<Utc>) -> impl Iterator<Item = (&str, &str)> {
+        self.due.due(now)
+    }
+
+    /// The earliest instant a schedule is due, if one is waiting for a time.
+    pub fn next_schedule_due(&self) -> Option<DateTime<Utc>> {
+        self.due.earliest()
+    }
+
+    fn reindex_schedule(&mut self, company_id: &str, schedule_id: &str) {
+        let due = self.companies.get(company_id).and_then(|company| {
+            let schedule = company.schedule(schedule_id)?;
+            company.next_run(schedule).map(|next| next.due)
+        });
+        self.due.set(company_id, schedule_id, due);
+    }
+
     /// Folds one record.
     pub fn apply(&mut self, record: &Record) -> Outcome {
         let company = self.companies.entry(record.company_id.clone()).or_default();
@@ -552,6 +660,22 @@ impl State {
         // forget it).
         if let Some(job_id) = record.command.job_id() {
             company.reindex(job_id);
+        }
+        // Likewise the due index, for the schedule the command or its job belongs to.
+        let schedule = match &record.command {
+            Command::CreateSchedule { schedule_id, .. }
+            | Command::PauseSchedule { schedule_id }
+            | Command::ResumeSchedule { schedule_id }
+            | Command::DeleteSchedule { schedule_id }
+            | Command::ScheduleRun { schedule_id, .. } => Some(schedule_id.clone()),
+            command => command
+                .job_id()
+                .and_then(|job| company.job(job))
+                .and_then(|job| job.spec.schedule.as_ref())
+                .map(|link| link.schedule_id.clone()),
+        };
+        if let Some(schedule) = schedule {
+            self.reindex_schedule(&record.company_id, &schedule);
         }
         match outcome {
             Ok(outcome) => outcome,
@@ -564,8 +688,15 @@ impl Command {
     /// The job the command is about, if any.
     pub fn job_id(&self) -> Option<&str> {
         match self {
-            Self::Enable | Self::Grant { .. } | Self::Revoke { .. } => None,
+            Self::Enable
+            | Self::Grant { .. }
+            | Self::Revoke { .. }
+            | Self::CreateSchedule { .. }
+            | Self::PauseSchedule { .. }
+            | Self::ResumeSchedule { .. }
+            | Self::DeleteSchedule { .. } => None,
             Self::CreateExport { job_id, .. }
+            | Self::ScheduleRun { job_id, .. }
             | Self::CancelExport { job_id }
             | Self::Claim { job_id, .. }
             | Self::Heartbeat { job_id, .. }
@@ -925,6 +1056,52 @@ fn apply(company: &mut CompanyState, record: &Record) -> Result<Outcome, Denied>
                 entry.details.insert("reason".into(), reason.clone());
             }
         }
+        Command::CreateSchedule {
+            schedule_id,
+            spec,
+            start,
+            requester_email,
+            request_id,
+            max_schedules,
+        } => {
+            return schedules::create(
+                company,
+                record,
+                schedule_id,
+                spec,
+                *start,
+                requester_email.as_ref(),
+                request_id.as_ref(),
+                *max_schedules,
+            );
+        }
+        Command::PauseSchedule { schedule_id } => {
+            return schedules::change(company, record, schedule_id, schedules::Change::Pause);
+        }
+        Command::ResumeSchedule { schedule_id } => {
+            return schedules::change(company, record, schedule_id, schedules::Change::Resume);
+        }
+        Command::DeleteSchedule { schedule_id } => {
+            return schedules::change(company, record, schedule_id, schedules::Change::Delete);
+        }
+        Command::ScheduleRun {
+            schedule_id,
+            run,
+            job_id,
+            from,
+            to,
+            max_queued,
+        } => {
+            let proposal = schedules::Proposal {
+                schedule_id,
+                run: *run,
+                job_id,
+                from: *from,
+                to: *to,
+                max_queued: *max_queued,
+            };
+            return schedules::run(company, record, &proposal);
+        }
     }
     Ok(Outcome::Applied)
 }
@@ -975,6 +1152,7 @@ mod tests {
             conversation_ids: vec![],
             time_zone: String::new(),
             format: "json".into(),
+            schedule: None,
         }
     }
 

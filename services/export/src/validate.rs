@@ -117,6 +117,7 @@ pub(crate) fn spec_from_request(
         conversation_ids: unique(&request.conversation_ids),
         time_zone: request.time_zone.trim().to_owned(),
         format: format.name().into(),
+        schedule: None,
     };
     crate::runner::export_request(company_id, &spec)
         .validate()

@@ -93,6 +93,7 @@ impl History {
                     conversation_ids: vec![],
                     time_zone: "Europe/Paris".into(),
                     format: "json".into(),
+                    schedule: None,
                 },
                 requester_email: Some("ann@example.com".into()),
                 request_id: Some(format!("req-{job}")),

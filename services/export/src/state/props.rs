@@ -67,6 +67,32 @@ enum Op {
     Clock {
         seconds: i64,
     },
+    CreateSchedule {
+        company: usize,
+        admin: usize,
+    },
+    /// A replica proposes the schedule's next run (`ahead` 0), or a later one, or the next with
+    /// a range that does not start where it must (`shifted`).
+    ProposeRun {
+        company: usize,
+        schedule: usize,
+        ahead: u64,
+        shifted: bool,
+    },
+    /// The runner makes the schedule's newest run: claims its job (when it may start) and
+    /// finishes it, completed or failed.
+    FinishRun {
+        company: usize,
+        schedule: usize,
+        ok: bool,
+    },
+    /// Pause (0), resume (1) or delete (2).
+    ChangeSchedule {
+        company: usize,
+        admin: usize,
+        schedule: usize,
+        change: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -91,8 +117,15 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (c.clone(), j.clone(), 0u32..8)
             .prop_map(|(company, job, attempt)| Op::NotifyFailed { company, job, attempt }),
         1 => (c.clone(), a.clone()).prop_map(|(company, admin)| Op::Grant { company, admin }),
-        1 => (c, a).prop_map(|(company, admin)| Op::Revoke { company, admin }),
+        1 => (c.clone(), a.clone()).prop_map(|(company, admin)| Op::Revoke { company, admin }),
         1 => (-30i64..120).prop_map(|seconds| Op::Clock { seconds }),
+        1 => (c.clone(), a.clone()).prop_map(|(company, admin)| Op::CreateSchedule { company, admin }),
+        6 => (c.clone(), 0usize..3, prop_oneof![4 => Just(0u64), 1 => 1u64..3], proptest::bool::weighted(0.1))
+            .prop_map(|(company, schedule, ahead, shifted)| Op::ProposeRun { company, schedule, ahead, shifted }),
+        6 => (c.clone(), 0usize..3, proptest::bool::weighted(0.8))
+            .prop_map(|(company, schedule, ok)| Op::FinishRun { company, schedule, ok }),
+        1 => (c, a, 0usize..3, 0u8..3)
+            .prop_map(|(company, admin, schedule, change)| Op::ChangeSchedule { company, admin, schedule, change }),
     ]
 }
 
@@ -103,6 +136,8 @@ struct Model {
     n: u64,
     /// Every job whose create was applied, per company, in creation order.
     created: BTreeMap<&'static str, Vec<String>>,
+    /// Every schedule whose create was applied, per company.
+    schedules: BTreeMap<&'static str, Vec<String>>,
 }
 
 impl Model {
@@ -112,6 +147,7 @@ impl Model {
             at: "2026-11-25T00:00:00Z".parse().unwrap(),
             n: 0,
             created: BTreeMap::new(),
+            schedules: BTreeMap::new(),
         };
         for company in COMPANIES {
             model.apply(company, "ann", Command::Enable);
@@ -322,7 +358,246 @@ impl Model {
                 );
             }
             Op::Clock { seconds } => self.at += Duration::seconds(seconds),
+            Op::CreateSchedule { company, admin } => {
+                let name = COMPANIES[company];
+                let schedule_id = format!("{name}-s{}", self.n);
+                let outcome = self.apply(
+                    name,
+                    ADMINS[admin],
+                    Command::CreateSchedule {
+                        schedule_id: schedule_id.clone(),
+                        spec: ScheduleSpec {
+                            cadence: crate::cadence::Cadence::Daily,
+                            hour: 0,
+                            time_zone: String::new(),
+                            person_ids: vec![],
+                            conversation_ids: vec![],
+                            format: "json".into(),
+                            name: String::new(),
+                        },
+                        start: "2026-11-20T00:00:00Z".parse().unwrap(),
+                        requester_email: None,
+                        request_id: None,
+                        max_schedules: Some(2),
+                    },
+                );
+                if outcome == Outcome::Applied {
+                    self.schedules.entry(name).or_default().push(schedule_id);
+                }
+            }
+            Op::ProposeRun {
+                company,
+                schedule,
+                ahead,
+                shifted,
+            } => {
+                let name = COMPANIES[company];
+                let schedule_id = self
+                    .schedules
+                    .get(name)
+                    .and_then(|s| s.get(schedule))
+                    .cloned()
+                    .unwrap_or_else(|| format!("missing-{schedule}"));
+                let cs = self.state.company(name);
+                let proposal = cs.and_then(|cs| {
+                    let s = cs.schedule(&schedule_id)?;
+                    // With nothing to make, the run in flight again (which must be refused).
+                    cs.next_run(s).or_else(|| {
+                        s.current.as_ref().map(|r| NextRun {
+                            number: r.number,
+                            from: r.from,
+                            to: r.to,
+                            previous: None,
+                            retry: false,
+                            due: r.to,
+                        })
+                    })
+                });
+                let (run, from, to) = proposal.map_or(
+                    (1, self.at - Duration::days(2), self.at - Duration::days(1)),
+                    |p| (p.number, p.from, p.to),
+                );
+                let from = if shifted {
+                    from + Duration::hours(1)
+                } else {
+                    from
+                };
+                let job_id = format!("{name}-{}", self.n + 1);
+                let outcome = self.apply(
+                    name,
+                    service,
+                    Command::ScheduleRun {
+                        schedule_id,
+                        run: run + ahead,
+                        job_id: job_id.clone(),
+                        from,
+                        to,
+                        max_queued: Some(4),
+                    },
+                );
+                if outcome == Outcome::Applied {
+                    assert!(ahead == 0 && !shifted, "a run out of order was accepted");
+                    self.created.entry(name).or_default().push(job_id);
+                }
+            }
+            Op::FinishRun {
+                company,
+                schedule,
+                ok,
+            } => {
+                let name = COMPANIES[company];
+                let current = self
+                    .schedules
+                    .get(name)
+                    .and_then(|s| s.get(schedule))
+                    .and_then(|id| {
+                        let cs = self.state.company(name)?;
+                        Some(cs.schedule(id)?.current.as_ref()?.job_id.clone())
+                    });
+                let Some(job_id) = current else { return };
+                let status = |model: &Self| {
+                    model
+                        .state
+                        .company(name)
+                        .and_then(|c| c.job(&job_id))
+                        .map(|j| (j.stored_status(), j.owner.clone()))
+                };
+                if matches!(status(self), Some((JobStatus::Accepted, _))) {
+                    self.apply(
+                        name,
+                        service,
+                        Command::Claim {
+                            job_id: job_id.clone(),
+                            worker: WORKERS[0].into(),
+                            lease_until: None,
+                            takes_over: None,
+                        },
+                    );
+                }
+                if let Some((JobStatus::InProgress, Some(owner))) = status(self) {
+                    let result = if ok {
+                        JobResult::Completed {
+                            key: format!("exports/{name}/{job_id}/attempt-1/a.zip"),
+                            size: 1,
+                            sha256: format!("sha-{job_id}"),
+                            upload_started: self.at,
+                            progress: None,
+                        }
+                    } else {
+                        JobResult::Failed {
+                            error: "boom".into(),
+                        }
+                    };
+                    self.apply(
+                        name,
+                        service,
+                        Command::Finish {
+                            job_id,
+                            worker: owner,
+                            result,
+                        },
+                    );
+                }
+            }
+            Op::ChangeSchedule {
+                company,
+                admin,
+                schedule,
+                change,
+            } => {
+                let name = COMPANIES[company];
+                let schedule_id = self
+                    .schedules
+                    .get(name)
+                    .and_then(|s| s.get(schedule))
+                    .cloned()
+                    .unwrap_or_else(|| format!("missing-{schedule}"));
+                let command = match change {
+                    0 => Command::PauseSchedule { schedule_id },
+                    1 => Command::ResumeSchedule { schedule_id },
+                    _ => Command::DeleteSchedule { schedule_id },
+                };
+                self.apply(name, ADMINS[admin], command);
+            }
         }
+    }
+
+    /// The chain's promises, for every schedule: one export per run at a time, completed runs
+    /// numbered 1..=n with consecutive ranges, each naming the previous archive; the due index
+    /// says what a scan says.
+    fn check_schedules(&self) {
+        let far = self.at + Duration::days(3650);
+        let indexed: std::collections::BTreeSet<(String, String)> = self
+            .state
+            .due_schedules(far)
+            .map(|(c, s)| (c.to_owned(), s.to_owned()))
+            .collect();
+        let mut scanned = std::collections::BTreeSet::new();
+        for (company, cs) in self.state.companies() {
+            for schedule in cs.schedules() {
+                if cs.next_run(schedule).is_some() {
+                    scanned.insert((company.clone(), schedule.id.clone()));
+                }
+                let runs: Vec<&Job> = cs
+                    .jobs()
+                    .filter(|j| {
+                        j.spec
+                            .schedule
+                            .as_ref()
+                            .is_some_and(|l| l.schedule_id == schedule.id)
+                    })
+                    .collect();
+                let live = |j: &&&Job| {
+                    !matches!(j.stored_status(), JobStatus::Failed | JobStatus::Cancelled)
+                };
+                let link = |j: &Job| j.spec.schedule.clone().unwrap();
+                let in_flight = runs
+                    .iter()
+                    .filter(|j| {
+                        matches!(
+                            j.stored_status(),
+                            JobStatus::Accepted | JobStatus::InProgress
+                        )
+                    })
+                    .count();
+                assert!(
+                    in_flight <= 1,
+                    "{}: {in_flight} runs in flight",
+                    schedule.id
+                );
+                let kept: Vec<&&Job> = runs.iter().filter(live).collect();
+                for (i, job) in kept.iter().enumerate() {
+                    assert_eq!(
+                        link(job).run,
+                        i as u64 + 1,
+                        "{}: runs out of order",
+                        schedule.id
+                    );
+                    if i == 0 {
+                        assert_eq!(job.spec.from, Some(schedule.start));
+                        assert_eq!(link(job).previous, None);
+                    } else {
+                        let before = kept[i - 1];
+                        assert_eq!(before.stored_status(), JobStatus::Completed);
+                        assert_eq!(job.spec.from, Some(before.spec.to));
+                        let previous = link(job).previous.unwrap();
+                        assert_eq!(previous.to, before.spec.to);
+                        assert_eq!(
+                            Some(previous.archive_sha256),
+                            before.archive.as_ref().map(|a| a.sha256.clone())
+                        );
+                    }
+                }
+                // Retries keep their run's range.
+                for job in &runs {
+                    let same = kept.iter().find(|k| link(k).run == link(job).run);
+                    if let Some(same) = same {
+                        assert_eq!((job.spec.from, job.spec.to), (same.spec.from, same.spec.to));
+                    }
+                }
+            }
+        }
+        assert_eq!(indexed, scanned, "the due index and a scan disagree");
     }
 
     /// Each job's stored status, by company and id.
@@ -431,6 +706,7 @@ proptest! {
             let before = model.statuses();
             model.step(op);
             model.check(&before);
+            model.check_schedules();
         }
         // A snapshot of whatever state the steps reached reads back the same, indexes included.
         let bytes = serde_json::to_vec(&model.state).unwrap();
