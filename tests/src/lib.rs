@@ -461,6 +461,8 @@ pub async fn write_generated_log(
 
 /// Running the export service and calling it, for the end-to-end tests.
 pub mod exports {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::{Path, PathBuf};
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -470,6 +472,53 @@ pub mod exports {
     use tonic::transport::Channel;
 
     use super::Stack;
+
+    /// RFC 8410's example Ed25519 key, as `openssl genpkey -algorithm ed25519` writes a key:
+    /// an archive signing key for tests.
+    pub const RETIRED_ARCHIVE_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC
+-----END PRIVATE KEY-----
+";
+    /// Another archive signing key for tests (seed bytes 0..=31).
+    pub const ACTIVE_ARCHIVE_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f
+-----END PRIVATE KEY-----
+";
+
+    /// Writes `pem` to `dir/name` with permissions `mode` (the service refuses a key file every
+    /// user can read).
+    pub fn key_file(dir: &Path, name: &str, pem: &str, mode: u32) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).expect("write key file");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .expect("set key file permissions");
+        path
+    }
+
+    /// Runs `cce-admin` with `args` in `dir` against `endpoint`, with `token` as `CCE_TOKEN`
+    /// (none: unset); returns (success, stdout, stderr).
+    pub fn admin_cli(
+        endpoint: &str,
+        token: Option<&str>,
+        args: &[&str],
+        dir: &Path,
+    ) -> (bool, String, String) {
+        let mut command = std::process::Command::new(super::binary("cce-admin"));
+        command
+            .args(args)
+            .current_dir(dir)
+            .env("CCE_EXPORT_ENDPOINT", endpoint)
+            .env_remove("CCE_TOKEN");
+        if let Some(token) = token {
+            command.env("CCE_TOKEN", token);
+        }
+        let out = command.output().expect("run cce-admin");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
 
     /// The stack's token signing key (up.sh writes a fresh one).
     pub fn signing_key(stack: &Stack) -> String {

@@ -20,7 +20,7 @@ use proto::v1 as pb;
 use proto::v1::compliance_export_service_client::ComplianceExportServiceClient;
 use tests::exports::{TokenSpec, authed, create_topics, time};
 use tests::faults_export::{Replica, SmtpSink};
-use tests::{Stack, binary, unique, wait_for};
+use tests::{Stack, unique, wait_for};
 use tonic::transport::Channel;
 
 const DAY: i64 = 86_400;
@@ -68,21 +68,6 @@ async fn write_events(
         writer.write(&source, chunk).await.unwrap();
     }
     payloads
-}
-
-/// Runs `cce-admin` with `args`; returns (success, stdout, stderr).
-fn admin_cli(endpoint: &str, token: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(binary("cce-admin"))
-        .args(args)
-        .env("CCE_EXPORT_ENDPOINT", endpoint)
-        .env("CCE_TOKEN", token)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn sha256(bytes: &[u8]) -> String {
@@ -226,14 +211,30 @@ async fn a_daily_schedule_catches_up_after_a_restart_and_its_archives_chain() {
     let state_topic = unique("state");
     create_topics(&stack, &state_topic).await;
     let logs = tempfile::tempdir().unwrap();
+    let cli = |endpoint: &str, token: &str, args: &[&str]| {
+        tests::exports::admin_cli(endpoint, Some(token), args, logs.path())
+    };
     let flags = [
         "--smtp-url",
         &smtp.url(),
         "--admin-url",
         "https://portal.test/exports",
     ];
+    // Every replica signs with the same key, as a deployment's replicas do.
+    let key = tests::exports::key_file(
+        logs.path(),
+        "archive-signing.pem",
+        tests::exports::ACTIVE_ARCHIVE_KEY,
+        0o600,
+    );
+    let key = key.to_str().unwrap().to_owned();
     let start_replica = |name: &str, env: &[(&str, &str)], extra: &[&str]| {
-        let flags: Vec<&str> = flags.iter().chain(extra).copied().collect();
+        let flags: Vec<&str> = flags
+            .iter()
+            .copied()
+            .chain(["--archive-signing-key-files", key.as_str()])
+            .chain(extra.iter().copied())
+            .collect();
         Replica::start(&stack, &state_topic, &flags, env, &logs.path().join(name))
     };
     // The first replica's clock is two days behind: for it, only two runs are due.
@@ -249,13 +250,13 @@ async fn a_daily_schedule_catches_up_after_a_restart_and_its_archives_chain() {
         .unwrap();
 
     // Created with cce-admin; a bad cadence is explained.
-    let (ok, _, err) = admin_cli(
+    let (ok, _, err) = cli(
         &first.endpoint,
         &ann,
         &["schedule", "create", "--cadence", "hourly", "--hour", "1"],
     );
     assert!(!ok && err.contains("daily, weekly or monthly"), "{err}");
-    let (ok, _, err) = admin_cli(
+    let (ok, _, err) = cli(
         &first.endpoint,
         &ann,
         &["schedule", "create", "--cadence", "daily", "--hour", "24"],
@@ -277,12 +278,12 @@ async fn a_daily_schedule_catches_up_after_a_restart_and_its_archives_chain() {
         "--request-id",
         "nightly-1",
     ];
-    let (ok, out, err) = admin_cli(&first.endpoint, &ann, &create);
+    let (ok, out, err) = cli(&first.endpoint, &ann, &create);
     assert!(ok, "{err}");
     let id = out.split('\t').next().unwrap().trim().to_owned();
     assert!(out.contains("ACTIVE") && out.contains("daily at"), "{out}");
     // The same request id: the same schedule.
-    let (ok, again, err) = admin_cli(&first.endpoint, &ann, &create);
+    let (ok, again, err) = cli(&first.endpoint, &ann, &create);
     assert!(ok && again.starts_with(&id), "{again} {err}");
 
     let schedule = wait_runs(&first.endpoint, &ann, &id, 2).await;
@@ -407,6 +408,7 @@ async fn a_daily_schedule_catches_up_after_a_restart_and_its_archives_chain() {
             .await
             .unwrap();
         assert_eq!(sha256(&bytes), job.archive_sha256);
+        std::fs::write(logs.path().join(format!("run-{k}.zip")), &bytes).unwrap();
         let report = archive::verify::verify(&mut std::io::Cursor::new(&bytes)).unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);
         let manifest = manifest(&bytes);
@@ -439,6 +441,37 @@ async fn a_daily_schedule_catches_up_after_a_restart_and_its_archives_chain() {
         union.extend(posts);
     }
     assert_eq!(archived, union.len(), "a post in two archives");
+
+    // What an auditor does with nothing but the archives and the published public key.
+    let (ok, out, err) = cli(&third.endpoint, &ann, &["keys", "-o", "keys"]);
+    assert!(ok, "{out}{err}");
+    let runs: Vec<String> = (1..=jobs.len()).map(|k| format!("run-{k}.zip")).collect();
+    let mut verify: Vec<&str> = vec!["verify"];
+    verify.extend(runs.iter().map(String::as_str));
+    verify.extend(["--public-key", "keys"]);
+    let (ok, out, err) = cli(&third.endpoint, &ann, &verify);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("covers every instant exactly once"),
+        "{out}{err}"
+    );
+    assert_eq!(
+        out.matches("signature of key").count(),
+        jobs.len(),
+        "every archive's signature checked: {out}"
+    );
+    // Without run 2 the chain has a gap, and verify says so.
+    let without_two: Vec<&str> = verify
+        .iter()
+        .copied()
+        .filter(|a| *a != "run-2.zip")
+        .collect();
+    let (ok, out, err) = cli(&third.endpoint, &ann, &without_two);
+    assert!(!ok, "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("does NOT cover every instant exactly once"),
+        "{out}{err}"
+    );
     let missing: Vec<_> = expected_posts.difference(&union).collect();
     let extra: Vec<_> = union.difference(&expected_posts).collect();
     assert!(
@@ -478,7 +511,7 @@ async fn a_daily_schedule_catches_up_after_a_restart_and_its_archives_chain() {
         .await
         .unwrap_err();
     assert_eq!(hidden.code(), tonic::Code::NotFound);
-    let (ok, _, err) = admin_cli(&second.endpoint, &gus, &["schedule", "pause", &id]);
+    let (ok, _, err) = cli(&second.endpoint, &gus, &["schedule", "pause", &id]);
     assert!(!ok && err.contains("no schedule"), "{err}");
 
     // Pause, resume and delete with cce-admin, each audited.
@@ -487,15 +520,15 @@ async fn a_daily_schedule_catches_up_after_a_restart_and_its_archives_chain() {
         ("resume", "ACTIVE"),
         ("delete", "DELETED"),
     ] {
-        let (ok, out, err) = admin_cli(&third.endpoint, &ann, &["schedule", verb, &id]);
+        let (ok, out, err) = cli(&third.endpoint, &ann, &["schedule", verb, &id]);
         assert!(ok && out.contains(state), "{verb}: {out} {err}");
     }
-    let (ok, out, err) = admin_cli(&second.endpoint, &ann, &["schedule", "list"]);
+    let (ok, out, err) = cli(&second.endpoint, &ann, &["schedule", "list"]);
     assert!(
         ok && out.starts_with(&id) && out.contains("DELETED"),
         "{out} {err}"
     );
-    let (ok, _, err) = admin_cli(&second.endpoint, &ann, &["schedule", "resume", &id]);
+    let (ok, _, err) = cli(&second.endpoint, &ann, &["schedule", "resume", &id]);
     assert!(!ok && err.contains("deleted"), "{err}");
     let audit = client
         .list_audit_events(authed(

@@ -16,7 +16,9 @@ use export::{ShiftedClock, SystemClock};
 use proto::v1 as pb;
 use rdkafka::Message;
 use storage::ObjectStore;
-use tests::exports::{Replica, TokenSpec, authed, create_topics, get, is, time, wait_job};
+use tests::exports::{
+    Replica, TokenSpec, admin_cli, authed, create_topics, get, is, time, wait_job,
+};
 use tests::{Stack, binary, expected_by_company, kafka, unique, wait_for, write_generated_log};
 // A real SMTP server (aiosmtpd) keeping every mail it receives.
 use tests::faults_export::SmtpSink as SmtpServer;
@@ -1280,30 +1282,6 @@ async fn a_failed_export_is_reported_by_mail_and_event_and_leaves_no_object() {
         "{metrics}"
     );
     replica.shutdown().await;
-}
-
-/// Runs `cce-admin` with `args`; returns (success, stdout, stderr).
-fn admin_cli(
-    endpoint: &str,
-    token: Option<&str>,
-    args: &[&str],
-    dir: &Path,
-) -> (bool, String, String) {
-    let mut command = Command::new(binary("cce-admin"));
-    command
-        .args(args)
-        .current_dir(dir)
-        .env("CCE_EXPORT_ENDPOINT", endpoint)
-        .env_remove("CCE_TOKEN");
-    if let Some(token) = token {
-        command.env("CCE_TOKEN", token);
-    }
-    let out = command.output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

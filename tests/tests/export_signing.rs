@@ -5,49 +5,18 @@
 //! user can read, at start-up.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
 use export::SystemClock;
 use proto::v1 as pb;
 use storage::ObjectStore;
-use tests::exports::{Replica, TokenSpec, authed, create_topics};
+use tests::exports::{
+    ACTIVE_ARCHIVE_KEY, RETIRED_ARCHIVE_KEY, Replica, TokenSpec, admin_cli, authed, create_topics,
+    key_file,
+};
 use tests::{Stack, binary, unique, write_generated_log};
-
-/// RFC 8410's example key, as `openssl genpkey -algorithm ed25519` writes a key.
-const RETIRED_KEY: &str = "-----BEGIN PRIVATE KEY-----
-MC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC
------END PRIVATE KEY-----
-";
-const ACTIVE_KEY: &str = "-----BEGIN PRIVATE KEY-----
-MC4CAQAwBQYDK2VwBCIEIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f
------END PRIVATE KEY-----
-";
-
-fn key_file(dir: &Path, name: &str, pem: &str, mode: u32) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, pem).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-    path
-}
-
-/// Runs `cce-admin` with `args` in `dir`; returns (success, stdout, stderr).
-fn admin_cli(endpoint: &str, token: &str, args: &[&str], dir: &Path) -> (bool, String, String) {
-    let out = Command::new(binary("cce-admin"))
-        .args(args)
-        .current_dir(dir)
-        .env("CCE_EXPORT_ENDPOINT", endpoint)
-        .env("CCE_TOKEN", token)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_signed_archive_is_checked_offline_with_the_published_key() {
@@ -58,8 +27,8 @@ async fn a_signed_archive_is_checked_offline_with_the_published_key() {
     let state_topic = unique("state");
     create_topics(&stack, &state_topic).await;
     let keys_dir = tempfile::tempdir().unwrap();
-    let active = key_file(keys_dir.path(), "active.pem", ACTIVE_KEY, 0o600);
-    let retired = key_file(keys_dir.path(), "retired.pem", RETIRED_KEY, 0o640);
+    let active = key_file(keys_dir.path(), "active.pem", ACTIVE_ARCHIVE_KEY, 0o600);
+    let retired = key_file(keys_dir.path(), "retired.pem", RETIRED_ARCHIVE_KEY, 0o640);
     let key_files = format!("{},{}", active.display(), retired.display());
     let replica = Replica::start(
         &stack,
@@ -86,14 +55,14 @@ async fn a_signed_archive_is_checked_offline_with_the_published_key() {
     assert_eq!(published.len(), 2, "{published:?}");
     assert!(published[0].active && !published[1].active, "{published:?}");
     let (active_id, retired_id) = (published[0].key_id.clone(), published[1].key_id.clone());
-    let expected_active = archive::signing::Signer::from_pkcs8_pem(ACTIVE_KEY).unwrap();
+    let expected_active = archive::signing::Signer::from_pkcs8_pem(ACTIVE_ARCHIVE_KEY).unwrap();
     assert_eq!(active_id, expected_active.key_id());
 
     // An auditor's path: export, download, fetch the keys, verify offline.
     let dir = tempfile::tempdir().unwrap();
     let endpoint = replica.endpoint.clone();
     let run = |args: &[&str]| {
-        tokio::task::block_in_place(|| admin_cli(&endpoint, &token, args, dir.path()))
+        tokio::task::block_in_place(|| admin_cli(&endpoint, Some(&token), args, dir.path()))
     };
     let (ok, out, err) = run(&[
         "create",
@@ -150,7 +119,7 @@ async fn a_signed_archive_is_checked_offline_with_the_published_key() {
     replica.shutdown().await;
 
     // A key file every user can read stops the service before it connects to anything.
-    let open = key_file(keys_dir.path(), "open.pem", ACTIVE_KEY, 0o644);
+    let open = key_file(keys_dir.path(), "open.pem", ACTIVE_ARCHIVE_KEY, 0o644);
     let mut argv = vec!["cce-export".to_owned()];
     argv.extend(tests::exports::args(
         &stack,
@@ -232,7 +201,7 @@ async fn cce_admin_verify_checks_a_chain_of_signed_scheduled_archives() {
     write_generated_log(store.clone(), &prefix, 400).await;
     let log = compliance_log::LogReader::new(store);
     let company = format!("{prefix}acme");
-    let signer = Arc::new(archive::signing::Signer::from_pkcs8_pem(ACTIVE_KEY).unwrap());
+    let signer = Arc::new(archive::signing::Signer::from_pkcs8_pem(ACTIVE_ARCHIVE_KEY).unwrap());
     let one = scheduled_run(&log, &company, &signer, (1, 1, 2), None).await;
     let two = scheduled_run(&log, &company, &signer, (2, 2, 3), Some((2, &one))).await;
     let three = scheduled_run(&log, &company, &signer, (3, 3, 4), Some((3, &two))).await;
