@@ -3,6 +3,12 @@
 //! The export lists conversations with their names, owners and members from this; people of
 //! other companies (the other side of a direct chat, guests) are known from the member lists
 //! conversation events carry.
+//!
+//! Membership over time: the directory keeps when each member joined and who added them, and
+//! when the current name was set and by whom ([`Since`]; unknown for what a snapshot written
+//! before they were kept holds). What a change ends — a membership, a name — is handed to the
+//! caller of [`Directory::apply_recording`] as an [`Ended`] period, so an export can list every
+//! period of its range without keeping them all.
 
 use std::collections::BTreeMap;
 
@@ -44,11 +50,63 @@ pub struct ConversationState {
     /// Current members by person id (compact: a large team's members are most of a
     /// directory's memory).
     pub members: Members,
+    /// When the current name was set and by whom (creation or rename); `None` when the
+    /// directory did not see it. Absent from snapshots that lack it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub named: Option<Since>,
+}
+
+/// When something began and who did it: a member's joining (the person who added them, or who
+/// created the conversation), a name's setting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Since {
+    pub at: DateTime<FixedOffset>,
+    pub by: String,
+}
+
+/// A period an event ended, as [`Directory::apply_recording`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// A member left or was removed (`left.by` is themselves when they left).
+    Membership {
+        conversation_id: String,
+        member: Member,
+        /// When they joined, if the directory saw it.
+        joined: Option<Since>,
+        left: Since,
+    },
+    /// A name was replaced (by a rename, or a creation seen after it).
+    Name {
+        conversation_id: String,
+        name: Option<String>,
+        /// When it was set, if the directory saw it.
+        named: Option<Since>,
+        until: Since,
+    },
+}
+
+impl Ended {
+    pub fn conversation_id(&self) -> &str {
+        match self {
+            Self::Membership {
+                conversation_id, ..
+            }
+            | Self::Name {
+                conversation_id, ..
+            } => conversation_id,
+        }
+    }
 }
 
 impl Directory {
     /// Applies one event. Events must come in log order (time, then id).
     pub fn apply(&mut self, event: &Event) {
+        self.apply_recording(event, &mut |_| {});
+    }
+
+    /// Applies one event as [`apply`](Self::apply) does, and hands `ended` each period it
+    /// ends: memberships it removes, the name it replaces.
+    pub fn apply_recording(&mut self, event: &Event, ended: &mut dyn FnMut(Ended)) {
         if let Some(conversation) = event.conversation() {
             self.touch(conversation);
         }
@@ -85,40 +143,102 @@ impl Directory {
                 members,
             } => {
                 self.learn_people(members);
+                let since = Since {
+                    at: event.occurred_at,
+                    by: created_by.clone(),
+                };
                 if let Some(state) = self.conversations.get_mut(&conversation.id) {
+                    // Seen again (a platform that re-sends it): whoever it no longer lists has
+                    // left; whoever it still lists has been a member since they joined.
+                    let mut fresh = Members::joined_together(members, &since);
+                    for (id, joined) in state.members.entries() {
+                        if let Some(joined) = joined
+                            && fresh.contains(id)
+                        {
+                            fresh.set_joined(id, joined.clone());
+                        }
+                    }
+                    let old = std::mem::replace(&mut state.members, fresh);
+                    for member in old.iter() {
+                        if !state.members.contains(&member.person_id) {
+                            ended(Ended::Membership {
+                                conversation_id: conversation.id.clone(),
+                                joined: old.joined(&member.person_id).cloned(),
+                                member,
+                                left: since.clone(),
+                            });
+                        }
+                    }
+                    if state.name.is_some() || state.named.is_some() {
+                        ended(Ended::Name {
+                            conversation_id: conversation.id.clone(),
+                            name: state.name.take(),
+                            named: state.named.take(),
+                            until: since.clone(),
+                        });
+                    }
                     state.name.clone_from(name);
+                    state.named = Some(since);
                     state.created_at = Some(event.occurred_at);
                     state.created_by = Some(created_by.clone());
-                    state.members = members.iter().collect();
                 }
             }
             EventBody::ConversationRenamed {
-                conversation, name, ..
+                conversation,
+                name,
+                renamed_by,
             } => {
                 if let Some(state) = self.conversations.get_mut(&conversation.id) {
+                    let since = Since {
+                        at: event.occurred_at,
+                        by: renamed_by.clone(),
+                    };
+                    if state.name.is_some() || state.named.is_some() {
+                        ended(Ended::Name {
+                            conversation_id: conversation.id.clone(),
+                            name: state.name.take(),
+                            named: state.named.take(),
+                            until: since.clone(),
+                        });
+                    }
                     state.name = Some(name.clone());
+                    state.named = Some(since);
                 }
             }
             EventBody::MembersAdded {
                 conversation,
                 members,
-                ..
+                added_by,
             } => {
                 self.learn_people(members);
                 if let Some(state) = self.conversations.get_mut(&conversation.id) {
+                    let since = Since {
+                        at: event.occurred_at,
+                        by: added_by.clone(),
+                    };
                     for member in members {
-                        state.members.insert(member);
+                        state.members.join(member, &since);
                     }
                 }
             }
             EventBody::MembersRemoved {
                 conversation,
                 members,
-                ..
+                removed_by,
             } => {
                 if let Some(state) = self.conversations.get_mut(&conversation.id) {
                     for member in members {
-                        state.members.remove(&member.person_id);
+                        if let Some((member, joined)) = state.members.take(&member.person_id) {
+                            ended(Ended::Membership {
+                                conversation_id: conversation.id.clone(),
+                                member,
+                                joined,
+                                left: Since {
+                                    at: event.occurred_at,
+                                    by: removed_by.clone(),
+                                },
+                            });
+                        }
                     }
                 }
             }
@@ -146,6 +266,7 @@ impl Directory {
                 created_by: None,
                 archived_at: None,
                 members: Members::default(),
+                named: None,
             });
         state.kind = conversation.kind;
         state
