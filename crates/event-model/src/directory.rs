@@ -342,4 +342,169 @@ mod tests {
         let text = serde_json::to_string(&directory).unwrap();
         assert_eq!(serde_json::from_str::<Directory>(&text).unwrap(), directory);
     }
+
+    fn since(at: &str, by: &str) -> Since {
+        Since {
+            at: at.parse().unwrap(),
+            by: by.into(),
+        }
+    }
+
+    fn member(id: &str) -> Member {
+        Member {
+            person_id: id.into(),
+            company_id: "a".into(),
+            name: None,
+            email: None,
+        }
+    }
+
+    /// Joins, leaves, removals, re-additions and renames: when each began and who did it, and
+    /// the periods each change ends, handed over in order.
+    #[test]
+    fn keeps_when_members_joined_and_reports_what_ends() {
+        let team = json!({"id": "t", "kind": "team", "owner_company_id": "a"});
+        let events = [
+            json!({"event_id": "1", "type": "conversation.created", "occurred_at": "2026-01-01T00:00:00Z",
+                   "conversation": team, "created_by": "ann", "name": "Desk",
+                   "members": [{"person_id": "ann", "company_id": "a"}, {"person_id": "bo", "company_id": "a"}]}),
+            json!({"event_id": "2", "type": "conversation.members_added", "occurred_at": "2026-01-02T00:00:00+02:00",
+                   "conversation": team, "added_by": "ann", "members": [{"person_id": "cy", "company_id": "a"}]}),
+            // Added again while a member: still a member since the first time.
+            json!({"event_id": "3", "type": "conversation.members_added", "occurred_at": "2026-01-03T00:00:00Z",
+                   "conversation": team, "added_by": "bo", "members": [{"person_id": "cy", "company_id": "a", "name": "Cy"}]}),
+            // Bo leaves; Cy is removed by Ann; a removal of someone not a member ends nothing.
+            json!({"event_id": "4", "type": "conversation.members_removed", "occurred_at": "2026-01-04T00:00:00Z",
+                   "conversation": team, "removed_by": "bo", "members": [{"person_id": "bo", "company_id": "a"}]}),
+            json!({"event_id": "5", "type": "conversation.members_removed", "occurred_at": "2026-01-05T00:00:00Z",
+                   "conversation": team, "removed_by": "ann", "members": [{"person_id": "cy", "company_id": "a"}, {"person_id": "zed", "company_id": "a"}]}),
+            json!({"event_id": "6", "type": "conversation.renamed", "occurred_at": "2026-01-06T00:00:00Z",
+                   "conversation": team, "name": "Trading", "renamed_by": "ann"}),
+            // Bo comes back: a new membership.
+            json!({"event_id": "7", "type": "conversation.members_added", "occurred_at": "2026-01-07T00:00:00Z",
+                   "conversation": team, "added_by": "ann", "members": [{"person_id": "bo", "company_id": "a"}]}),
+        ];
+        let mut directory = Directory::default();
+        let mut ended = Vec::new();
+        for e in &events {
+            directory.apply_recording(&event(e.clone()), &mut |period| ended.push(period));
+        }
+        let t = &directory.conversations["t"];
+        assert_eq!(t.name.as_deref(), Some("Trading"));
+        assert_eq!(t.named, Some(since("2026-01-06T00:00:00Z", "ann")));
+        assert_eq!(
+            t.members.entries().collect::<Vec<_>>(),
+            [
+                ("ann", Some(&since("2026-01-01T00:00:00Z", "ann"))),
+                ("bo", Some(&since("2026-01-07T00:00:00Z", "ann"))),
+            ]
+        );
+        assert_eq!(
+            ended,
+            [
+                Ended::Membership {
+                    conversation_id: "t".into(),
+                    member: member("bo"),
+                    joined: Some(since("2026-01-01T00:00:00Z", "ann")),
+                    left: since("2026-01-04T00:00:00Z", "bo"),
+                },
+                Ended::Membership {
+                    conversation_id: "t".into(),
+                    member: Member {
+                        name: Some("Cy".into()),
+                        ..member("cy")
+                    },
+                    // The first addition, at its own offset.
+                    joined: Some(since("2026-01-02T00:00:00+02:00", "ann")),
+                    left: since("2026-01-05T00:00:00Z", "ann"),
+                },
+                Ended::Name {
+                    conversation_id: "t".into(),
+                    name: Some("Desk".into()),
+                    named: Some(since("2026-01-01T00:00:00Z", "ann")),
+                    until: since("2026-01-06T00:00:00Z", "ann"),
+                },
+            ]
+        );
+        // `apply` folds the same directory.
+        let mut plain = Directory::default();
+        for e in &events {
+            plain.apply(&event(e.clone()));
+        }
+        assert_eq!(plain, directory);
+        // Join and naming times survive a snapshot; one written before they were kept reads
+        // with them unknown.
+        let text = serde_json::to_string(&directory).unwrap();
+        assert!(text.contains(r#""joined":{"at":"2026-01-07T00:00:00Z","by":"ann"}"#), "{text}");
+        assert_eq!(serde_json::from_str::<Directory>(&text).unwrap(), directory);
+        let old: Directory = serde_json::from_value(json!({"people": {}, "conversations": {"t": {
+            "id": "t", "kind": "team", "owner_company_id": "a", "name": "Desk", "created_at": null,
+            "created_by": null, "archived_at": null,
+            "members": {"ann": {"person_id": "ann", "company_id": "a", "name": null, "email": null}}}}}))
+        .unwrap();
+        let t = &old.conversations["t"];
+        assert_eq!((t.named.as_ref(), t.members.joined("ann")), (None, None));
+        assert!(t.members.contains("ann"));
+        // And a directory without them writes the bytes it always did.
+        assert!(!serde_json::to_string(&old).unwrap().contains("joined"));
+        assert!(!serde_json::to_string(&old).unwrap().contains("named"));
+    }
+
+    /// A creation seen for a conversation the directory already holds members of: who it no
+    /// longer lists has left, who it still lists keeps their joining, and the name it
+    /// replaces ends.
+    #[test]
+    fn a_creation_seen_again_ends_what_it_replaces() {
+        let group = json!({"id": "g", "kind": "group", "owner_company_id": "a"});
+        let created = |id: &str, at: &str, members: serde_json::Value, name: &str| {
+            event(json!({"event_id": id, "type": "conversation.created", "occurred_at": at,
+                         "conversation": group, "created_by": "ann", "name": name, "members": members}))
+        };
+        let mut directory = Directory::default();
+        let mut ended = Vec::new();
+        directory.apply_recording(
+            &created(
+                "1",
+                "2026-01-01T00:00:00Z",
+                json!([{"person_id": "ann", "company_id": "a"}, {"person_id": "bo", "company_id": "a"}]),
+                "One",
+            ),
+            &mut |p| ended.push(p),
+        );
+        assert!(ended.is_empty(), "a first creation ends nothing");
+        directory.apply_recording(
+            &created(
+                "2",
+                "2026-01-02T00:00:00Z",
+                json!([{"person_id": "ann", "company_id": "a"}, {"person_id": "cy", "company_id": "a"}]),
+                "Two",
+            ),
+            &mut |p| ended.push(p),
+        );
+        let g = &directory.conversations["g"];
+        assert_eq!(
+            g.members.entries().collect::<Vec<_>>(),
+            [
+                ("ann", Some(&since("2026-01-01T00:00:00Z", "ann"))),
+                ("cy", Some(&since("2026-01-02T00:00:00Z", "ann"))),
+            ]
+        );
+        assert_eq!(
+            ended,
+            [
+                Ended::Membership {
+                    conversation_id: "g".into(),
+                    member: member("bo"),
+                    joined: Some(since("2026-01-01T00:00:00Z", "ann")),
+                    left: since("2026-01-02T00:00:00Z", "ann"),
+                },
+                Ended::Name {
+                    conversation_id: "g".into(),
+                    name: Some("One".into()),
+                    named: Some(since("2026-01-01T00:00:00Z", "ann")),
+                    until: since("2026-01-02T00:00:00Z", "ann"),
+                },
+            ]
+        );
+    }
 }
