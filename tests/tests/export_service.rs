@@ -104,6 +104,29 @@ fn archived_post_ids(bytes: &[u8]) -> BTreeSet<String> {
     ids
 }
 
+/// The archive's membership and names are the model's, conversation by conversation.
+fn assert_membership(
+    expected: &tests::membership::History,
+    archived: &tests::membership::History,
+) {
+    assert!(expected.len() > 5, "{}", expected.len());
+    assert_eq!(
+        archived.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>()
+    );
+    for (id, want) in expected {
+        assert_eq!(&archived[id], want, "conversation {id}");
+    }
+    assert!(
+        expected.values().any(|(periods, _)| periods.iter().any(|p| p.3.is_some())),
+        "some membership ended: {expected:?}"
+    );
+    assert!(
+        expected.values().any(|(_, names)| names.len() > 1),
+        "some conversation was renamed: {expected:?}"
+    );
+}
+
 fn verify_archive(bytes: &[u8]) {
     let report = archive::verify::verify(&mut std::io::Cursor::new(bytes)).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
@@ -210,6 +233,53 @@ async fn produced_events_reach_a_downloaded_archive_with_mail_and_a_platform_eve
         missing.is_empty() && extra.is_empty(),
         "missing {missing:?}, extra {extra:?}"
     );
+    // Membership and names over time (format version 5), as a model of its own folds them from
+    // what was produced: over all history, and over a range that starts inside it (members
+    // who left before its start are not there; those before it are marked).
+    let payloads: Vec<Vec<u8>> = messages.iter().map(|(_, p)| p.clone()).collect();
+    let all_history = tests::membership::expected(
+        &payloads,
+        &company,
+        event_model::validate::earliest_accepted(),
+        tests::exports::time(last.request.as_ref().and_then(|r| r.to.as_ref())),
+    );
+    assert_membership(&all_history, &tests::membership::archived(&bytes));
+    let (from, to) = ("2026-01-16T00:00:00Z", "2026-02-01T00:00:00Z");
+    let later = create(
+        &replica,
+        &ann,
+        pb::CreateExportRequest {
+            from: Some(tests::exports::timestamp(from)),
+            to: Some(tests::exports::timestamp(to)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let done = watch(&replica, &ann, &later).await;
+    assert_eq!(
+        done.last().unwrap().status,
+        pb::ExportStatus::Completed as i32
+    );
+    let (_, later_bytes) = download(&replica, &ann, &later).await;
+    verify_archive(&later_bytes);
+    let in_range = tests::membership::expected(
+        &payloads,
+        &company,
+        from.parse().unwrap(),
+        to.parse().unwrap(),
+    );
+    assert_membership(&in_range, &tests::membership::archived(&later_bytes));
+    let at_start = in_range
+        .values()
+        .flat_map(|(periods, _)| periods)
+        .filter(|p| p.5)
+        .count();
+    let ended = in_range
+        .values()
+        .flat_map(|(periods, _)| periods)
+        .filter(|p| p.3.is_some())
+        .count();
+    assert!(at_start > 10 && ended > 0, "{at_start} {ended}");
 
     // The requester's mail, received by a real SMTP server.
     let mail = wait_for("the notification mail", Duration::from_secs(30), || async {
