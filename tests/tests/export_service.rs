@@ -117,13 +117,68 @@ fn assert_membership(
     for (id, want) in expected {
         assert_eq!(&archived[id], want, "conversation {id}");
     }
-    assert!(
-        expected.values().any(|(periods, _)| periods.iter().any(|p| p.3.is_some())),
-        "some membership ended: {expected:?}"
+}
+
+/// A team of the company whose membership changes before, inside and after the range
+/// 2026-01-16..2026-02-01 (on top of the generated traffic): joins, a leave, removals, a
+/// rename, and a post inside the range.
+fn membership_events(prefix: &str) -> Vec<(String, Vec<u8>)> {
+    let team = format!("{prefix}mteam");
+    let conversation = serde_json::json!({"id": team, "kind": "team", "owner_company_id": format!("{prefix}acme")});
+    let person = |n: u32| format!("{prefix}acme-m{n}");
+    let member = |n: u32| serde_json::json!({"person_id": person(n), "company_id": format!("{prefix}acme")});
+    let event = |id: &str, at: &str, body: serde_json::Value| {
+        let mut event = serde_json::json!({"event_id": format!("{prefix}{id}"), "occurred_at": at,
+                                           "conversation": conversation});
+        for (k, v) in body.as_object().unwrap() {
+            event[k] = v.clone();
+        }
+        (team.clone(), serde_json::to_vec(&event).unwrap())
+    };
+    vec![
+        event("mt1", "2026-01-02T00:00:00Z", serde_json::json!({"type": "conversation.created",
+              "name": "Before", "created_by": person(0), "members": [member(0), member(1), member(2)]})),
+        event("mt2", "2026-01-05T00:00:00Z", serde_json::json!({"type": "conversation.members_added",
+              "added_by": person(0), "members": [member(3)]})),
+        event("mt3", "2026-01-10T00:00:00Z", serde_json::json!({"type": "conversation.members_removed",
+              "removed_by": person(0), "members": [member(2)]})),
+        event("mt4", "2026-01-20T00:00:00Z", serde_json::json!({"type": "conversation.members_removed",
+              "removed_by": person(1), "members": [member(1)]})),
+        event("mt5", "2026-01-21T00:00:00Z", serde_json::json!({"type": "conversation.members_added",
+              "added_by": person(3), "members": [member(4)]})),
+        event("mt6", "2026-01-21T12:00:00Z", serde_json::json!({"type": "post.created",
+              "post_id": format!("{prefix}mt-post"), "author_id": person(4), "text": "who reads this?"})),
+        event("mt7", "2026-01-22T00:00:00Z", serde_json::json!({"type": "conversation.members_removed",
+              "removed_by": person(0), "members": [member(4)]})),
+        event("mt8", "2026-01-25T00:00:00Z", serde_json::json!({"type": "conversation.renamed",
+              "name": "During", "renamed_by": person(3)})),
+        event("mt9", "2026-02-10T00:00:00Z", serde_json::json!({"type": "conversation.members_removed",
+              "removed_by": person(0), "members": [member(3)]})),
+    ]
+}
+
+/// What the archive of 2026-01-16..2026-02-01 says of `membership_events`' team.
+fn assert_team_history(prefix: &str, archived: &tests::membership::History) {
+    let person = |n: u32| format!("{prefix}acme-m{n}");
+    let (periods, names) = &archived[&format!("{prefix}mteam")];
+    let at = |t: &str| Some(t.to_owned());
+    let by = |n: u32| Some(person(n));
+    assert_eq!(
+        periods,
+        &vec![
+            // m2 left before the range: not there. m3 is removed after it: a member to its end.
+            (person(0), at("2026-01-02T00:00:00Z"), by(0), None, None, true),
+            (person(1), at("2026-01-02T00:00:00Z"), by(0), at("2026-01-20T00:00:00Z"), by(1), true),
+            (person(3), at("2026-01-05T00:00:00Z"), by(0), None, None, true),
+            (person(4), at("2026-01-21T00:00:00Z"), by(3), at("2026-01-22T00:00:00Z"), by(0), false),
+        ]
     );
-    assert!(
-        expected.values().any(|(_, names)| names.len() > 1),
-        "some conversation was renamed: {expected:?}"
+    assert_eq!(
+        names,
+        &vec![
+            ("Before".to_owned(), at("2026-01-02T00:00:00Z"), by(0), at("2026-01-25T00:00:00Z"), by(3), true),
+            ("During".to_owned(), at("2026-01-25T00:00:00Z"), by(3), None, None, false),
+        ]
     );
 }
 
@@ -139,7 +194,7 @@ async fn produced_events_reach_a_downloaded_archive_with_mail_and_a_platform_eve
     let (events, dlq, group) = (unique("ev"), unique("dlq"), unique("grp"));
     kafka::create_topic(&stack, &events, 2).await;
     kafka::create_topic(&stack, &dlq, 1).await;
-    let messages: Vec<(String, Vec<u8>)> = loadgen::Generator::new(loadgen::Options {
+    let mut messages: Vec<(String, Vec<u8>)> = loadgen::Generator::new(loadgen::Options {
         seed: 5,
         id_prefix: prefix.clone(),
         content_events: 1_500,
@@ -147,6 +202,7 @@ async fn produced_events_reach_a_downloaded_archive_with_mail_and_a_platform_eve
     })
     .map(|m| (m.key, m.payload))
     .collect();
+    messages.extend(membership_events(&prefix));
     kafka::produce(&kafka::producer(&stack), &events, &messages).await;
 
     // Ingestion, until every company's log holds what was produced.
@@ -268,7 +324,9 @@ async fn produced_events_reach_a_downloaded_archive_with_mail_and_a_platform_eve
         from.parse().unwrap(),
         to.parse().unwrap(),
     );
-    assert_membership(&in_range, &tests::membership::archived(&later_bytes));
+    let later_history = tests::membership::archived(&later_bytes);
+    assert_membership(&in_range, &later_history);
+    assert_team_history(&prefix, &later_history);
     let at_start = in_range
         .values()
         .flat_map(|(periods, _)| periods)

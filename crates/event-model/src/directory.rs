@@ -60,7 +60,9 @@ pub struct ConversationState {
 /// created the conversation), a name's setting.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Since {
+    /// The event's time, with the offset it carried.
     pub at: DateTime<FixedOffset>,
+    /// The person who did it (`added_by`, `created_by`, `removed_by`, `renamed_by`).
     pub by: String,
 }
 
@@ -86,6 +88,7 @@ pub enum Ended {
 }
 
 impl Ended {
+    /// The conversation whose period ended.
     pub fn conversation_id(&self) -> &str {
         match self {
             Self::Membership {
