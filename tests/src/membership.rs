@@ -50,7 +50,12 @@ struct Conversation {
 
 /// The company's membership and names over `from..to`, from `payloads` (the produced events):
 /// its metadata events in log order (time, then id), each once.
-pub fn expected(payloads: &[Vec<u8>], company: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> History {
+pub fn expected(
+    payloads: &[Vec<u8>],
+    company: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> History {
     let now = Utc::now();
     let mut events: Vec<Event> = payloads
         .iter()
@@ -125,9 +130,7 @@ pub fn expected(payloads: &[Vec<u8>], company: &str, from: DateTime<Utc>, to: Da
                         .or_insert_with(|| (at.clone(), created_by.clone()));
                 }
                 end_name(c, created_by);
-                c.name = name
-                    .clone()
-                    .map(|n| (n, at.clone(), created_by.clone()));
+                c.name = name.clone().map(|n| (n, at.clone(), created_by.clone()));
             }
             EventBody::MembersAdded {
                 members, added_by, ..

@@ -105,10 +105,7 @@ fn archived_post_ids(bytes: &[u8]) -> BTreeSet<String> {
 }
 
 /// The archive's membership and names are the model's, conversation by conversation.
-fn assert_membership(
-    expected: &tests::membership::History,
-    archived: &tests::membership::History,
-) {
+fn assert_membership(expected: &tests::membership::History, archived: &tests::membership::History) {
     assert!(expected.len() > 5, "{}", expected.len());
     assert_eq!(
         archived.keys().collect::<Vec<_>>(),
@@ -126,7 +123,8 @@ fn membership_events(prefix: &str) -> Vec<(String, Vec<u8>)> {
     let team = format!("{prefix}mteam");
     let conversation = serde_json::json!({"id": team, "kind": "team", "owner_company_id": format!("{prefix}acme")});
     let person = |n: u32| format!("{prefix}acme-m{n}");
-    let member = |n: u32| serde_json::json!({"person_id": person(n), "company_id": format!("{prefix}acme")});
+    let member =
+        |n: u32| serde_json::json!({"person_id": person(n), "company_id": format!("{prefix}acme")});
     let event = |id: &str, at: &str, body: serde_json::Value| {
         let mut event = serde_json::json!({"event_id": format!("{prefix}{id}"), "occurred_at": at,
                                            "conversation": conversation});
@@ -136,24 +134,60 @@ fn membership_events(prefix: &str) -> Vec<(String, Vec<u8>)> {
         (team.clone(), serde_json::to_vec(&event).unwrap())
     };
     vec![
-        event("mt1", "2026-01-02T00:00:00Z", serde_json::json!({"type": "conversation.created",
-              "name": "Before", "created_by": person(0), "members": [member(0), member(1), member(2)]})),
-        event("mt2", "2026-01-05T00:00:00Z", serde_json::json!({"type": "conversation.members_added",
-              "added_by": person(0), "members": [member(3)]})),
-        event("mt3", "2026-01-10T00:00:00Z", serde_json::json!({"type": "conversation.members_removed",
-              "removed_by": person(0), "members": [member(2)]})),
-        event("mt4", "2026-01-20T00:00:00Z", serde_json::json!({"type": "conversation.members_removed",
-              "removed_by": person(1), "members": [member(1)]})),
-        event("mt5", "2026-01-21T00:00:00Z", serde_json::json!({"type": "conversation.members_added",
-              "added_by": person(3), "members": [member(4)]})),
-        event("mt6", "2026-01-21T12:00:00Z", serde_json::json!({"type": "post.created",
-              "post_id": format!("{prefix}mt-post"), "author_id": person(4), "text": "who reads this?"})),
-        event("mt7", "2026-01-22T00:00:00Z", serde_json::json!({"type": "conversation.members_removed",
-              "removed_by": person(0), "members": [member(4)]})),
-        event("mt8", "2026-01-25T00:00:00Z", serde_json::json!({"type": "conversation.renamed",
-              "name": "During", "renamed_by": person(3)})),
-        event("mt9", "2026-02-10T00:00:00Z", serde_json::json!({"type": "conversation.members_removed",
-              "removed_by": person(0), "members": [member(3)]})),
+        event(
+            "mt1",
+            "2026-01-02T00:00:00Z",
+            serde_json::json!({"type": "conversation.created",
+              "name": "Before", "created_by": person(0), "members": [member(0), member(1), member(2)]}),
+        ),
+        event(
+            "mt2",
+            "2026-01-05T00:00:00Z",
+            serde_json::json!({"type": "conversation.members_added",
+              "added_by": person(0), "members": [member(3)]}),
+        ),
+        event(
+            "mt3",
+            "2026-01-10T00:00:00Z",
+            serde_json::json!({"type": "conversation.members_removed",
+              "removed_by": person(0), "members": [member(2)]}),
+        ),
+        event(
+            "mt4",
+            "2026-01-20T00:00:00Z",
+            serde_json::json!({"type": "conversation.members_removed",
+              "removed_by": person(1), "members": [member(1)]}),
+        ),
+        event(
+            "mt5",
+            "2026-01-21T00:00:00Z",
+            serde_json::json!({"type": "conversation.members_added",
+              "added_by": person(3), "members": [member(4)]}),
+        ),
+        event(
+            "mt6",
+            "2026-01-21T12:00:00Z",
+            serde_json::json!({"type": "post.created",
+              "post_id": format!("{prefix}mt-post"), "author_id": person(4), "text": "who reads this?"}),
+        ),
+        event(
+            "mt7",
+            "2026-01-22T00:00:00Z",
+            serde_json::json!({"type": "conversation.members_removed",
+              "removed_by": person(0), "members": [member(4)]}),
+        ),
+        event(
+            "mt8",
+            "2026-01-25T00:00:00Z",
+            serde_json::json!({"type": "conversation.renamed",
+              "name": "During", "renamed_by": person(3)}),
+        ),
+        event(
+            "mt9",
+            "2026-02-10T00:00:00Z",
+            serde_json::json!({"type": "conversation.members_removed",
+              "removed_by": person(0), "members": [member(3)]}),
+        ),
     ]
 }
 
@@ -167,17 +201,59 @@ fn assert_team_history(prefix: &str, archived: &tests::membership::History) {
         periods,
         &vec![
             // m2 left before the range: not there. m3 is removed after it: a member to its end.
-            (person(0), at("2026-01-02T00:00:00Z"), by(0), None, None, true),
-            (person(1), at("2026-01-02T00:00:00Z"), by(0), at("2026-01-20T00:00:00Z"), by(1), true),
-            (person(3), at("2026-01-05T00:00:00Z"), by(0), None, None, true),
-            (person(4), at("2026-01-21T00:00:00Z"), by(3), at("2026-01-22T00:00:00Z"), by(0), false),
+            (
+                person(0),
+                at("2026-01-02T00:00:00Z"),
+                by(0),
+                None,
+                None,
+                true
+            ),
+            (
+                person(1),
+                at("2026-01-02T00:00:00Z"),
+                by(0),
+                at("2026-01-20T00:00:00Z"),
+                by(1),
+                true
+            ),
+            (
+                person(3),
+                at("2026-01-05T00:00:00Z"),
+                by(0),
+                None,
+                None,
+                true
+            ),
+            (
+                person(4),
+                at("2026-01-21T00:00:00Z"),
+                by(3),
+                at("2026-01-22T00:00:00Z"),
+                by(0),
+                false
+            ),
         ]
     );
     assert_eq!(
         names,
         &vec![
-            ("Before".to_owned(), at("2026-01-02T00:00:00Z"), by(0), at("2026-01-25T00:00:00Z"), by(3), true),
-            ("During".to_owned(), at("2026-01-25T00:00:00Z"), by(3), None, None, false),
+            (
+                "Before".to_owned(),
+                at("2026-01-02T00:00:00Z"),
+                by(0),
+                at("2026-01-25T00:00:00Z"),
+                by(3),
+                true
+            ),
+            (
+                "During".to_owned(),
+                at("2026-01-25T00:00:00Z"),
+                by(3),
+                None,
+                None,
+                false
+            ),
         ]
     );
 }

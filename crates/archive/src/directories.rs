@@ -311,11 +311,11 @@ struct MemberList<'a> {
 
 impl Serialize for MemberList<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.members.into_iter().flat_map(|members| {
-            members
-                .keys()
-                .map(|id| person_record(self.directory, id))
-        }))
+        serializer.collect_seq(
+            self.members
+                .into_iter()
+                .flat_map(|members| members.keys().map(|id| person_record(self.directory, id))),
+        )
     }
 }
 

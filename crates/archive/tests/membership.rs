@@ -16,15 +16,33 @@ fn member(id: &str) -> Value {
 }
 
 fn added(id: &str, at: &str, by: &str, who: &str) -> Value {
-    ev(id, at, "conversation.members_added", TEAM, json!({"added_by": by, "members": [member(who)]}))
+    ev(
+        id,
+        at,
+        "conversation.members_added",
+        TEAM,
+        json!({"added_by": by, "members": [member(who)]}),
+    )
 }
 
 fn removed(id: &str, at: &str, by: &str, who: &str) -> Value {
-    ev(id, at, "conversation.members_removed", TEAM, json!({"removed_by": by, "members": [member(who)]}))
+    ev(
+        id,
+        at,
+        "conversation.members_removed",
+        TEAM,
+        json!({"removed_by": by, "members": [member(who)]}),
+    )
 }
 
 fn renamed(id: &str, at: &str, by: &str, name: &str) -> Value {
-    ev(id, at, "conversation.renamed", TEAM, json!({"renamed_by": by, "name": name}))
+    ev(
+        id,
+        at,
+        "conversation.renamed",
+        TEAM,
+        json!({"renamed_by": by, "name": name}),
+    )
 }
 
 /// The range is 2026-02-01..03 (`support::request`).
@@ -33,21 +51,36 @@ fn events() -> Vec<Value> {
         json!({"event_id": "p0", "type": "person.created", "occurred_at": "2026-01-01T00:00:00Z",
                "person": {"id": "ann", "company_id": "acme", "name": "Ann", "email": "ann@acme"}}),
         // Before the range.
-        ev("c1", "2026-01-01T00:00:00Z", "conversation.created", TEAM,
-           json!({"name": "Old", "created_by": "ann", "members": [member("ann"), member("bo"), member("cy")]})),
+        ev(
+            "c1",
+            "2026-01-01T00:00:00Z",
+            "conversation.created",
+            TEAM,
+            json!({"name": "Old", "created_by": "ann", "members": [member("ann"), member("bo"), member("cy")]}),
+        ),
         added("a1", "2026-01-10T00:00:00Z", "ann", "dan"),
         removed("r1", "2026-01-15T00:00:00Z", "cy", "cy"),
         renamed("n1", "2026-01-20T00:00:00Z", "ann", "Desk"),
         // Inside it.
         added("a2", "2026-02-01T09:00:00Z", "ann", "eve"),
-        ev("e1", "2026-02-01T10:00:00Z", "post.created", TEAM,
-           json!({"post_id": "p1", "author_id": "ann", "text": "who reads this?"})),
+        ev(
+            "e1",
+            "2026-02-01T10:00:00Z",
+            "post.created",
+            TEAM,
+            json!({"post_id": "p1", "author_id": "ann", "text": "who reads this?"}),
+        ),
         removed("r2", "2026-02-01T12:00:00Z", "ann", "eve"),
         removed("r3", "2026-02-01T13:00:00+01:00", "bo", "bo"),
         renamed("n2", "2026-02-02T08:00:00Z", "bo", "Trading"),
         added("a3", "2026-02-02T09:00:00Z", "dan", "fay"),
-        ev("g1", "2026-02-02T10:00:00Z", "conversation.created", GROUP,
-           json!({"created_by": "dan", "members": [member("dan"), member("ann")]})),
+        ev(
+            "g1",
+            "2026-02-02T10:00:00Z",
+            "conversation.created",
+            GROUP,
+            json!({"created_by": "dan", "members": [member("dan"), member("ann")]}),
+        ),
         // After it.
         removed("r4", "2026-02-04T00:00:00Z", "ann", "dan"),
         renamed("n3", "2026-02-05T00:00:00Z", "ann", "After"),
@@ -106,13 +139,21 @@ async fn every_membership_and_name_of_the_range_with_who_did_it() {
             // Members at the start, with their real join times (the log has them).
             period(ann.clone(), ("2026-01-01T00:00:00Z", "ann"), true, None),
             // Left by himself inside the range, at his own offset.
-            period(listed("bo"), ("2026-01-01T00:00:00Z", "ann"), true,
-                   Some(("2026-02-01T13:00:00+01:00", "bo"))),
+            period(
+                listed("bo"),
+                ("2026-01-01T00:00:00Z", "ann"),
+                true,
+                Some(("2026-02-01T13:00:00+01:00", "bo"))
+            ),
             // Removed after the range: a member to its end.
             period(listed("dan"), ("2026-01-10T00:00:00Z", "ann"), true, None),
             // Joined and removed inside it.
-            period(listed("eve"), ("2026-02-01T09:00:00Z", "ann"), false,
-                   Some(("2026-02-01T12:00:00Z", "ann"))),
+            period(
+                listed("eve"),
+                ("2026-02-01T09:00:00Z", "ann"),
+                false,
+                Some(("2026-02-01T12:00:00Z", "ann"))
+            ),
             period(listed("fay"), ("2026-02-02T09:00:00Z", "dan"), false, None),
             // Cy, who left before the range, is not there.
         ]),

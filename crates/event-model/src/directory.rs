@@ -439,7 +439,10 @@ mod tests {
         // Join and naming times survive a snapshot; one written before they were kept reads
         // with them unknown.
         let text = serde_json::to_string(&directory).unwrap();
-        assert!(text.contains(r#""joined":{"at":"2026-01-07T00:00:00Z","by":"ann"}"#), "{text}");
+        assert!(
+            text.contains(r#""joined":{"at":"2026-01-07T00:00:00Z","by":"ann"}"#),
+            "{text}"
+        );
         assert_eq!(serde_json::from_str::<Directory>(&text).unwrap(), directory);
         let old: Directory = serde_json::from_value(json!({"people": {}, "conversations": {"t": {
             "id": "t", "kind": "team", "owner_company_id": "a", "name": "Desk", "created_at": null,
@@ -461,8 +464,10 @@ mod tests {
     fn a_creation_seen_again_ends_what_it_replaces() {
         let group = json!({"id": "g", "kind": "group", "owner_company_id": "a"});
         let created = |id: &str, at: &str, members: serde_json::Value, name: &str| {
-            event(json!({"event_id": id, "type": "conversation.created", "occurred_at": at,
-                         "conversation": group, "created_by": "ann", "name": name, "members": members}))
+            event(
+                json!({"event_id": id, "type": "conversation.created", "occurred_at": at,
+                         "conversation": group, "created_by": "ann", "name": name, "members": members}),
+            )
         };
         let mut directory = Directory::default();
         let mut ended = Vec::new();

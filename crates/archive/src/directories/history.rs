@@ -191,9 +191,8 @@ impl MembershipHistory {
         id: &str,
         state: Option<&ConversationState>,
     ) -> Result<ConversationHistory, ArchiveError> {
-        let before_start = |since: Option<&Since>| {
-            since.is_none_or(|s| s.at.with_timezone(&Utc) < self.start)
-        };
+        let before_start =
+            |since: Option<&Since>| since.is_none_or(|s| s.at.with_timezone(&Utc) < self.start);
         let mut memberships = Vec::new();
         let mut names = Vec::new();
         if let Some(table) = &self.table {
@@ -378,24 +377,44 @@ mod tests {
         let mut history = MembershipHistory::new(start, &DiskBudget::unlimited());
         // Ann joined before the range and left inside it; Bo joined and left inside it.
         history
-            .push(left("t", "ann", Some(since("2026-01-01T00:00:00Z", "x")), "2026-02-01T12:00:00Z"))
+            .push(left(
+                "t",
+                "ann",
+                Some(since("2026-01-01T00:00:00Z", "x")),
+                "2026-02-01T12:00:00Z",
+            ))
             .unwrap();
         history
-            .push(left("t", "bo", Some(since("2026-02-01T06:00:00Z", "ann")), "2026-02-01T08:00:00Z"))
+            .push(left(
+                "t",
+                "bo",
+                Some(since("2026-02-01T06:00:00Z", "ann")),
+                "2026-02-01T08:00:00Z",
+            ))
             .unwrap();
         // Another conversation's period is not this one's.
-        history.push(left("u", "zed", None, "2026-02-01T01:00:00Z")).unwrap();
+        history
+            .push(left("u", "zed", None, "2026-02-01T01:00:00Z"))
+            .unwrap();
         history.finish().unwrap();
         let mut members = Members::default();
         // Cy: a member at the start whose joining an older snapshot did not record.
         members.insert(&member("cy"));
         members.join(&member("dee"), &since("2026-02-01T10:00:00Z", "cy"));
-        let t = history.conversation("t", Some(&state("t", members))).unwrap();
+        let t = history
+            .conversation("t", Some(&state("t", members)))
+            .unwrap();
         let at = |text: &str| text.parse::<DateTime<FixedOffset>>().unwrap();
         assert_eq!(t.members_at(at("2026-02-01T00:00:00Z")), ["ann", "cy"]);
-        assert_eq!(t.members_at(at("2026-02-01T07:00:00+01:00")), ["ann", "bo", "cy"]);
+        assert_eq!(
+            t.members_at(at("2026-02-01T07:00:00+01:00")),
+            ["ann", "bo", "cy"]
+        );
         assert_eq!(t.members_at(at("2026-02-01T08:00:00Z")), ["ann", "cy"]);
-        assert_eq!(t.members_at(at("2026-02-01T11:00:00Z")), ["ann", "cy", "dee"]);
+        assert_eq!(
+            t.members_at(at("2026-02-01T11:00:00Z")),
+            ["ann", "cy", "dee"]
+        );
         assert_eq!(t.members_at(at("2026-02-01T12:00:00Z")), ["cy", "dee"]);
         let starts: Vec<(&str, bool)> = t
             .memberships
@@ -481,8 +500,16 @@ mod tests {
             .conversation("conv-007", directory.conversations.get("conv-007"))
             .unwrap();
         assert_eq!(c7.memberships.len(), people);
-        assert!(c7.memberships.iter().all(|m| m.left.is_some() && !m.member_at_range_start));
-        let ids: Vec<&str> = c7.memberships.iter().map(|m| m.person_id.as_str()).collect();
+        assert!(
+            c7.memberships
+                .iter()
+                .all(|m| m.left.is_some() && !m.member_at_range_start)
+        );
+        let ids: Vec<&str> = c7
+            .memberships
+            .iter()
+            .map(|m| m.person_id.as_str())
+            .collect();
         let want: Vec<String> = (0..people).map(|p| format!("p{p:03}")).collect();
         assert_eq!(ids, want);
         drop(history);
@@ -494,7 +521,14 @@ mod tests {
         let disk = DiskBudget::new(64 * 1024);
         let mut history = MembershipHistory::new(Utc::now(), &disk);
         let error = (0..100_000)
-            .map(|n| history.push(left("t", &format!("person-{n:08}"), None, "2026-02-01T00:00:00Z")))
+            .map(|n| {
+                history.push(left(
+                    "t",
+                    &format!("person-{n:08}"),
+                    None,
+                    "2026-02-01T00:00:00Z",
+                ))
+            })
             .find_map(Result::err)
             .or_else(|| history.finish().err())
             .unwrap();

@@ -1073,9 +1073,11 @@ async fn metadata_over_a_range_starts_from_a_snapshot_before_it() {
         "occurred_at": "2026-11-01T09:00:00Z", "conversation": team, "created_by": "u0",
         "name": "Desk", "members": [{"person_id": "u0", "company_id": "acme"}]})];
     for day in 2..=20 {
-        events.push(json!({"event_id": format!("m{day:02}"), "type": "conversation.members_added",
+        events.push(
+            json!({"event_id": format!("m{day:02}"), "type": "conversation.members_added",
             "occurred_at": format!("2026-11-{day:02}T10:00:00Z"), "conversation": team,
-            "added_by": "u0", "members": [{"person_id": format!("u{day}"), "company_id": "acme"}]}));
+            "added_by": "u0", "members": [{"person_id": format!("u{day}"), "company_id": "acme"}]}),
+        );
         events.push(json!({"event_id": format!("r{day:02}"), "type": "conversation.members_removed",
             "occurred_at": format!("2026-11-{day:02}T11:00:00Z"), "conversation": team,
             "removed_by": "u0", "members": [{"person_id": format!("u{}", day - 1), "company_id": "acme"}]}));

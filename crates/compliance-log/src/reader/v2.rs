@@ -328,6 +328,7 @@ pub(super) fn within(position: Option<&LogPosition>, cuts: &[Cut]) -> bool {
 
 /// The company's metadata from v2 over every topic: with one topic, as [`metadata`]; with
 /// several, every change (no snapshot: the topics' compactions are independent).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn metadata_all(
     snapshots: &[Snapshot],
     store: &dyn ObjectStore,

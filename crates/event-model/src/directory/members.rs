@@ -51,7 +51,10 @@ impl fmt::Debug for Members {
 impl Members {
     /// Adds a member, or replaces what is known of them (keeping when they joined).
     pub fn insert(&mut self, member: &Member) {
-        let joined = self.set.get(member.person_id.as_str()).and_then(|p| p.joined.clone());
+        let joined = self
+            .set
+            .get(member.person_id.as_str())
+            .and_then(|p| p.joined.clone());
         self.set.replace(Packed::new(member, joined));
     }
 
