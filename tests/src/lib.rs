@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 pub mod faults;
 pub mod faults_export;
+pub mod membership;
 pub mod seed;
 
 /// The running local stack, as its env file describes it.

@@ -106,6 +106,160 @@ fn archived_post_ids(bytes: &[u8]) -> BTreeSet<String> {
     ids
 }
 
+/// The archive's membership and names are the model's, conversation by conversation.
+fn assert_membership(expected: &tests::membership::History, archived: &tests::membership::History) {
+    assert!(expected.len() > 5, "{}", expected.len());
+    assert_eq!(
+        archived.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>()
+    );
+    for (id, want) in expected {
+        assert_eq!(&archived[id], want, "conversation {id}");
+    }
+}
+
+/// A team of the company whose membership changes before, inside and after the range
+/// 2026-01-16..2026-02-01 (on top of the generated traffic): joins, a leave, removals, a
+/// rename, and a post inside the range.
+fn membership_events(prefix: &str) -> Vec<(String, Vec<u8>)> {
+    let team = format!("{prefix}mteam");
+    let conversation = serde_json::json!({"id": team, "kind": "team", "owner_company_id": format!("{prefix}acme")});
+    let person = |n: u32| format!("{prefix}acme-m{n}");
+    let member =
+        |n: u32| serde_json::json!({"person_id": person(n), "company_id": format!("{prefix}acme")});
+    let event = |id: &str, at: &str, body: serde_json::Value| {
+        let mut event = serde_json::json!({"event_id": format!("{prefix}{id}"), "occurred_at": at,
+                                           "conversation": conversation});
+        for (k, v) in body.as_object().unwrap() {
+            event[k] = v.clone();
+        }
+        (team.clone(), serde_json::to_vec(&event).unwrap())
+    };
+    vec![
+        event(
+            "mt1",
+            "2026-01-02T00:00:00Z",
+            serde_json::json!({"type": "conversation.created",
+              "name": "Before", "created_by": person(0), "members": [member(0), member(1), member(2)]}),
+        ),
+        event(
+            "mt2",
+            "2026-01-05T00:00:00Z",
+            serde_json::json!({"type": "conversation.members_added",
+              "added_by": person(0), "members": [member(3)]}),
+        ),
+        event(
+            "mt3",
+            "2026-01-10T00:00:00Z",
+            serde_json::json!({"type": "conversation.members_removed",
+              "removed_by": person(0), "members": [member(2)]}),
+        ),
+        event(
+            "mt4",
+            "2026-01-20T00:00:00Z",
+            serde_json::json!({"type": "conversation.members_removed",
+              "removed_by": person(1), "members": [member(1)]}),
+        ),
+        event(
+            "mt5",
+            "2026-01-21T00:00:00Z",
+            serde_json::json!({"type": "conversation.members_added",
+              "added_by": person(3), "members": [member(4)]}),
+        ),
+        event(
+            "mt6",
+            "2026-01-21T12:00:00Z",
+            serde_json::json!({"type": "post.created",
+              "post_id": format!("{prefix}mt-post"), "author_id": person(4), "text": "who reads this?"}),
+        ),
+        event(
+            "mt7",
+            "2026-01-22T00:00:00Z",
+            serde_json::json!({"type": "conversation.members_removed",
+              "removed_by": person(0), "members": [member(4)]}),
+        ),
+        event(
+            "mt8",
+            "2026-01-25T00:00:00Z",
+            serde_json::json!({"type": "conversation.renamed",
+              "name": "During", "renamed_by": person(3)}),
+        ),
+        event(
+            "mt9",
+            "2026-02-10T00:00:00Z",
+            serde_json::json!({"type": "conversation.members_removed",
+              "removed_by": person(0), "members": [member(3)]}),
+        ),
+    ]
+}
+
+/// What the archive of 2026-01-16..2026-02-01 says of `membership_events`' team.
+fn assert_team_history(prefix: &str, archived: &tests::membership::History) {
+    let person = |n: u32| format!("{prefix}acme-m{n}");
+    let (periods, names) = &archived[&format!("{prefix}mteam")];
+    let at = |t: &str| Some(t.to_owned());
+    let by = |n: u32| Some(person(n));
+    assert_eq!(
+        periods,
+        &vec![
+            // m2 left before the range: not there. m3 is removed after it: a member to its end.
+            (
+                person(0),
+                at("2026-01-02T00:00:00Z"),
+                by(0),
+                None,
+                None,
+                true
+            ),
+            (
+                person(1),
+                at("2026-01-02T00:00:00Z"),
+                by(0),
+                at("2026-01-20T00:00:00Z"),
+                by(1),
+                true
+            ),
+            (
+                person(3),
+                at("2026-01-05T00:00:00Z"),
+                by(0),
+                None,
+                None,
+                true
+            ),
+            (
+                person(4),
+                at("2026-01-21T00:00:00Z"),
+                by(3),
+                at("2026-01-22T00:00:00Z"),
+                by(0),
+                false
+            ),
+        ]
+    );
+    assert_eq!(
+        names,
+        &vec![
+            (
+                "Before".to_owned(),
+                at("2026-01-02T00:00:00Z"),
+                by(0),
+                at("2026-01-25T00:00:00Z"),
+                by(3),
+                true
+            ),
+            (
+                "During".to_owned(),
+                at("2026-01-25T00:00:00Z"),
+                by(3),
+                None,
+                None,
+                false
+            ),
+        ]
+    );
+}
+
 fn verify_archive(bytes: &[u8]) {
     let report = archive::verify::verify(&mut std::io::Cursor::new(bytes)).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
@@ -118,7 +272,7 @@ async fn produced_events_reach_a_downloaded_archive_with_mail_and_a_platform_eve
     let (events, dlq, group) = (unique("ev"), unique("dlq"), unique("grp"));
     kafka::create_topic(&stack, &events, 2).await;
     kafka::create_topic(&stack, &dlq, 1).await;
-    let messages: Vec<(String, Vec<u8>)> = loadgen::Generator::new(loadgen::Options {
+    let mut messages: Vec<(String, Vec<u8>)> = loadgen::Generator::new(loadgen::Options {
         seed: 5,
         id_prefix: prefix.clone(),
         content_events: 1_500,
@@ -126,6 +280,7 @@ async fn produced_events_reach_a_downloaded_archive_with_mail_and_a_platform_eve
     })
     .map(|m| (m.key, m.payload))
     .collect();
+    messages.extend(membership_events(&prefix));
     kafka::produce(&kafka::producer(&stack), &events, &messages).await;
 
     // Ingestion, until every company's log holds what was produced.
@@ -212,7 +367,17 @@ async fn produced_events_reach_a_downloaded_archive_with_mail_and_a_platform_eve
         missing.is_empty() && extra.is_empty(),
         "missing {missing:?}, extra {extra:?}"
     );
-
+    // Membership and names over time (format version 5), as a model of its own folds them from
+    // what was produced: over all history, and over a range that starts inside it (members
+    // who left before its start are not there; those before it are marked).
+    let payloads: Vec<Vec<u8>> = messages.iter().map(|(_, p)| p.clone()).collect();
+    let all_history = tests::membership::expected(
+        &payloads,
+        &company,
+        event_model::validate::earliest_accepted(),
+        tests::exports::time(last.request.as_ref().and_then(|r| r.to.as_ref())),
+    );
+    assert_membership(&all_history, &tests::membership::archived(&bytes));
     // The requester's mail, received by a real SMTP server.
     let mail = wait_for("the notification mail", Duration::from_secs(30), || async {
         smtp.messages().into_iter().find(|m| m.contains(&id))
@@ -277,6 +442,47 @@ async fn produced_events_reach_a_downloaded_archive_with_mail_and_a_platform_eve
     );
     assert_eq!(audit[0].actor_id, "ann");
     assert_eq!(audit[0].subject, id);
+
+    // A range that starts inside the history (after the checks above, which count this
+    // job's mail, event and audit trail alone).
+    let (from, to) = ("2026-01-16T00:00:00Z", "2026-02-01T00:00:00Z");
+    let later = create(
+        &replica,
+        &ann,
+        pb::CreateExportRequest {
+            from: Some(tests::exports::timestamp(from)),
+            to: Some(tests::exports::timestamp(to)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let done = watch(&replica, &ann, &later).await;
+    assert_eq!(
+        done.last().unwrap().status,
+        pb::ExportStatus::Completed as i32
+    );
+    let (_, later_bytes) = download(&replica, &ann, &later).await;
+    verify_archive(&later_bytes);
+    let in_range = tests::membership::expected(
+        &payloads,
+        &company,
+        from.parse().unwrap(),
+        to.parse().unwrap(),
+    );
+    let later_history = tests::membership::archived(&later_bytes);
+    assert_membership(&in_range, &later_history);
+    assert_team_history(&prefix, &later_history);
+    let at_start = in_range
+        .values()
+        .flat_map(|(periods, _)| periods)
+        .filter(|p| p.5)
+        .count();
+    let ended = in_range
+        .values()
+        .flat_map(|(periods, _)| periods)
+        .filter(|p| p.3.is_some())
+        .count();
+    assert!(at_start > 10 && ended > 0, "{at_start} {ended}");
     replica.shutdown().await;
     stop_ingestion.cancel();
     watermarks.await.unwrap();

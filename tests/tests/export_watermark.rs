@@ -336,7 +336,7 @@ fn check_position(
     produced: usize,
 ) {
     let position = &manifest["log_position"];
-    assert_eq!(manifest["format_version"], 4, "{position}");
+    assert_eq!(manifest["format_version"], 5, "{position}");
     assert_eq!(position["topic"], source.events.as_str(), "{position}");
     let partitions = position["partitions"].as_array().unwrap();
     assert_eq!(

@@ -1,5 +1,6 @@
 //! `People_And_Groups/users.json` and `Teams/teams.json`: the conversations of the export's
-//! scope with their members, streamed.
+//! scope with their members, and their membership and names over the range (`history`),
+//! streamed.
 //!
 //! A company's directory can be large (tens of thousands of conversations, teams of 50,000
 //! members), so a listing is never built in memory: it is serialised straight into a spill
@@ -7,7 +8,8 @@
 //! writer compresses it from there. The bytes are those the listings always had — the pretty
 //! JSON of `{"conversations": [...]}` with every object's keys in alphabetical order (as
 //! `serde_json::Value` maps sort them) — so the records below declare their fields in that
-//! order.
+//! order. Format version 5 added `membership` and `names` to each conversation; the fields
+//! before them are as they were.
 
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
@@ -21,6 +23,10 @@ use serde::{Serialize, Serializer};
 
 use crate::spill::{Spill, from_io};
 use crate::{ArchiveError, DiskBudget};
+
+pub mod history;
+
+use history::{ConversationHistory, MembershipHistory};
 
 /// The two listings: where each goes and which conversations it holds.
 pub(crate) const LISTINGS: [(&str, Section); 2] = [
@@ -39,7 +45,10 @@ pub(crate) enum Section {
 /// What the listings are made from; the renderer lends its own rules for scope and folders,
 /// so the listings say what the day files do.
 pub(crate) struct Scope<'a> {
+    /// The directory at the range's end.
     pub(crate) directory: &'a Directory,
+    /// The periods the range's changes ended.
+    pub(crate) history: &'a MembershipHistory,
     /// Conversations with content in the range; listed whatever the scope, and marked.
     pub(crate) seen: &'a BTreeSet<String>,
     /// Whether a conversation of the directory is in the export's scope.
@@ -73,6 +82,35 @@ pub(crate) fn write_listing(
         })?;
         drop(out);
         Ok(spill)
+    })
+}
+
+/// Folds the range's metadata changes (in log order) into `directory`, the directory at the
+/// range's `start`, leaving it at the range's end; returns the periods they ended. On a
+/// multi-threaded runtime the work (the periods go to disk) leaves the async worker first.
+pub(crate) fn fold_range(
+    directory: &mut Directory,
+    changes: Vec<compliance_log::LogRecord>,
+    start: chrono::DateTime<chrono::Utc>,
+    disk: &DiskBudget,
+) -> Result<MembershipHistory, ArchiveError> {
+    off_the_async_worker(|| {
+        let mut history = MembershipHistory::new(start, disk);
+        let mut failed = None;
+        for record in changes {
+            directory.apply_recording(&record.event, &mut |ended| {
+                if failed.is_none()
+                    && let Err(error) = history.push(ended)
+                {
+                    failed = Some(error);
+                }
+            });
+        }
+        if let Some(error) = failed {
+            return Err(error);
+        }
+        history.finish()?;
+        Ok(history)
     })
 }
 
@@ -112,8 +150,34 @@ impl Serialize for Listing<'_> {
                 };
                 (section == self.section).then_some((id, state))
             })
-            .map(|(id, state)| ConversationRecord::new(scope, id, state));
-        serializer.collect_seq(records)
+            .map(|(id, state)| {
+                // One conversation's history at a time, read from the periods on disk.
+                let history = scope.history.conversation(id, state)?;
+                Ok::<_, ArchiveError>(ConversationRecord::new(scope, id, state, history))
+            });
+        Fallible(std::cell::Cell::new(Some(records))).serialize(serializer)
+    }
+}
+
+/// A sequence whose elements may fail to be made: the first error ends the serialisation.
+struct Fallible<I>(std::cell::Cell<Option<I>>);
+
+impl<I, T, E> Serialize for Fallible<I>
+where
+    I: Iterator<Item = Result<T, E>>,
+    T: Serialize,
+    E: std::fmt::Display,
+{
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeSeq};
+        let Some(items) = self.0.take() else {
+            return Err(S::Error::custom("a listing is serialised once"));
+        };
+        let mut seq = serializer.serialize_seq(None)?;
+        for item in items {
+            seq.serialize_element(&item.map_err(S::Error::custom)?)?;
+        }
+        seq.end()
     }
 }
 
@@ -128,12 +192,21 @@ struct ConversationRecord<'a> {
     id: &'a str,
     kind: &'static str,
     members: MemberList<'a>,
+    /// Every membership in effect in the range (format version 5).
+    membership: MembershipList<'a>,
     name: Option<&'a str>,
+    /// Every name in effect in the range (format version 5).
+    names: NameList,
     owner_company_id: Option<&'a str>,
 }
 
 impl<'a> ConversationRecord<'a> {
-    fn new(scope: &'a Scope<'a>, id: &'a str, state: Option<&'a ConversationState>) -> Self {
+    fn new(
+        scope: &'a Scope<'a>,
+        id: &'a str,
+        state: Option<&'a ConversationState>,
+        history: ConversationHistory,
+    ) -> Self {
         let (folder, kind) = (scope.folder_of)(id);
         Self {
             archived_at: state.and_then(|c| c.archived_at.as_ref()),
@@ -147,9 +220,86 @@ impl<'a> ConversationRecord<'a> {
                 directory: scope.directory,
                 members: state.map(|c| &c.members),
             },
+            membership: MembershipList {
+                directory: scope.directory,
+                periods: history.memberships,
+            },
             name: state.and_then(|c| c.name.as_deref()),
+            names: NameList(history.names),
             owner_company_id: state.map(|c| c.owner_company_id.as_str()),
         }
+    }
+}
+
+/// A conversation's memberships over the range, each with the person the directory knows.
+struct MembershipList<'a> {
+    directory: &'a Directory,
+    periods: Vec<history::MembershipPeriod>,
+}
+
+/// One membership; fields in alphabetical order.
+#[derive(Serialize)]
+struct MembershipRecord<'a> {
+    added_by: Option<&'a str>,
+    joined_at: Option<&'a DateTime<FixedOffset>>,
+    left_at: Option<&'a DateTime<FixedOffset>>,
+    left_by_themselves: bool,
+    member_at_range_start: bool,
+    person: PersonRecord<'a>,
+    removed_by: Option<&'a str>,
+}
+
+impl Serialize for MembershipList<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.periods.iter().map(|m| MembershipRecord {
+            added_by: m.joined.as_ref().map(|j| j.by.as_str()),
+            joined_at: m.joined.as_ref().map(|j| &j.at),
+            left_at: m.left.as_ref().map(|l| &l.at),
+            left_by_themselves: m.left.as_ref().is_some_and(|l| l.by == m.person_id),
+            member_at_range_start: m.member_at_range_start,
+            person: person_record(self.directory, &m.person_id),
+            removed_by: m.left.as_ref().map(|l| l.by.as_str()),
+        }))
+    }
+}
+
+/// A conversation's names over the range.
+struct NameList(Vec<history::NamePeriod>);
+
+/// One name; fields in alphabetical order.
+#[derive(Serialize)]
+struct NameRecord<'a> {
+    changed_by: Option<&'a str>,
+    from: Option<&'a DateTime<FixedOffset>>,
+    in_effect_at_range_start: bool,
+    name: Option<&'a str>,
+    replaced_by: Option<&'a str>,
+    until: Option<&'a DateTime<FixedOffset>>,
+}
+
+impl Serialize for NameList {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|n| NameRecord {
+            changed_by: n.named.as_ref().map(|s| s.by.as_str()),
+            from: n.named.as_ref().map(|s| &s.at),
+            in_effect_at_range_start: n.in_effect_at_range_start,
+            name: n.name.as_deref(),
+            replaced_by: n.until.as_ref().map(|s| s.by.as_str()),
+            until: n.until.as_ref().map(|s| &s.at),
+        }))
+    }
+}
+
+/// The person `id` as the directory knows them.
+fn person_record<'a>(directory: &'a Directory, id: &'a str) -> PersonRecord<'a> {
+    match directory.people.get(id) {
+        Some(p) => PersonRecord::Known {
+            company_id: &p.company_id,
+            email: p.email.as_deref(),
+            id,
+            name: p.name.as_deref(),
+        },
+        None => PersonRecord::Unknown { id },
     }
 }
 
@@ -161,18 +311,11 @@ struct MemberList<'a> {
 
 impl Serialize for MemberList<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let people = &self.directory.people;
-        serializer.collect_seq(self.members.into_iter().flat_map(|members| {
-            members.keys().map(|id| match people.get(id) {
-                Some(p) => PersonRecord::Known {
-                    company_id: &p.company_id,
-                    email: p.email.as_deref(),
-                    id,
-                    name: p.name.as_deref(),
-                },
-                None => PersonRecord::Unknown { id },
-            })
-        }))
+        serializer.collect_seq(
+            self.members
+                .into_iter()
+                .flat_map(|members| members.keys().map(|id| person_record(self.directory, id))),
+        )
     }
 }
 
@@ -236,7 +379,7 @@ mod scale;
 
 #[cfg(test)]
 mod tests {
-    use event_model::directory::PersonState;
+    use event_model::directory::{PersonState, Since};
     use event_model::event::Member;
     use serde_json::{Value, json};
 
@@ -287,6 +430,7 @@ mod tests {
                     created_by: (c % 6 != 0).then(|| "u01".to_owned()),
                     archived_at: (c % 7 == 3).then_some(at),
                     members: members.iter().collect(),
+                    named: None,
                 },
             );
         }
@@ -303,8 +447,16 @@ mod tests {
         )
     }
 
+    /// No period ended in the range (which starts before everything the tests hold).
+    fn no_history() -> MembershipHistory {
+        MembershipHistory::new(
+            "2000-01-01T00:00:00Z".parse().unwrap(),
+            &DiskBudget::unlimited(),
+        )
+    }
+
     /// The listings as they were built before streaming: one `Value` tree (render.rs at
-    /// 0c600df).
+    /// 0c600df), with format version 5's `membership` and `names` made from the history.
     pub(super) fn reference(scope: &Scope<'_>) -> [Vec<u8>; 2] {
         let person = |id: &str| match scope.directory.people.get(id) {
             Some(p) => {
@@ -327,7 +479,32 @@ mod tests {
             let members: Vec<Value> = state
                 .map(|c| c.members.keys().map(&person).collect())
                 .unwrap_or_default();
+            let history = scope.history.conversation(id, state).unwrap();
+            let since = |s: Option<&Since>| (s.map(|s| s.at), s.map(|s| s.by.clone()));
+            let membership: Vec<Value> = history
+                .memberships
+                .iter()
+                .map(|m| {
+                    let ((joined_at, added_by), (left_at, removed_by)) =
+                        (since(m.joined.as_ref()), since(m.left.as_ref()));
+                    json!({"person": person(&m.person_id), "joined_at": joined_at,
+                           "added_by": added_by, "left_at": left_at,
+                           "left_by_themselves": removed_by.as_deref() == Some(m.person_id.as_str()),
+                           "removed_by": removed_by, "member_at_range_start": m.member_at_range_start})
+                })
+                .collect();
+            let names: Vec<Value> = history
+                .names
+                .iter()
+                .map(|n| {
+                    let ((from, changed_by), (until, replaced_by)) =
+                        (since(n.named.as_ref()), since(n.until.as_ref()));
+                    json!({"name": n.name, "from": from, "changed_by": changed_by, "until": until,
+                           "replaced_by": replaced_by, "in_effect_at_range_start": n.in_effect_at_range_start})
+                })
+                .collect();
             let record = json!({
+                "membership": membership, "names": names,
                 "id": id, "kind": kind.as_str(), "name": state.and_then(|c| c.name.clone()),
                 "owner_company_id": state.map(|c| c.owner_company_id.clone()),
                 "created_at": state.and_then(|c| c.created_at), "created_by": state.and_then(|c| c.created_by.clone()),
@@ -369,8 +546,10 @@ mod tests {
             &|_| false,
         ];
         for (n, in_scope) in filters.into_iter().enumerate() {
+            let history = no_history();
             let scope = Scope {
                 directory: &directory,
+                history: &history,
                 seen: &seen,
                 in_scope,
                 folder_of: &folder,
@@ -393,8 +572,10 @@ mod tests {
         let empty = Directory::default();
         let none = BTreeSet::new();
         let folder = |id: &str| folder_of(&empty, id);
+        let history = no_history();
         let scope = Scope {
             directory: &empty,
+            history: &history,
             seen: &none,
             in_scope: &|_| true,
             folder_of: &folder,
@@ -409,8 +590,10 @@ mod tests {
         let directory = directory();
         let seen = BTreeSet::new();
         let folder = |id: &str| folder_of(&directory, id);
+        let history = no_history();
         let scope = Scope {
             directory: &directory,
+            history: &history,
             seen: &seen,
             in_scope: &|_| true,
             folder_of: &folder,
@@ -426,8 +609,10 @@ mod tests {
         let directory = directory();
         let seen = BTreeSet::new();
         let folder = |id: &str| folder_of(&directory, id);
+        let history = no_history();
         let scope = Scope {
             directory: &directory,
+            history: &history,
             seen: &seen,
             in_scope: &|_| true,
             folder_of: &folder,

@@ -6,7 +6,8 @@
 //! - [`zip`]: the streaming ZIP writer (deflate on every core, ZIP64 where needed).
 //! - [`spill`]: temporary files for what the end of an archive needs, so memory stays flat;
 //!   all of an export's count against its [`DiskBudget`].
-//! - `directories`: `users.json` and `teams.json`, streamed one conversation at a time.
+//! - [`directories`]: `users.json` and `teams.json`, streamed one conversation at a time, with
+//!   membership and names over the range ([`directories::history`]).
 //! - [`multipart`]: the S3 multipart sink with growing part sizes.
 //! - [`names`]: safe, unique folder names.
 //! - [`verify`]: reading an archive back and checking it against its manifest, whose counts
@@ -16,7 +17,7 @@ pub mod allocator;
 pub mod budget;
 mod csv;
 mod dayfiles;
-mod directories;
+pub mod directories;
 mod eml;
 mod items;
 pub mod manifest;
@@ -224,18 +225,19 @@ pub async fn export_to_sink<S: Sink>(
         Some(position) => reader.at(position.clone()),
         None => reader,
     };
-    let directory = reader
-        .metadata(
-            &request.company_id,
-            request.to - chrono::Duration::nanoseconds(1),
-        )
+    // Every temporary file of the export counts against one disk budget.
+    let disk = DiskBudget::new(limits.disk_bytes);
+    // The directory at the range's start, folded forward through the range's changes to its
+    // end; the periods they end (memberships, names) are kept for the listings.
+    let (mut directory, changes) = reader
+        .metadata_range(&request.company_id, request.start(), request.to)
         .await?;
-    // One entry per worker thread in flight, within the render share of the budget; every
-    // temporary file of the export counts against one disk budget.
+    let history = directories::fold_range(&mut directory, changes, request.start(), &disk)?;
+    // One entry per worker thread in flight, within the render share of the budget.
     let zip = ZipWriter::new(sink, 6, limits.worker_threads())
         .with_bytes_in_flight(limits.render_bytes())
-        .with_disk_budget(DiskBudget::new(limits.disk_bytes));
-    render::Renderer::new(request, tz, directory, zip)?
+        .with_disk_budget(disk);
+    render::Renderer::new(request, tz, directory, history, zip)?
         .run(reader, progress)
         .await
 }

@@ -20,7 +20,12 @@ pub const EXPORT_FORMAT_CSV: &str = "cce-export-csv";
 /// 4: `log_position` names the position of the log the archive was read at (the events topic,
 /// and per partition its epoch, durable offset and time watermark), replacing
 /// `source_offsets` (`docs/export-format.md`, "What an archive covers").
-pub const EXPORT_FORMAT_VERSION: u32 = 4;
+/// 5: each conversation of `users.json` and `teams.json` carries `membership` (every membership
+/// in effect in the range: who, joined when and added by whom, left when and removed by whom,
+/// whether a member at the range's start) and `names` (every name in effect in the range, from
+/// and until when, set by whom); the fields before them are unchanged (`docs/export-format.md`,
+/// "Membership over time").
+pub const EXPORT_FORMAT_VERSION: u32 = 5;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {

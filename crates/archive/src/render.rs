@@ -29,6 +29,7 @@ use event_model::{ConversationKind, EventBody};
 use crate::csv::CsvDays;
 use crate::dayfiles::OpenDays;
 use crate::directories;
+use crate::directories::history::MembershipHistory;
 use crate::items::{
     Change, Edit, FileItem, Item, ItemKind, NoteDeletion, NoteItem, Person, PersonRef,
     PostDeletion, PostItem, item_key,
@@ -54,7 +55,10 @@ pub(crate) struct Renderer<'a, S: Sink> {
     request: &'a ExportRequest,
     tz: Tz,
     root: String,
+    /// The directory at the range's end.
     directory: Directory,
+    /// Membership and names over the range (`directories::history`).
+    history: MembershipHistory,
     zip: ZipWriter<S>,
     day: Option<NaiveDate>,
     /// The open day's files, in memory or spilled to disk.
@@ -109,6 +113,7 @@ impl<'a, S: Sink> Renderer<'a, S> {
         request: &'a ExportRequest,
         tz: Tz,
         directory: Directory,
+        history: MembershipHistory,
         zip: ZipWriter<S>,
     ) -> Result<Self, ArchiveError> {
         let root = sanitize(
@@ -126,6 +131,7 @@ impl<'a, S: Sink> Renderer<'a, S> {
             tz,
             root,
             directory,
+            history,
             zip,
             day: None,
             open: OpenDays::new(request.limits.items_bytes(), disk.clone()),
@@ -642,6 +648,7 @@ impl<'a, S: Sink> Renderer<'a, S> {
             let spill = {
                 let scope = directories::Scope {
                     directory: &self.directory,
+                    history: &self.history,
                     seen: &self.seen_conversations,
                     in_scope: &|id| self.included(id, ""),
                     folder_of: &|id| self.folder_of(id),

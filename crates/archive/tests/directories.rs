@@ -3,6 +3,8 @@
 //! (`directories.rs`). Histories: the one of `render.rs`, the one of `support`, and a generated
 //! one with many conversations (every kind, names that need escaping, members of other
 //! companies, people without names, renames, removals, archives, offsets), under each filter.
+//! Re-recorded for format version 5, which added `membership` and `names` to every conversation
+//! (the bytes before those fields are checked apart, in `directories.rs`'s unit tests).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -238,8 +240,8 @@ fn filtered(people: &[&str], conversations: &[&str]) -> ExportRequest {
 
 /// Recorded on the `Value`-tree implementation (commit 0c600df): users.json, then teams.json.
 const EMPTY: &str = "fd192be5ae256207f6bd7354564181f211cd970e22c44574bcdb3b0d53553721";
-const RENDER_USERS: &str = "4892fdb567573e901b4f40fdbcfcae1a51650fe8154eb27a28c920cfe68407e6";
-const RENDER_TEAMS: &str = "e5da74afe952d2fa51fbe07bf0baedcbb27e119d082d14ca6d43b850194f293f";
+const RENDER_USERS: &str = "e89e30305cc95e85f9d8191070db312ad3dde6e955d060e491f2f2d9733db04e";
+const RENDER_TEAMS: &str = "bfd59afef6078106fde8867a9642d93ccc3da0f6c023e5273bed6bd466779c6a";
 
 #[tokio::test]
 async fn the_listings_keep_their_bytes() {
@@ -268,7 +270,7 @@ async fn the_listings_keep_their_bytes() {
             filtered(&[], &[]),
             [
                 EMPTY,
-                "52ddfcc6a59b2f3d2c2599d80921e5c2fdb55e99f650f6032d392f6cd85596be",
+                "9fdf430fd8062ec7d5d50ab7810e87d912108fd56474e92c9e4b5ee869c9b59f",
             ],
         ),
         (
@@ -276,8 +278,8 @@ async fn the_listings_keep_their_bytes() {
             generated_history(),
             filtered(&[], &[]),
             [
-                "92c5e15d5dee5caf6dd1b01396cbee3214c2bfc023c69732a104873b2d0b276b",
-                "b4ebf8d627c92f8c3b91a4cea0b9db820c9a2cc6f7aca62420790355cf347015",
+                "b8363b746de358cd387e34f6da4de2ea1e3aac567846b0efa8320b08c1aad24d",
+                "461f3812bb86e6365a7d90bc467d4508af01656a5e226baba85e33e48ccd02f0",
             ],
         ),
         (
@@ -285,8 +287,8 @@ async fn the_listings_keep_their_bytes() {
             generated_history(),
             filtered(&["u005", "late-guest"], &[]),
             [
-                "09165595be7d9e70b626c1bc811f45c58d09934c7be89beb2b05347d3c07f0ff",
-                "8420a7e45c2ad79a0658bb086dd13156dc50719a99d5db2094f42aab8394e4d1",
+                "ce43f3a4570d6382e0dd85d8cb8f6e00361f957db4edc9872b62e1a4e27b55a0",
+                "18699c8578f1f204133c51e52c6e4a21718f0700a45b6e8820ac043a72454743",
             ],
         ),
         (
@@ -294,7 +296,7 @@ async fn the_listings_keep_their_bytes() {
             generated_history(),
             filtered(&[], &["conv-0003", "conv-0004", "conv/22:odd", "nope"]),
             [
-                "133fe328481d4c2108f92d49072d6537010d56835ba4b837b5d926643b564438",
+                "766d443503c9ce3183246e9b8295d12aaecfd8f538d2215ca31def9f9dea490a",
                 EMPTY,
             ],
         ),

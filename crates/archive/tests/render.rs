@@ -108,7 +108,7 @@ async fn layout_scope_history_notes_and_files() {
     assert_eq!(manifest["files"].as_array().unwrap().len(), files.len() - 1);
     assert_eq!(manifest["totals"]["edits"], 2);
     assert_eq!(manifest["totals"]["deletes"], 1);
-    assert_eq!(manifest["format_version"], 4);
+    assert_eq!(manifest["format_version"], 5);
     // Read without a position (as `cce-archive` does): the manifest names none.
     let position = &manifest["log_position"];
     assert_eq!(position["log_format_version"], 2, "{position}");

@@ -94,6 +94,7 @@ impl LogReader {
             self.store.as_ref(),
             company_id,
             until,
+            until,
             self.position.as_ref(),
             false,
             self.concurrency,
@@ -117,6 +118,7 @@ impl LogReader {
             self.store.as_ref(),
             company_id,
             as_of,
+            as_of,
             self.position.as_ref(),
             v1.is_empty(),
             self.concurrency,
@@ -130,6 +132,46 @@ impl LogReader {
             directory.apply(&record.event);
         }
         Ok(directory)
+    }
+
+    /// The company's people and conversations as they stood just before `from`, and its
+    /// metadata changes with `from <= occurred_at < to`, deduplicated and in log order — what
+    /// an export needs for membership over its range. Reads as [`metadata`](Self::metadata)
+    /// does, from the newest usable snapshot of a day before `from`'s: never the history
+    /// before it. The range's changes are held in memory (metadata: small beside content).
+    pub async fn metadata_range(
+        &self,
+        company_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<(Directory, Vec<LogRecord>)> {
+        let until = to - chrono::Duration::nanoseconds(1);
+        let v1 = self.v1_meta_events(company_id).await?;
+        let snapshots = v2::Snapshot::open_all(self.store.as_ref(), self.position.as_ref()).await?;
+        let (base, mut changes) = v2::metadata_all(
+            &snapshots,
+            self.store.as_ref(),
+            company_id,
+            until,
+            from,
+            self.position.as_ref(),
+            v1.is_empty(),
+            self.concurrency,
+        )
+        .await?;
+        let mut directory = base.unwrap_or_default();
+        changes.extend(v1);
+        let mut in_range = Vec::new();
+        for record in settle(changes, |r| {
+            self.admits(r) && r.event.occurred_at.with_timezone(&Utc) <= until
+        }) {
+            if record.event.occurred_at.with_timezone(&Utc) < from {
+                directory.apply(&record.event);
+            } else {
+                in_range.push(record);
+            }
+        }
+        Ok((directory, in_range))
     }
 
     /// Whether the reader's position (if any) holds the record.

@@ -102,6 +102,7 @@ fn company() -> Directory {
                 created_by: Some(person_id(c % 50_000)),
                 archived_at: None,
                 members: members.iter().collect(),
+                named: None,
             },
         );
     }
@@ -220,8 +221,13 @@ fn listings_phase(value_tree: bool) {
             kind,
         )
     };
+    let history = super::history::MembershipHistory::new(
+        "2026-01-01T00:00:00Z".parse().unwrap(),
+        &DiskBudget::unlimited(),
+    );
     let scope = Scope {
         directory: &directory,
+        history: &history,
         seen: &seen,
         in_scope: &|_| true,
         folder_of: &folder,

@@ -1062,3 +1062,64 @@ async fn passes_of_one_seq_never_merge_each_others_parts() {
         ["late1", "a1", "a3", "d1", "a2", "a4"]
     );
 }
+
+/// `metadata_range`: the directory just before the range (from the newest snapshot of a day
+/// before it, not the whole history) and the range's changes, the same before and after
+/// compaction and the same as folding every change.
+#[tokio::test]
+async fn metadata_over_a_range_starts_from_a_snapshot_before_it() {
+    let team = json!({"id": "c-acme", "kind": "team", "owner_company_id": "acme"});
+    let mut events = vec![json!({"event_id": "m00", "type": "conversation.created",
+        "occurred_at": "2026-11-01T09:00:00Z", "conversation": team, "created_by": "u0",
+        "name": "Desk", "members": [{"person_id": "u0", "company_id": "acme"}]})];
+    for day in 2..=20 {
+        events.push(
+            json!({"event_id": format!("m{day:02}"), "type": "conversation.members_added",
+            "occurred_at": format!("2026-11-{day:02}T10:00:00Z"), "conversation": team,
+            "added_by": "u0", "members": [{"person_id": format!("u{day}"), "company_id": "acme"}]}),
+        );
+        events.push(json!({"event_id": format!("r{day:02}"), "type": "conversation.members_removed",
+            "occurred_at": format!("2026-11-{day:02}T11:00:00Z"), "conversation": team,
+            "removed_by": "u0", "members": [{"person_id": format!("u{}", day - 1), "company_id": "acme"}]}));
+    }
+    let mut log = Log::new();
+    log.flush(0, events, "2026-11-26T05:00:00Z").await;
+    log.watermark(1, "2026-11-26T05:00:00Z").await;
+    let (from, to) = (at("2026-11-18T10:30:00Z"), at("2026-11-20T00:00:00Z"));
+    async fn check(log: &Log, from: DateTime<Utc>, to: DateTime<Utc>) {
+        let reader = LogReader::new(log.store.clone());
+        let (start, changes) = reader.metadata_range("acme", from, to).await.unwrap();
+        let before = reader
+            .metadata("acme", from - chrono::Duration::nanoseconds(1))
+            .await
+            .unwrap();
+        assert_eq!(start, before);
+        let members = &start.conversations["c-acme"].members;
+        // u17 was removed on the 18th at 11:00, after the range's start; u16 before it.
+        assert_eq!(members.keys().collect::<Vec<_>>(), ["u0", "u17", "u18"]);
+        let ids: Vec<&str> = changes.iter().map(|r| r.event.event_id.as_str()).collect();
+        assert_eq!(ids, ["r18", "m19", "r19"]);
+        let mut folded = Directory::default();
+        for record in reader.meta_events("acme", to).await.unwrap() {
+            if record.event.occurred_at.with_timezone(&Utc) < from {
+                folded.apply(&record.event);
+            }
+        }
+        assert_eq!(start, folded);
+    }
+    check(&log, from, to).await;
+    log.compactor()
+        .run_pass(at("2026-11-26T06:00:00Z"))
+        .await
+        .unwrap()
+        .unwrap();
+    check(&log, from, to).await;
+    // After compaction the read takes the snapshot of the 17th and the meta days of the range,
+    // never the nineteen days of history.
+    let counting = Arc::new(CountingStore::new(log.store.clone()));
+    LogReader::new(counting.clone())
+        .metadata_range("acme", from, to)
+        .await
+        .unwrap();
+    assert!(counting.counts().gets <= 6, "{:?}", counting.counts());
+}

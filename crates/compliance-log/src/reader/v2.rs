@@ -328,11 +328,13 @@ pub(super) fn within(position: Option<&LogPosition>, cuts: &[Cut]) -> bool {
 
 /// The company's metadata from v2 over every topic: with one topic, as [`metadata`]; with
 /// several, every change (no snapshot: the topics' compactions are independent).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn metadata_all(
     snapshots: &[Snapshot],
     store: &dyn ObjectStore,
     company_id: &str,
     until: DateTime<Utc>,
+    snapshot_before: DateTime<Utc>,
     position: Option<&LogPosition>,
     snapshot_allowed: bool,
     concurrency: usize,
@@ -346,6 +348,7 @@ pub(super) async fn metadata_all(
             store,
             company_id,
             until,
+            snapshot_before,
             position,
             allowed,
             concurrency,
@@ -359,12 +362,15 @@ pub(super) async fn metadata_all(
 
 /// The company's metadata from v2: a directory snapshot (if one can be used) and the changes
 /// after it up to `until`, inside `position`. With `snapshot_allowed` false (or none usable),
-/// every change from the start.
+/// every change from the start. The snapshot is of a day before `snapshot_before`'s (so the
+/// changes returned hold every change from `snapshot_before` on).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn metadata(
     snapshot: &Snapshot,
     store: &dyn ObjectStore,
     company_id: &str,
     until: DateTime<Utc>,
+    snapshot_before: DateTime<Utc>,
     position: Option<&LogPosition>,
     snapshot_allowed: bool,
     concurrency: usize,
@@ -401,6 +407,7 @@ pub(super) async fn metadata(
         }
     }
     let until_day = until.date_naive();
+    let before_day = snapshot_before.min(until).date_naive();
     // A snapshot must predate every change not folded into it: the day of `until` and the
     // earliest uncompacted change of a closed day.
     let earliest_late = late
@@ -409,7 +416,7 @@ pub(super) async fn metadata(
         .filter(|at| *at < horizon)
         .map(|at| at.date_naive())
         .min();
-    let limit = earliest_late.map_or(until_day, |d| d.min(until_day));
+    let limit = earliest_late.map_or(before_day, |d| d.min(before_day));
     let head = snapshot.head_ref();
     let mut changes: Vec<LogRecord> = Vec::new();
     let mut base = None;

@@ -5,7 +5,8 @@
 //! bytes (the id twice, four more strings, a wide map entry); here each is one allocation
 //! holding its id, company, name and email back to back, in a set ordered by id, for about 90.
 //! The serialised form (in the log's metadata snapshots) is the map of person id to [`Member`]
-//! it always was, read and written one member at a time.
+//! it always was, read and written one member at a time; a member whose joining the directory
+//! saw also carries `joined` (when and by whom), which older snapshots lack.
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;
@@ -16,6 +17,7 @@ use serde::de::{MapAccess, Visitor};
 use serde::ser::Serializer;
 use serde::{Deserialize, Deserializer, Serialize};
 
+use super::Since;
 use crate::event::Member;
 
 /// Current members by person id, in id order.
@@ -32,7 +34,7 @@ impl PartialEq for Members {
                 .set
                 .iter()
                 .zip(&other.set)
-                .all(|(a, b)| a.parts() == b.parts())
+                .all(|(a, b)| a.parts() == b.parts() && a.joined == b.joined)
     }
 }
 
@@ -47,14 +49,53 @@ impl fmt::Debug for Members {
 }
 
 impl Members {
-    /// Adds a member, or replaces what is known of them.
+    /// Adds a member, or replaces what is known of them (keeping when they joined).
     pub fn insert(&mut self, member: &Member) {
-        self.set.replace(Packed::new(member));
+        let joined = self
+            .set
+            .get(member.person_id.as_str())
+            .and_then(|p| p.joined.clone());
+        self.set.replace(Packed::new(member, joined));
+    }
+
+    /// Adds a member who joined at `joined`; of a member already, replaces what is known of
+    /// them and keeps when they joined (they have been one since).
+    pub fn join(&mut self, member: &Member, joined: &Since) {
+        let joined = match self.set.get(member.person_id.as_str()) {
+            Some(present) => present.joined.clone(),
+            None => Some(Box::new(joined.clone())),
+        };
+        self.set.replace(Packed::new(member, joined));
     }
 
     /// Removes a member; whether they were one.
     pub fn remove(&mut self, person_id: &str) -> bool {
         self.set.remove(person_id)
+    }
+
+    /// Removes a member and returns them with when they joined, if the directory saw it.
+    pub fn take(&mut self, person_id: &str) -> Option<(Member, Option<Since>)> {
+        self.set
+            .take(person_id)
+            .map(|p| (p.member(), p.joined.map(|j| *j)))
+    }
+
+    /// Sets when a member joined (a member of the set; otherwise nothing).
+    pub fn set_joined(&mut self, person_id: &str, joined: Since) {
+        if let Some(mut packed) = self.set.take(person_id) {
+            packed.joined = Some(Box::new(joined));
+            self.set.insert(packed);
+        }
+    }
+
+    /// When the member joined and who added them, if the directory saw it.
+    pub fn joined(&self, person_id: &str) -> Option<&Since> {
+        self.set.get(person_id).and_then(|p| p.joined.as_deref())
+    }
+
+    /// The members' ids with when they joined (if known), in id order.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, Option<&Since>)> {
+        self.set.iter().map(|p| (p.id(), p.joined.as_deref()))
     }
 
     pub fn contains(&self, person_id: &str) -> bool {
@@ -88,11 +129,25 @@ impl Members {
 /// Of members listed twice, the last wins (as inserting them in turn would have it).
 impl<'a> FromIterator<&'a Member> for Members {
     fn from_iter<I: IntoIterator<Item = &'a Member>>(members: I) -> Self {
-        Self::build(members.into_iter().map(Packed::new).collect())
+        Self::build(members.into_iter().map(|m| Packed::new(m, None)).collect())
     }
 }
 
 impl Members {
+    /// Members who all joined at `joined` (a conversation's creation); of members listed
+    /// twice, the last wins.
+    pub fn joined_together<'a>(
+        members: impl IntoIterator<Item = &'a Member>,
+        joined: &Since,
+    ) -> Self {
+        Self::build(
+            members
+                .into_iter()
+                .map(|m| Packed::new(m, Some(Box::new(joined.clone()))))
+                .collect(),
+        )
+    }
+
     /// Builds the set in one pass over sorted members, which fills its nodes (inserting one
     /// at a time leaves them about half full, and a large team is built from one event).
     fn build(packed: Vec<Packed>) -> Self {
@@ -106,10 +161,12 @@ impl Members {
     }
 }
 
-/// One member: id, company, name and email in one string, with their lengths.
+/// One member: id, company, name and email in one string, with their lengths, and when they
+/// joined (boxed: unknown for members of older snapshots, and one pointer when known).
 #[derive(Clone)]
 struct Packed {
     text: Box<str>,
+    joined: Option<Box<Since>>,
     id_len: u32,
     company_len: u32,
     /// `ABSENT` for no name.
@@ -121,7 +178,7 @@ struct Packed {
 const ABSENT: u32 = u32::MAX;
 
 impl Packed {
-    fn new(member: &Member) -> Self {
+    fn new(member: &Member, joined: Option<Box<Since>>) -> Self {
         let name = member.name.as_deref();
         let email = member.email.as_deref();
         let mut text = String::with_capacity(
@@ -145,6 +202,7 @@ impl Packed {
         let len = |s: &str| u32::try_from(s.len()).unwrap_or(ABSENT - 1);
         Self {
             text: text.into_boxed_str(),
+            joined,
             id_len: len(&member.person_id),
             company_len: len(&member.company_id),
             name_len: name.map_or(ABSENT, len),
@@ -213,13 +271,28 @@ impl Borrow<str> for Packed {
     }
 }
 
-/// A member as it is serialised: the fields of [`Member`], in its order.
+/// A member as it is serialised: the fields of [`Member`], in its order, then when they
+/// joined if known (absent otherwise, so a directory without join times is the bytes it was).
 #[derive(Serialize)]
 struct MemberOut<'a> {
     person_id: &'a str,
     company_id: &'a str,
     name: Option<&'a str>,
     email: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    joined: Option<&'a Since>,
+}
+
+/// A member as it is read: [`Member`] and `joined`, absent in older snapshots.
+#[derive(Deserialize)]
+struct MemberIn {
+    company_id: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    joined: Option<Box<Since>>,
 }
 
 impl Serialize for Members {
@@ -233,6 +306,7 @@ impl Serialize for Members {
                     company_id,
                     name,
                     email,
+                    joined: packed.joined.as_deref(),
                 },
             )
         }))
@@ -257,9 +331,14 @@ impl<'de> Visitor<'de> for MembersVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
         let mut packed = Vec::with_capacity(map.size_hint().unwrap_or(0).min(4096));
         // One member at a time; the key is the member's id (as the map was always built).
-        while let Some((person_id, mut member)) = map.next_entry::<String, Member>()? {
-            member.person_id = person_id;
-            packed.push(Packed::new(&member));
+        while let Some((person_id, read)) = map.next_entry::<String, MemberIn>()? {
+            let member = Member {
+                person_id,
+                company_id: read.company_id,
+                name: read.name,
+                email: read.email,
+            };
+            packed.push(Packed::new(&member, read.joined));
         }
         Ok(Members::build(packed))
     }
