@@ -282,6 +282,12 @@ fn job_line(job: &pb::ExportJob) -> String {
         job.requested_by,
         show_time(job.created_at.as_ref())
     );
+    if !job.schedule_id.is_empty() {
+        line.push_str(&format!(
+            "\tschedule {} run {}",
+            job.schedule_id, job.schedule_run
+        ));
+    }
     if job.queue_position > 0 {
         line.push_str(&format!("\tqueue position {}", job.queue_position));
     }
@@ -306,6 +312,15 @@ fn job_line(job: &pb::ExportJob) -> String {
         ));
     }
     line
+}
+
+/// The proto format for `--format` (json, eml or csv; clap has checked it is one of them).
+pub fn export_format(name: &str) -> pb::ExportFormat {
+    match name {
+        "eml" => pb::ExportFormat::Eml,
+        "csv" => pb::ExportFormat::Csv,
+        _ => pb::ExportFormat::Json,
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -406,12 +421,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 to: to.as_deref().map(|t| parse_time("to", t)).transpose()?,
                 person_ids,
                 conversation_ids,
-                format: match format.as_str() {
-                    "eml" => pb::ExportFormat::Eml,
-                    "csv" => pb::ExportFormat::Csv,
-                    _ => pb::ExportFormat::Json,
-                }
-                .into(),
+                format: export_format(&format).into(),
                 time_zone,
                 request_id,
             };

@@ -43,6 +43,9 @@ pub enum ScheduleCmd {
         /// Only this conversation (repeatable).
         #[arg(long = "conversation")]
         conversation_ids: Vec<String>,
+        /// Each run's format: json, eml or csv (as `create --format`).
+        #[arg(long, default_value = "json", value_parser = ["json", "eml", "csv"])]
+        format: String,
         /// Idempotency key: repeating the command with it returns the same schedule.
         #[arg(long, default_value = "")]
         request_id: String,
@@ -117,6 +120,18 @@ pub fn schedule_line(schedule: &pb::Schedule) -> String {
         show_time(schedule.next_run_at.as_ref()),
         schedule.runs_completed,
     );
+    if schedule.format() != pb::ExportFormat::Json
+        && schedule.format() != pb::ExportFormat::Unspecified
+    {
+        line.push_str(&format!(
+            "\tformat {}",
+            schedule
+                .format()
+                .as_str_name()
+                .trim_start_matches("EXPORT_FORMAT_")
+                .to_lowercase()
+        ));
+    }
     if !schedule.name.is_empty() {
         line.push_str(&format!("\tname {}", schedule.name));
     }
@@ -143,6 +158,7 @@ pub async fn run(command: ScheduleCmd, client: &mut Client) -> anyhow::Result<()
             name,
             person_ids,
             conversation_ids,
+            format,
             request_id,
         } => {
             let request = pb::CreateScheduleRequest {
@@ -157,7 +173,7 @@ pub async fn run(command: ScheduleCmd, client: &mut Client) -> anyhow::Result<()
                 day_of_month: day_of_month.unwrap_or(0),
                 person_ids,
                 conversation_ids,
-                format: pb::ExportFormat::Json.into(),
+                format: crate::export_format(&format).into(),
                 start: start
                     .as_deref()
                     .map(|s| parse_time("start", s))

@@ -69,12 +69,7 @@ pub(crate) fn job_to_proto(
             to: Some(timestamp(job.spec.to)),
             person_ids: job.spec.person_ids.clone(),
             conversation_ids: job.spec.conversation_ids.clone(),
-            format: match archive::DataFormat::from_name(&job.spec.format).unwrap_or_default() {
-                archive::DataFormat::Json => pb::ExportFormat::Json,
-                archive::DataFormat::Eml => pb::ExportFormat::Eml,
-                archive::DataFormat::Csv => pb::ExportFormat::Csv,
-            }
-            .into(),
+            format: format_to_proto(&job.spec.format).into(),
             time_zone: job.spec.time_zone.clone(),
             all_history: job.spec.from.is_none(),
         }),
@@ -97,12 +92,13 @@ pub(crate) fn job_to_proto(
     }
 }
 
-/// A format as the state names it, as the API's enum.
+/// A format as the state names it (`DataFormat::name`; records from before EML and CSV say
+/// `json`), as the API's enum.
 fn format_to_proto(format: &str) -> pb::ExportFormat {
-    match format {
-        "eml" => pb::ExportFormat::Eml,
-        "csv" => pb::ExportFormat::Csv,
-        _ => pb::ExportFormat::Json,
+    match archive::DataFormat::from_name(format).unwrap_or_default() {
+        archive::DataFormat::Json => pb::ExportFormat::Json,
+        archive::DataFormat::Eml => pb::ExportFormat::Eml,
+        archive::DataFormat::Csv => pb::ExportFormat::Csv,
     }
 }
 
