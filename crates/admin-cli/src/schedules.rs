@@ -12,6 +12,8 @@ use proto::v1 as pb;
 
 use super::{Client, explain, parse_time, show_time};
 
+// Parsed once per process from the command line: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum ScheduleCmd {
     /// Creates a schedule: one export per period, each from where the previous ended.
