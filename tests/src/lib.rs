@@ -737,6 +737,52 @@ MC4CAQAwBQYDK2VwBCIEIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f
         }
     }
 
+    /// Job `id`'s archive, through a fresh presigned URL fetched with a plain HTTP client (no
+    /// credentials: the URL is all it needs).
+    pub async fn download(
+        client: &mut ComplianceExportServiceClient<Channel>,
+        token: &str,
+        id: &str,
+    ) -> (pb::DownloadUrl, Vec<u8>) {
+        let link = client
+            .get_download_url(authed(token, pb::GetDownloadUrlRequest { id: id.into() }))
+            .await
+            .expect("GetDownloadUrl")
+            .into_inner();
+        let response = reqwest::get(&link.url).await.expect("GET the archive");
+        assert_eq!(response.status(), 200, "GET {}", link.url);
+        let bytes = response
+            .bytes()
+            .await
+            .expect("the archive's bytes")
+            .to_vec();
+        (link, bytes)
+    }
+
+    /// The ids of the posts created in a JSON archive's range, from its day files, in archive
+    /// order (a post archived twice is listed twice).
+    pub fn archived_post_ids(bytes: &[u8]) -> Vec<String> {
+        let mut ids = Vec::new();
+        for (name, content) in archive::verify::read_entries(bytes).expect("a readable archive") {
+            if !(name.contains("_Chats/") && name.ends_with(".json")) {
+                continue;
+            }
+            let day: serde_json::Value = serde_json::from_slice(&content).expect("a day file");
+            for item in day["items"].as_array().expect("items") {
+                if item["kind"] == "post" && item.get("created_elsewhere").is_none() {
+                    ids.push(item["id"].as_str().expect("an id").to_owned());
+                }
+            }
+        }
+        ids
+    }
+
+    /// Hex SHA-256 of `bytes`.
+    pub fn sha256(bytes: &[u8]) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(bytes))
+    }
+
     pub fn is(status: pb::ExportStatus) -> impl Fn(&pb::ExportJob) -> bool {
         move |job| job.status == status as i32
     }

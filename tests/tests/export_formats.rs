@@ -51,18 +51,7 @@ async fn export(
     )
     .await;
     assert_eq!(job.status, pb::ExportStatus::Completed as i32, "{job:?}");
-    let link = client
-        .get_download_url(authed(token, pb::GetDownloadUrlRequest { id }))
-        .await
-        .unwrap()
-        .into_inner();
-    let bytes = reqwest::get(&link.url)
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap()
-        .to_vec();
+    let (link, bytes) = tests::exports::download(&mut client, token, &id).await;
     assert_eq!(bytes.len() as u64, link.size);
     let report = archive::verify::verify(&mut std::io::Cursor::new(&bytes)).unwrap();
     assert!(

@@ -18,7 +18,7 @@ use chrono::{DateTime, Duration as Span, DurationRound, Timelike, Utc};
 use event_model::EventBody;
 use proto::v1 as pb;
 use proto::v1::compliance_export_service_client::ComplianceExportServiceClient;
-use tests::exports::{TokenSpec, authed, create_topics, time};
+use tests::exports::{TokenSpec, archived_post_ids, authed, create_topics, sha256, time};
 use tests::faults_export::{Replica, SmtpSink};
 use tests::{Stack, unique, wait_for};
 use tonic::transport::Channel;
@@ -70,11 +70,6 @@ async fn write_events(
     payloads
 }
 
-fn sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
-}
-
 /// The archive's manifest.
 fn manifest(bytes: &[u8]) -> serde_json::Value {
     let entries = archive::verify::read_entries(bytes).unwrap();
@@ -87,23 +82,6 @@ fn manifest(bytes: &[u8]) -> serde_json::Value {
 
 fn instant(value: &serde_json::Value) -> DateTime<Utc> {
     value.as_str().expect("a time").parse().unwrap()
-}
-
-/// Post ids created in the archive's range, read from its day files.
-fn archived_post_ids(bytes: &[u8]) -> Vec<String> {
-    let mut ids = Vec::new();
-    for (name, content) in archive::verify::read_entries(bytes).unwrap() {
-        if !(name.contains("_Chats/") && name.ends_with(".json")) {
-            continue;
-        }
-        let day: serde_json::Value = serde_json::from_slice(&content).unwrap();
-        for item in day["items"].as_array().unwrap() {
-            if item["kind"] == "post" && item.get("created_elsewhere").is_none() {
-                ids.push(item["id"].as_str().unwrap().to_owned());
-            }
-        }
-    }
-    ids
 }
 
 async fn get_schedule(
@@ -392,21 +370,8 @@ async fn a_daily_schedule_catches_up_after_a_restart_and_its_archives_chain() {
         let k_days = i64::try_from(k).unwrap();
         assert_eq!(time(request.from.as_ref()), start + Span::days(k_days - 1));
         assert_eq!(time(request.to.as_ref()), start + Span::days(k_days));
-        let link = client_for(&third.endpoint)
-            .await
-            .get_download_url(authed(
-                &ann,
-                pb::GetDownloadUrlRequest { id: job.id.clone() },
-            ))
-            .await
-            .unwrap()
-            .into_inner();
-        let bytes = reqwest::get(&link.url)
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let mut client = client_for(&third.endpoint).await;
+        let (_, bytes) = tests::exports::download(&mut client, &ann, &job.id).await;
         assert_eq!(sha256(&bytes), job.archive_sha256);
         std::fs::write(logs.path().join(format!("run-{k}.zip")), &bytes).unwrap();
         let report = archive::verify::verify(&mut std::io::Cursor::new(&bytes)).unwrap();

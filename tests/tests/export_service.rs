@@ -70,40 +70,14 @@ async fn watch(replica: &Replica, token: &str, id: &str) -> Vec<pb::ExportJob> {
 }
 
 async fn download(replica: &Replica, token: &str, id: &str) -> (pb::DownloadUrl, Vec<u8>) {
-    let link = replica
-        .client()
-        .await
-        .get_download_url(authed(token, pb::GetDownloadUrlRequest { id: id.into() }))
-        .await
-        .unwrap()
-        .into_inner();
-    // A plain HTTP client, no credentials: the presigned URL is all it needs.
-    let response = reqwest::get(&link.url).await.unwrap();
-    assert_eq!(response.status(), 200, "GET {}", link.url);
-    let bytes = response.bytes().await.unwrap().to_vec();
-    (link, bytes)
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
+    tests::exports::download(&mut replica.client().await, token, id).await
 }
 
 /// Post ids created in the archive's range, read from its day files.
 fn archived_post_ids(bytes: &[u8]) -> BTreeSet<String> {
-    let mut ids = BTreeSet::new();
-    for (name, content) in archive::verify::read_entries(bytes).unwrap() {
-        if !(name.contains("_Chats/") && name.ends_with(".json")) {
-            continue;
-        }
-        let day: serde_json::Value = serde_json::from_slice(&content).unwrap();
-        for item in day["items"].as_array().unwrap() {
-            if item["kind"] == "post" && item.get("created_elsewhere").is_none() {
-                ids.insert(item["id"].as_str().unwrap().to_owned());
-            }
-        }
-    }
-    ids
+    tests::exports::archived_post_ids(bytes)
+        .into_iter()
+        .collect()
 }
 
 /// The archive's membership and names are the model's, conversation by conversation.
@@ -352,7 +326,7 @@ async fn produced_events_reach_a_downloaded_archive_with_mail_and_a_platform_eve
         "the watch showed the export running: {updates:?}"
     );
     let (link, bytes) = download(&replica, &ann, &id).await;
-    assert_eq!(sha256(&bytes), link.sha256);
+    assert_eq!(tests::exports::sha256(&bytes), link.sha256);
     assert_eq!(bytes.len() as u64, link.size);
     verify_archive(&bytes);
     // The final progress is the archive's own count, not the last heartbeat's.
@@ -1189,18 +1163,8 @@ async fn a_killed_replicas_export_is_completed_by_another_and_no_partial_object_
         .unwrap();
     assert_eq!(objects.len(), 1, "{objects:?}");
     assert!(objects[0].key.contains("/attempt-2/"), "{objects:?}");
-    let link = client
-        .get_download_url(authed(&ann, pb::GetDownloadUrlRequest { id: id.clone() }))
-        .await
-        .unwrap()
-        .into_inner();
-    let bytes = reqwest::get(&link.url)
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert_eq!(sha256(&bytes), job.archive_sha256);
+    let (_, bytes) = tests::exports::download(&mut client, &ann, &id).await;
+    assert_eq!(tests::exports::sha256(&bytes), job.archive_sha256);
     verify_archive(&bytes);
     // The same request at the same log position (the harness's events topic, whose
     // watermarks have not moved) run directly gives the same bytes: a takeover changes nothing.

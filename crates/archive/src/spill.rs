@@ -190,7 +190,28 @@ pub(crate) fn from_io(
     }
 }
 
-fn spill_error(error: std::io::Error) -> ArchiveError {
+/// The error of a full `TMPDIR`, for any writer of temporary files: it says where and what to do.
+pub(crate) fn full_disk_error(error: impl std::fmt::Display) -> ArchiveError {
+    spill_error(error)
+}
+
+/// Whether `error` or one of its sources is the operating system's "no space left on device".
+/// (Wrappers that do not expose their source are recognised by the OS error's own text.)
+pub(crate) fn is_disk_full(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull)
+        {
+            return true;
+        }
+        next = error.source();
+    }
+    error.to_string().contains("(os error 28)")
+}
+
+fn spill_error(error: impl std::fmt::Display) -> ArchiveError {
     ArchiveError::Internal(format!(
         "writing the export's temporary file in {} failed: {error} (point TMPDIR at a disk with \
          free space)",
@@ -257,6 +278,17 @@ mod tests {
             text.contains("TMPDIR") && text.contains("No space left on device"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_full_disk_is_recognised_inside_the_on_disk_tables_errors() {
+        // The membership history's table (redb) wraps the OS error in its own.
+        let full = redb::StorageError::from(std::io::Error::from_raw_os_error(28));
+        assert!(is_disk_full(&full));
+        let text = full_disk_error(&full).to_string();
+        assert!(text.contains("TMPDIR"), "{text}");
+        let other = redb::StorageError::from(std::io::Error::other("checksum"));
+        assert!(!is_disk_full(&other));
     }
 
     #[test]

@@ -72,7 +72,11 @@ impl std::fmt::Debug for MembershipHistory {
     }
 }
 
-fn disk_error(e: impl std::fmt::Display) -> ArchiveError {
+fn disk_error<E: std::error::Error + 'static>(e: E) -> ArchiveError {
+    // A full TMPDIR says so and what to do, like every other temporary file of the export.
+    if crate::spill::is_disk_full(&e) {
+        return crate::spill::full_disk_error(e);
+    }
     ArchiveError::Internal(format!("membership history on temporary disk: {e}"))
 }
 
