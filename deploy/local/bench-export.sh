@@ -6,6 +6,7 @@
 #   usage: deploy/local/bench-export.sh [--cases small,large,long,huge-day,big-directory,year]
 #            [--events N] [--huge-day-posts N] [--directory-people N] [--year-events N]
 #            [--rss-cap-mib MIB] [--memory-budget-mib MIB] [--disk-budget-mib MIB] [--threads N]
+#            [--format json|eml|csv]
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"

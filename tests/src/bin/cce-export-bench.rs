@@ -75,6 +75,9 @@ struct Args {
     /// Passed to `cce-archive export` when set.
     #[arg(long)]
     threads: Option<usize>,
+    /// The archive's format (json, eml or csv), passed to `cce-archive export` when set.
+    #[arg(long)]
+    format: Option<String>,
     #[command(flatten)]
     s3: S3Config,
 }
@@ -312,6 +315,7 @@ async fn run_case(
             args.disk_budget_mib.map(|v| v.to_string()),
         ),
         ("--threads", args.threads.map(|v| v.to_string())),
+        ("--format", args.format.clone()),
     ] {
         if let Some(value) = value {
             export_args.extend([flag.to_owned(), value]);
