@@ -111,24 +111,8 @@ impl LogReader {
     /// the whole history (unless the company also has a format-1 log, whose metadata has no
     /// snapshots).
     pub async fn metadata(&self, company_id: &str, as_of: DateTime<Utc>) -> Result<Directory> {
-        let v1 = self.v1_meta_events(company_id).await?;
-        let snapshots = v2::Snapshot::open_all(self.store.as_ref(), self.position.as_ref()).await?;
-        let (base, mut changes) = v2::metadata_all(
-            &snapshots,
-            self.store.as_ref(),
-            company_id,
-            as_of,
-            as_of,
-            self.position.as_ref(),
-            v1.is_empty(),
-            self.concurrency,
-        )
-        .await?;
-        let mut directory = base.unwrap_or_default();
-        changes.extend(v1);
-        for record in settle(changes, |r| {
-            self.admits(r) && r.event.occurred_at.with_timezone(&Utc) <= as_of
-        }) {
+        let (mut directory, changes) = self.metadata_changes(company_id, as_of, as_of).await?;
+        for record in changes {
             directory.apply(&record.event);
         }
         Ok(directory)
@@ -146,25 +130,9 @@ impl LogReader {
         to: DateTime<Utc>,
     ) -> Result<(Directory, Vec<LogRecord>)> {
         let until = to - chrono::Duration::nanoseconds(1);
-        let v1 = self.v1_meta_events(company_id).await?;
-        let snapshots = v2::Snapshot::open_all(self.store.as_ref(), self.position.as_ref()).await?;
-        let (base, mut changes) = v2::metadata_all(
-            &snapshots,
-            self.store.as_ref(),
-            company_id,
-            until,
-            from,
-            self.position.as_ref(),
-            v1.is_empty(),
-            self.concurrency,
-        )
-        .await?;
-        let mut directory = base.unwrap_or_default();
-        changes.extend(v1);
+        let (mut directory, changes) = self.metadata_changes(company_id, until, from).await?;
         let mut in_range = Vec::new();
-        for record in settle(changes, |r| {
-            self.admits(r) && r.event.occurred_at.with_timezone(&Utc) <= until
-        }) {
+        for record in changes {
             if record.event.occurred_at.with_timezone(&Utc) < from {
                 directory.apply(&record.event);
             } else {
@@ -172,6 +140,34 @@ impl LogReader {
             }
         }
         Ok((directory, in_range))
+    }
+
+    /// The newest usable directory snapshot of a day before `snapshot_before`'s (none: empty),
+    /// and the metadata changes after it up to `until` (inclusive), deduplicated, in log order.
+    async fn metadata_changes(
+        &self,
+        company_id: &str,
+        until: DateTime<Utc>,
+        snapshot_before: DateTime<Utc>,
+    ) -> Result<(Directory, Vec<LogRecord>)> {
+        let v1 = self.v1_meta_events(company_id).await?;
+        let snapshots = v2::Snapshot::open_all(self.store.as_ref(), self.position.as_ref()).await?;
+        let (base, mut changes) = v2::metadata_all(
+            &snapshots,
+            self.store.as_ref(),
+            company_id,
+            until,
+            snapshot_before,
+            self.position.as_ref(),
+            v1.is_empty(),
+            self.concurrency,
+        )
+        .await?;
+        changes.extend(v1);
+        let changes = settle(changes, |r| {
+            self.admits(r) && r.event.occurred_at.with_timezone(&Utc) <= until
+        });
+        Ok((base.unwrap_or_default(), changes))
     }
 
     /// Whether the reader's position (if any) holds the record.

@@ -331,6 +331,42 @@ fn is_zero(n: &u32) -> bool {
 }
 
 impl Job {
+    /// A job just accepted (created by an admin's request or a schedule's run): waiting, with
+    /// no attempt, result or notification yet.
+    pub(crate) fn accepted(
+        id: String,
+        seq: u64,
+        spec: JobSpec,
+        requested_by: String,
+        requester_email: Option<String>,
+        request_id: Option<String>,
+        created_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id,
+            seq,
+            spec,
+            requested_by,
+            requester_email,
+            request_id,
+            created_at,
+            status: JobStatus::Accepted,
+            started_at: None,
+            finished_at: None,
+            owner: None,
+            lease_until: None,
+            attempts: 0,
+            releases: 0,
+            progress: JobProgress::default(),
+            archive: None,
+            error: None,
+            notified: false,
+            notify_failures: 0,
+            notify_failed_at: None,
+            notify_given_up: false,
+        }
+    }
+
     /// Attempts that ended other than by a release: workers that died or were taken over.
     pub fn failed_attempts(&self) -> u32 {
         self.attempts.saturating_sub(self.releases)
@@ -826,29 +862,15 @@ fn apply(company: &mut CompanyState, record: &Record) -> Result<Outcome, Denied>
             {
                 return Err(queue_full(company.queued(), cap));
             }
-            let job = Job {
-                id: job_id.clone(),
-                seq: company.order.len() as u64,
-                spec: spec.clone(),
-                requested_by: actor.to_owned(),
-                requester_email: requester_email.clone(),
-                request_id: request_id.clone(),
-                created_at: at,
-                status: JobStatus::Accepted,
-                started_at: None,
-                finished_at: None,
-                owner: None,
-                lease_until: None,
-                attempts: 0,
-                releases: 0,
-                progress: JobProgress::default(),
-                archive: None,
-                error: None,
-                notified: false,
-                notify_failures: 0,
-                notify_failed_at: None,
-                notify_given_up: false,
-            };
+            let job = Job::accepted(
+                job_id.clone(),
+                company.order.len() as u64,
+                spec.clone(),
+                actor.to_owned(),
+                requester_email.clone(),
+                request_id.clone(),
+                at,
+            );
             company.jobs.insert(job_id.clone(), job);
             company.order.push(job_id.clone());
             let entry = company.audit(record, "create_export", job_id);

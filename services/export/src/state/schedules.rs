@@ -23,9 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{
-    AuditEntry, CompanyState, Job, JobProgress, JobSpec, JobStatus, Outcome, Record, queue_full,
-};
+use super::{AuditEntry, CompanyState, Job, JobSpec, JobStatus, Outcome, Record, queue_full};
 use crate::access::{Action, Denied};
 use crate::cadence::{Boundaries, Cadence, zone};
 
@@ -537,29 +535,15 @@ pub(super) fn run(
             previous: next.previous.clone(),
         }),
     };
-    let job = Job {
-        id: p.job_id.to_owned(),
-        seq: company.order.len() as u64,
+    let job = Job::accepted(
+        p.job_id.to_owned(),
+        company.order.len() as u64,
         spec,
-        requested_by: schedule.created_by.clone(),
-        requester_email: schedule.requester_email.clone(),
-        request_id: None,
-        created_at: record.at,
-        status: JobStatus::Accepted,
-        started_at: None,
-        finished_at: None,
-        owner: None,
-        lease_until: None,
-        attempts: 0,
-        releases: 0,
-        progress: JobProgress::default(),
-        archive: None,
-        error: None,
-        notified: false,
-        notify_failures: 0,
-        notify_failed_at: None,
-        notify_given_up: false,
-    };
+        schedule.created_by.clone(),
+        schedule.requester_email.clone(),
+        None,
+        record.at,
+    );
     company.jobs.insert(p.job_id.to_owned(), job);
     company.order.push(p.job_id.to_owned());
     if let Some(schedule) = company.schedules.get_mut(id) {
